@@ -1,0 +1,201 @@
+//! The registry of component types: a plain map from type name to description, outputs
+//! and factory, filled by explicit `register` calls.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde::de::DeserializeOwned;
+use topo_dsl::{parse_config, Catalog, ComponentType, ConfigIssue, Kind, StreamDecl};
+
+use crate::component::{Bolt, Result, Spout};
+
+type Check = Arc<dyn Fn(&toml::Table) -> Result<Vec<StreamDecl>, Vec<ConfigIssue>> + Send + Sync>;
+type SpoutFactory = Arc<dyn Fn(&toml::Table) -> Result<Box<dyn Spout>> + Send + Sync>;
+type BoltFactory = Arc<dyn Fn(&toml::Table) -> Result<Box<dyn Bolt>> + Send + Sync>;
+
+#[derive(Clone)]
+enum Factory {
+    Spout(SpoutFactory),
+    Bolt(BoltFactory),
+}
+
+/// One registered component type.
+#[derive(Clone)]
+pub struct Entry {
+    name: String,
+    description: String,
+    check: Check,
+    factory: Factory,
+}
+
+impl Entry {
+    /// The type name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+impl ComponentType for Entry {
+    fn kind(&self) -> Kind {
+        match self.factory {
+            Factory::Spout(_) => Kind::Spout,
+            Factory::Bolt(_) => Kind::Bolt,
+        }
+    }
+
+    fn description(&self) -> &str {
+        &self.description
+    }
+
+    fn configure(&self, config: &toml::Table) -> Result<Vec<StreamDecl>, Vec<ConfigIssue>> {
+        (self.check)(config)
+    }
+}
+
+/// Component types by name.
+///
+/// ```
+/// use topo_engine::{Registry, Spout, SpoutOutput, Poll, Result};
+/// use topo_dsl::StreamDecl;
+///
+/// #[derive(serde::Deserialize)]
+/// #[serde(deny_unknown_fields)]
+/// struct Config { count: u64 }
+///
+/// struct Numbers { next: u64, count: u64 }
+/// impl Spout for Numbers {
+///     fn next_tuple(&mut self, out: &mut SpoutOutput<'_>) -> Result<Poll> {
+///         if self.next == self.count { return Ok(Poll::Done) }
+///         out.emit_id(self.next, [self.next]);
+///         self.next += 1;
+///         Ok(Poll::Ready)
+///     }
+/// }
+///
+/// let mut registry = Registry::new();
+/// registry.spout(
+///     "numbers",
+///     "Emits 0..count.",
+///     |_: &Config| vec![StreamDecl::default_stream(["n"])],
+///     |c: Config| Ok(Numbers { next: 0, count: c.count }),
+/// );
+/// ```
+#[derive(Clone, Default)]
+pub struct Registry {
+    entries: BTreeMap<String, Entry>,
+}
+
+impl Registry {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Registry::default()
+    }
+
+    fn checker<C: DeserializeOwned + 'static>(
+        outputs: impl Fn(&C) -> Vec<StreamDecl> + Send + Sync + 'static,
+    ) -> Check {
+        Arc::new(move |table| parse_config::<C>(table).map(|c| outputs(&c)))
+    }
+
+    /// Registers a spout type: its typed config `C` (deserialized from the component's
+    /// table), the streams it declares for a config, and a factory called once per task.
+    pub fn spout<C, S>(
+        &mut self,
+        name: &str,
+        description: &str,
+        outputs: impl Fn(&C) -> Vec<StreamDecl> + Send + Sync + 'static,
+        factory: impl Fn(C) -> Result<S> + Send + Sync + 'static,
+    ) -> &mut Self
+    where
+        C: DeserializeOwned + 'static,
+        S: Spout,
+    {
+        let make: SpoutFactory = Arc::new(move |table| {
+            let config = parse_config::<C>(table).map_err(issues_error)?;
+            Ok(Box::new(factory(config)?) as Box<dyn Spout>)
+        });
+        self.insert(
+            name,
+            description,
+            Self::checker(outputs),
+            Factory::Spout(make),
+        )
+    }
+
+    /// Registers a bolt type; see [`Registry::spout`].
+    pub fn bolt<C, B>(
+        &mut self,
+        name: &str,
+        description: &str,
+        outputs: impl Fn(&C) -> Vec<StreamDecl> + Send + Sync + 'static,
+        factory: impl Fn(C) -> Result<B> + Send + Sync + 'static,
+    ) -> &mut Self
+    where
+        C: DeserializeOwned + 'static,
+        B: Bolt,
+    {
+        let make: BoltFactory = Arc::new(move |table| {
+            let config = parse_config::<C>(table).map_err(issues_error)?;
+            Ok(Box::new(factory(config)?) as Box<dyn Bolt>)
+        });
+        self.insert(
+            name,
+            description,
+            Self::checker(outputs),
+            Factory::Bolt(make),
+        )
+    }
+
+    fn insert(
+        &mut self,
+        name: &str,
+        description: &str,
+        check: Check,
+        factory: Factory,
+    ) -> &mut Self {
+        let entry = Entry {
+            name: name.to_string(),
+            description: description.to_string(),
+            check,
+            factory,
+        };
+        self.entries.insert(name.to_string(), entry);
+        self
+    }
+
+    /// Every registered type, sorted by name.
+    pub fn entries(&self) -> impl Iterator<Item = &Entry> {
+        self.entries.values()
+    }
+
+    /// Makes a spout task of type `name` from its config.
+    pub fn make_spout(&self, name: &str, config: &toml::Table) -> Result<Box<dyn Spout>> {
+        match self.entries.get(name).map(|e| &e.factory) {
+            Some(Factory::Spout(f)) => f(config),
+            _ => Err(format!("no spout type `{name}` is registered").into()),
+        }
+    }
+
+    /// Makes a bolt task of type `name` from its config.
+    pub fn make_bolt(&self, name: &str, config: &toml::Table) -> Result<Box<dyn Bolt>> {
+        match self.entries.get(name).map(|e| &e.factory) {
+            Some(Factory::Bolt(f)) => f(config),
+            _ => Err(format!("no bolt type `{name}` is registered").into()),
+        }
+    }
+}
+
+fn issues_error(issues: Vec<ConfigIssue>) -> crate::component::Error {
+    let text: Vec<String> = issues.into_iter().map(|i| i.message).collect();
+    text.join("; ").into()
+}
+
+impl Catalog for Registry {
+    fn component_type(&self, name: &str) -> Option<&dyn ComponentType> {
+        self.entries.get(name).map(|e| e as &dyn ComponentType)
+    }
+
+    fn type_names(&self) -> Vec<String> {
+        self.entries.keys().cloned().collect()
+    }
+}

@@ -1,0 +1,136 @@
+//! What the validator needs to know about component types: kind, description, outputs.
+
+use std::fmt;
+
+/// Whether a component is a source (spout) or a processor (bolt).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Kind {
+    /// A source of tuples; has no inputs.
+    Spout,
+    /// A processor of tuples; has one or more inputs. A sink is a bolt without outputs.
+    Bolt,
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Kind::Spout => "spout",
+            Kind::Bolt => "bolt",
+        })
+    }
+}
+
+/// The name of the stream a component emits to when it names none.
+pub const DEFAULT_STREAM: &str = "default";
+
+/// One output stream a component declares: its name, its fields, whether it is direct.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct StreamDecl {
+    /// Stream id, `default` unless named.
+    pub name: String,
+    /// Field names of every tuple on this stream, in order.
+    pub fields: Vec<String>,
+    /// A direct stream: the emitter names the receiving task (`emit_direct`).
+    pub direct: bool,
+}
+
+impl StreamDecl {
+    /// The default stream with the given fields.
+    pub fn default_stream<S: Into<String>>(fields: impl IntoIterator<Item = S>) -> Self {
+        Self::named(DEFAULT_STREAM, fields)
+    }
+
+    /// A named, non-direct stream.
+    pub fn named<S: Into<String>>(name: &str, fields: impl IntoIterator<Item = S>) -> Self {
+        StreamDecl {
+            name: name.to_string(),
+            fields: fields.into_iter().map(Into::into).collect(),
+            direct: false,
+        }
+    }
+
+    /// Marks the stream as direct.
+    pub fn direct(mut self) -> Self {
+        self.direct = true;
+        self
+    }
+}
+
+/// A problem with a component's own configuration, found by its type.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigIssue {
+    /// The config key at fault (for the diagnostic's position), if one is.
+    pub key: Option<String>,
+    /// What is wrong, as one sentence without a trailing period.
+    pub message: String,
+    /// How to fix it, if there is something to say.
+    pub hint: Option<String>,
+}
+
+impl ConfigIssue {
+    /// An issue about a key.
+    pub fn key(key: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigIssue {
+            key: Some(key.into()),
+            message: message.into(),
+            hint: None,
+        }
+    }
+
+    /// An issue about the config as a whole.
+    pub fn whole(message: impl Into<String>) -> Self {
+        ConfigIssue {
+            key: None,
+            message: message.into(),
+            hint: None,
+        }
+    }
+
+    /// Adds a hint.
+    pub fn with_hint(mut self, hint: impl Into<String>) -> Self {
+        self.hint = Some(hint.into());
+        self
+    }
+}
+
+/// A registered component type, as the validator sees it.
+pub trait ComponentType {
+    /// Spout or bolt.
+    fn kind(&self) -> Kind;
+    /// One line saying what it does.
+    fn description(&self) -> &str;
+    /// Checks the component's own config (every key of its table except the engine's
+    /// `type`, `parallelism`, `inputs`, `tick_secs`) and returns the streams it will emit.
+    /// Unknown keys and wrongly typed values are issues.
+    fn configure(&self, config: &toml::Table) -> Result<Vec<StreamDecl>, Vec<ConfigIssue>>;
+}
+
+/// The set of component types a topology may use. The engine's `Registry` implements it.
+pub trait Catalog {
+    /// The type registered under `name`.
+    fn component_type(&self, name: &str) -> Option<&dyn ComponentType>;
+    /// Every registered type name, sorted.
+    fn type_names(&self) -> Vec<String>;
+}
+
+/// Deserializes a component's config table into its typed config `C`.
+///
+/// Use `#[serde(deny_unknown_fields)]` on `C` so unknown keys are issues.
+pub fn parse_config<C: serde::de::DeserializeOwned>(
+    config: &toml::Table,
+) -> Result<C, Vec<ConfigIssue>> {
+    C::deserialize(toml::Value::Table(config.clone())).map_err(|e| {
+        let message = e.to_string().trim().to_string();
+        // serde names the key in backticks: "unknown field `sed`, expected ...".
+        let key = message
+            .split('`')
+            .nth(1)
+            .filter(|k| config.contains_key(*k))
+            .map(str::to_string);
+        vec![ConfigIssue {
+            key,
+            message,
+            hint: None,
+        }]
+    })
+}

@@ -1,0 +1,33 @@
+//! The topology model of topo: the TOML loader, the Rust builder, the one validator,
+//! diagnostics and graph rendering. No runtime lives here.
+//!
+//! # Layout
+//! - [`spec`]: `TopologySpec`, the raw topology as written, with source spans.
+//! - [`builder`]: `Topology::builder(...)`, the Rust way to write a spec.
+//! - [`validate`](mod@validate): spec → checked [`Topology`], every problem reported at once.
+//! - [`topology`]: the checked `Topology`, what the engine runs.
+//! - [`catalog`]: what the validator knows of component types.
+//!
+//! # Example
+//! ```
+//! use topo_dsl::Topology;
+//! let spec = Topology::builder("wordcount")
+//!     .spout("sentences", "random_sentences")
+//!     .bolt("split", "split_words").shuffle("sentences")
+//!     .spec();
+//! assert_eq!(spec.components.len(), 2);
+//! ```
+
+pub mod builder;
+pub mod catalog;
+pub mod spec;
+pub mod topology;
+pub mod validate;
+
+pub use builder::{ComponentBuilder, TopologyBuilder};
+pub use catalog::{
+    parse_config, Catalog, ComponentType, ConfigIssue, Kind, StreamDecl, DEFAULT_STREAM,
+};
+pub use spec::{ComponentSpec, InputSpec, Span, TopologySpec};
+pub use topology::{Component, ComponentIdx, Grouping, Input, Settings, Topology};
+pub use validate::{validate, Diagnostic, Diagnostics};
