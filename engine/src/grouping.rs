@@ -13,7 +13,18 @@ use crate::value::{StableHasher, Value};
 /// of the grouping fields' values, in the grouping's field order, modulo `n`. The same
 /// in every process.
 pub fn fields_index<'a>(values: impl IntoIterator<Item = &'a Value>, n: usize) -> usize {
-    (fields_hash(values) % n.max(1) as u64) as usize
+    modulo(fields_hash(values), n)
+}
+
+/// `h % n`, without a division when `n` is a power of two (the same result).
+#[inline]
+fn modulo(h: u64, n: usize) -> usize {
+    let n = n.max(1) as u64;
+    if n.is_power_of_two() {
+        (h & (n - 1)) as usize
+    } else {
+        (h % n) as usize
+    }
 }
 
 fn fields_hash<'a>(values: impl IntoIterator<Item = &'a Value>) -> u64 {
@@ -142,9 +153,8 @@ impl Router {
             } => {
                 if !tasks.is_empty() {
                     let h = fields_hash(fields.iter().map(|&i| &values[i]));
-                    let n = tasks.len() as u64;
-                    let a = (h % n) as usize;
-                    let b = (rehash(h) % n) as usize;
+                    let a = modulo(h, tasks.len());
+                    let b = modulo(rehash(h), tasks.len());
                     let i = if sent[b] < sent[a] { b } else { a };
                     sent[i] += 1;
                     out.push(tasks[i]);
@@ -169,6 +179,15 @@ mod tests {
         let mut out = SmallVec::new();
         r.route(values, None, &mut out);
         out.to_vec()
+    }
+
+    #[test]
+    fn modulo_is_the_remainder() {
+        for n in 1..20 {
+            for h in [0, 1, 7, 12345, u64::MAX, u64::MAX / 3] {
+                assert_eq!(modulo(h, n) as u64, h % n as u64);
+            }
+        }
     }
 
     #[test]

@@ -45,7 +45,7 @@ use crate::executor::{Output, OutputSpec, Pool, StreamOut};
 use crate::grouping::Router;
 use crate::plan::{PhysicalPlan, TaskRole};
 use crate::registry::Registry;
-use crate::route::{AckerIn, Inbound, Route, SpoutMsg};
+use crate::route::{AckerIn, Inbound, RemoteSender, Route, SpoutMsg};
 use crate::summary::{ComponentSummary, Counts, RunSummary, SharedCounts, TaskSummary};
 use crate::tuple::{StreamInfo, TaskId};
 
@@ -60,6 +60,41 @@ pub struct RunOptions {
     pub queue_batches: usize,
     /// A task sends what it buffered at least this often.
     pub flush_interval: Duration,
+    /// Run only the tasks of this worker of the plan; `None` runs every worker's tasks
+    /// in this process (all routes local).
+    pub worker: Option<usize>,
+    /// How to reach tasks of other workers; needed when `worker` is set and the plan has
+    /// more than one worker.
+    pub remote: Option<Remotes>,
+}
+
+/// Senders to the tasks of other workers, provided by the transport.
+#[derive(Clone)]
+pub struct Remotes {
+    /// Data batches and end-of-stream markers to bolt tasks (may block for credits).
+    pub data: Arc<dyn RemoteSender<Inbound>>,
+    /// Acker messages (must not block).
+    pub acker: Arc<dyn RemoteSender<AckerIn>>,
+    /// Acks, fails and control messages to spout tasks (must not block).
+    pub spout: Arc<dyn RemoteSender<SpoutMsg>>,
+}
+
+impl std::fmt::Debug for Remotes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Remotes")
+    }
+}
+
+/// The inboxes of a worker's local tasks, for the transport to deliver what other
+/// workers send them.
+#[derive(Clone, Debug, Default)]
+pub struct Inboxes {
+    /// Bolt tasks' data inboxes (bounded: a full one is backpressure).
+    pub data: Vec<(TaskId, Sender<Inbound>)>,
+    /// Acker tasks' inboxes.
+    pub ackers: Vec<(TaskId, Sender<AckerIn>)>,
+    /// Spout tasks' control inboxes.
+    pub spouts: Vec<(TaskId, Sender<SpoutMsg>)>,
 }
 
 impl Default for RunOptions {
@@ -69,6 +104,8 @@ impl Default for RunOptions {
             batch_size: 512,
             queue_batches: 8,
             flush_interval: Duration::from_millis(1),
+            worker: None,
+            remote: None,
         }
     }
 }
@@ -85,6 +122,14 @@ pub enum StartError {
         type_name: String,
         /// What the factory said.
         message: String,
+    },
+    /// A task of another worker must be reached but no transport was given.
+    #[error("task {task} runs in worker {worker}, and no transport reaches other workers")]
+    NoTransport {
+        /// The remote task.
+        task: TaskId,
+        /// Its worker.
+        worker: usize,
     },
     /// An executor thread could not be started.
     #[error("cannot start a thread for task {task}: {source}")]
@@ -143,6 +188,7 @@ pub struct RunningTopology {
     ackers: Vec<(TaskId, Sender<AckerIn>, JoinHandle<Counts>)>,
     shared: Vec<(TaskId, Arc<SharedCounts>)>,
     queues: Vec<(TaskId, Sender<Inbound>)>,
+    inboxes: Inboxes,
     stop: StopHandle,
     done: Receiver<()>,
     errors: Arc<Mutex<Vec<String>>>,
@@ -173,6 +219,11 @@ impl RunningTopology {
     /// Starts stopping; see [`StopHandle::stop`].
     pub fn stop(&self) {
         self.stop.stop();
+    }
+
+    /// The inboxes of the tasks running here, for a transport to deliver into.
+    pub fn inboxes(&self) -> &Inboxes {
+        &self.inboxes
     }
 
     /// Number of acker tasks running.
@@ -300,8 +351,10 @@ enum Instance {
     Bolt(Box<dyn Bolt>),
 }
 
-/// Starts every task of `topology` in this process (all workers of its plan: placement
-/// decides `local_or_shuffle` and where ackers sit, but every route is a local queue).
+/// Starts the tasks of `topology` in this process: every task of the plan (placement
+/// then only decides `local_or_shuffle` and where ackers sit; every route is a local
+/// queue), or with [`RunOptions::worker`] only that worker's tasks, reaching the others
+/// through [`RunOptions::remote`].
 pub fn start(
     topology: Arc<Topology>,
     registry: &Registry,
@@ -311,10 +364,11 @@ pub fn start(
     let plan = PhysicalPlan::new(&topology);
     let settings = topology.settings().clone();
     let n = plan.tasks().len() + 1;
+    let here = |t: TaskId| options.worker.is_none_or(|w| plan.worker_of(t) == Some(w));
 
     // Make every instance first, so a config the factory refuses starts nothing.
     let mut instances: Vec<Option<Instance>> = (0..n).map(|_| None).collect();
-    for slot in plan.tasks() {
+    for slot in plan.tasks().iter().filter(|s| here(s.id)) {
         let TaskRole::Component(c) = slot.role else {
             continue;
         };
@@ -339,7 +393,7 @@ pub fn start(
     let mut data_rx: Vec<Option<Receiver<Inbound>>> = vec![None; n];
     let mut ctl_tx: Vec<Option<Sender<SpoutMsg>>> = vec![None; n];
     let mut ctl_rx: Vec<Option<Receiver<SpoutMsg>>> = vec![None; n];
-    for slot in plan.tasks() {
+    for slot in plan.tasks().iter().filter(|s| here(s.id)) {
         let TaskRole::Component(c) = slot.role else {
             continue;
         };
@@ -360,15 +414,45 @@ pub fn start(
     let acker_chans: Vec<(TaskId, Sender<AckerIn>, Receiver<AckerIn>)> = plan
         .ackers()
         .iter()
+        .filter(|&&t| here(t))
         .map(|&t| {
             let (tx, rx) = crossbeam_channel::unbounded();
             (t, tx, rx)
         })
         .collect();
-    let acker_routes: Vec<(TaskId, Route<AckerIn>)> = acker_chans
-        .iter()
-        .map(|(t, tx, _)| (*t, Route::Local(tx.clone())))
-        .collect();
+    // Routes to every task, local or remote.
+    let remote = |t: TaskId| -> Result<&Remotes, StartError> {
+        options.remote.as_ref().ok_or(StartError::NoTransport {
+            task: t,
+            worker: plan.worker_of(t).unwrap_or(0),
+        })
+    };
+    let data_route = |t: TaskId| -> Result<Route<Inbound>, StartError> {
+        Ok(match &data_tx[t as usize] {
+            Some(tx) => Route::Local(tx.clone()),
+            None => Route::Remote(Arc::clone(&remote(t)?.data)),
+        })
+    };
+    let mut acker_routes: Vec<(TaskId, Route<AckerIn>)> = Vec::new();
+    for &t in plan.ackers() {
+        let route = match acker_chans.iter().find(|a| a.0 == t) {
+            Some((_, tx, _)) => Route::Local(tx.clone()),
+            None => Route::Remote(Arc::clone(&remote(t)?.acker)),
+        };
+        acker_routes.push((t, route));
+    }
+    let mut spout_routes: Vec<Option<Route<SpoutMsg>>> = vec![None; n];
+    for slot in plan.tasks() {
+        let TaskRole::Component(c) = slot.role else {
+            continue;
+        };
+        if topology.components()[c].kind == Kind::Spout {
+            spout_routes[slot.id as usize] = Some(match &ctl_tx[slot.id as usize] {
+                Some(tx) => Route::Local(tx.clone()),
+                None => Route::Remote(Arc::clone(&remote(slot.id)?.spout)),
+            });
+        }
+    }
 
     let stop = StopHandle {
         spouts: Arc::new(
@@ -389,7 +473,7 @@ pub fn start(
     let mut tasks = Vec::new();
     let mut shared = Vec::new();
     let mut queues = Vec::new();
-    for slot in plan.tasks() {
+    for slot in plan.tasks().iter().filter(|s| here(s.id)) {
         let TaskRole::Component(c) = slot.role else {
             continue;
         };
@@ -426,8 +510,8 @@ pub fn start(
             .collect();
         let dests = downstream
             .iter()
-            .filter_map(|&t| data_tx[t as usize].clone().map(|tx| (t, Route::Local(tx))))
-            .collect();
+            .map(|&t| data_route(t).map(|r| (t, r)))
+            .collect::<Result<Vec<_>, _>>()?;
         let counts = Arc::new(SharedCounts::default());
         shared.push((task, Arc::clone(&counts)));
         let out = Output::new(OutputSpec {
@@ -533,8 +617,6 @@ pub fn start(
     }
     drop(done_tx);
 
-    let spout_routes: Vec<Option<Route<SpoutMsg>>> =
-        ctl_tx.iter().map(|s| s.clone().map(Route::Local)).collect();
     let mut ackers = Vec::new();
     for (task, tx, rx) in acker_chans {
         let counts = Arc::new(SharedCounts::default());
@@ -552,6 +634,11 @@ pub fn start(
             .map_err(|source| StartError::Thread { task, source })?;
         ackers.push((task, tx, handle));
     }
+    let inboxes = Inboxes {
+        data: queues.clone(),
+        ackers: ackers.iter().map(|(t, tx, _)| (*t, tx.clone())).collect(),
+        spouts: stop.spouts.iter().cloned().collect(),
+    };
     tracing::info!(
         topology = topology.name(),
         tasks = tasks.len(),
@@ -565,6 +652,7 @@ pub fn start(
         ackers,
         shared,
         queues,
+        inboxes,
         stop,
         done,
         errors,
