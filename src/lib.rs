@@ -12,11 +12,10 @@
 //!
 //! # Example
 //! ```no_run
-//! fn main() {
-//!     let mut registry = topo::default_registry();
-//!     // registry.bolt("my_bolt", ...);
-//!     std::process::exit(topo::cli::main_with(registry));
-//! }
+//! // A binary with its own components: add them to the registry, get every verb.
+//! let registry = topo::default_registry();
+//! // registry.bolt("my_bolt", ...);
+//! std::process::exit(topo::cli::main_with(registry));
 //! ```
 
 pub mod cli;
