@@ -27,7 +27,17 @@ const INPUT_KEYS: [&str; 4] = ["from", "stream", "grouping", "fields"];
 /// Parses a topology file into a spec and the problems with its shape. The spec holds
 /// everything that could be read, so validating it finds the remaining problems.
 pub fn parse(text: &str) -> (TopologySpec, Diagnostics) {
-    let mut l = Loader { diags: Vec::new() };
+    let (spec, diags, _) = parse_marked(text);
+    (spec, diags)
+}
+
+/// [`parse`], and the start of every `key = value` whose value could not be read: the
+/// validator sees those keys absent and would report them again.
+fn parse_marked(text: &str) -> (TopologySpec, Diagnostics, Vec<usize>) {
+    let mut l = Loader {
+        diags: Vec::new(),
+        unread: Vec::new(),
+    };
     let (doc, errors) = DeTable::parse_recoverable(text);
     for e in errors {
         let span = e.span().map(|r| Span::new(r.start, r.end));
@@ -58,42 +68,43 @@ pub fn parse(text: &str) -> (TopologySpec, Diagnostics) {
     }
     spec.components = spouts;
     spec.components.append(&mut bolts);
-    (spec, Diagnostics { items: l.diags })
+    (spec, Diagnostics { items: l.diags }, l.unread)
 }
 
 /// Parses and validates a topology file: every problem at once, in source order.
 pub fn load(text: &str, catalog: &dyn Catalog) -> Result<Topology, Diagnostics> {
-    let (spec, shape) = parse(text);
+    let (spec, shape, unread) = parse_marked(text);
     let checked = validate(&spec, catalog);
-    let line = |d: &Diagnostic| d.span.map(|s| crate::diagnostic::position(text, s.start).0);
-    // One problem per line from the loader: a broken line often gives several syntax errors.
-    let mut taken: Vec<usize> = Vec::new();
+    // One syntax error per line: a broken line often gives several.
+    let mut broken_lines: Vec<usize> = Vec::new();
     let mut items = Vec::new();
     for d in shape.items {
-        match line(&d) {
-            Some(l) if taken.contains(&l) => {}
-            Some(l) => {
-                taken.push(l);
-                items.push(d);
+        if d.message.starts_with(SYNTAX) {
+            if let Some(s) = d.span {
+                let line = crate::diagnostic::position(text, s.start).0;
+                if broken_lines.contains(&line) {
+                    continue;
+                }
+                broken_lines.push(line);
             }
-            None => items.push(d),
         }
+        items.push(d);
     }
     match checked {
         Ok(topology) if items.is_empty() => return Ok(topology),
         Ok(_) => {}
-        // A line the loader could not read is absent for the validator, which would report
-        // the absence on the same line again.
         Err(found) => items.extend(
             found
                 .items
                 .into_iter()
-                .filter(|d| line(d).is_none_or(|l| !taken.contains(&l))),
+                .filter(|d| d.span.is_none_or(|s| !unread.contains(&s.start))),
         ),
     }
     items.sort_by_key(|d| d.span.map_or(usize::MAX, |s| s.start));
     Err(Diagnostics { items })
 }
+
+const SYNTAX: &str = "invalid toml: ";
 
 fn syntax_message(message: &str) -> String {
     let one_line: Vec<&str> = message
@@ -101,7 +112,7 @@ fn syntax_message(message: &str) -> String {
         .map(str::trim)
         .filter(|l| !l.is_empty())
         .collect();
-    format!("invalid toml: {}", one_line.join(", "))
+    format!("{SYNTAX}{}", one_line.join(", "))
 }
 
 type Entry<'a, 'i> = (
@@ -148,6 +159,8 @@ fn type_name(v: &DeValue<'_>) -> &'static str {
 
 struct Loader {
     diags: Vec<Diagnostic>,
+    /// Starts of `key = value` entries whose value could not be read.
+    unread: Vec<usize>,
 }
 
 impl Loader {
@@ -296,9 +309,15 @@ impl Loader {
                 span: span_of(key),
                 spans: Spans::default(),
             };
+            // Keys whose value the recovering parser could not read: known, but absent.
+            for (k, _) in body.iter().filter(|(_, v)| !is_real(v)) {
+                c.spans.insert(k.get_ref().as_ref(), span_of(k));
+                self.unread.push(k.span().start);
+            }
             for (k, v) in in_order(body) {
                 let name = k.get_ref().as_ref();
                 c.spans.insert(name, entry_span(k, v));
+                let before = self.diags.len();
                 match name {
                     "type" => c.type_name = self.string(v, name),
                     "parallelism" => c.parallelism = self.int(v, name),
@@ -309,6 +328,9 @@ impl Loader {
                             c.config.insert(other.to_string(), value);
                         }
                     }
+                }
+                if self.diags.len() > before {
+                    self.unread.push(entry_span(k, v).start);
                 }
             }
             out.push(c);

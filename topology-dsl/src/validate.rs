@@ -116,6 +116,15 @@ fn input_at(i: &InputSpec, key: &str) -> Option<Span> {
     i.spans.get(key).or(i.span.known())
 }
 
+/// A number as written back in a message: `1.5`, `1e300`.
+fn number(x: f64) -> String {
+    if x.is_finite() && x.abs() < 1e9 {
+        format!("{x}")
+    } else {
+        format!("{x:e}")
+    }
+}
+
 fn seconds(secs: f64) -> Option<Duration> {
     (secs > 0.0 && secs <= MAX_SECS)
         .then(|| Duration::try_from_secs_f64(secs).ok())
@@ -179,7 +188,8 @@ impl Validator<'_> {
         let message_timeout = seconds(timeout).unwrap_or_else(|| {
             self.err(Diagnostic::new(
                 format!(
-                    "\"message_timeout_secs\" must be a positive number of seconds up to {MAX_SECS}, not {timeout}"
+                    "\"message_timeout_secs\" must be a positive number of seconds up to {MAX_SECS}, not {}",
+                    number(timeout)
                 ),
                 span("message_timeout_secs"),
             ));
@@ -256,8 +266,9 @@ impl Validator<'_> {
                 if t.is_none() {
                     self.err(Diagnostic::new(
                         format!(
-                            "{}: \"tick_secs\" must be a positive number of seconds up to {MAX_SECS}, not {s}",
-                            kind_of(c)
+                            "{}: \"tick_secs\" must be a positive number of seconds up to {MAX_SECS}, not {}",
+                            kind_of(c),
+                            number(s)
                         ),
                         at(c, "tick_secs"),
                     ));
