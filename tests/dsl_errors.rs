@@ -173,6 +173,7 @@ t.topo.toml:6:11: error: unknown input \"sentencs\"
 6 | inputs = [\"sentencs\"]
   |           ^^^^^^^^^^
   = hint: did you mean \"sentences\"?
+
 "
     );
     // Without a file (the builder), the same message and hint.

@@ -70,7 +70,8 @@ impl Diagnostics {
     }
 
     /// Renders every diagnostic against the file `file` whose text is `source`:
-    /// `FILE:LINE:COL: error: MESSAGE`, the source line, a caret under the span and the hint.
+    /// `FILE:LINE:COL: error: MESSAGE`, the source line, a caret under the span, the hint and
+    /// an empty line.
     /// Lines and columns are 1-based; columns count characters.
     pub fn render(&self, file: &str, source: &str) -> String {
         let mut out = String::new();
@@ -116,6 +117,7 @@ fn render_one(out: &mut String, d: &Diagnostic, file: &str, source: &str) {
         if let Some(h) = &d.hint {
             let _ = writeln!(out, "  = hint: {h}");
         }
+        out.push('\n');
         return;
     };
     let (line, col, text) = position(source, span.start);
@@ -146,6 +148,7 @@ fn render_one(out: &mut String, d: &Diagnostic, file: &str, source: &str) {
     if let Some(h) = &d.hint {
         let _ = writeln!(out, "{pad} = hint: {h}");
     }
+    out.push('\n');
 }
 
 /// `did you mean "x"?` for the candidate closest to `word`, if one is close enough.
@@ -203,7 +206,7 @@ mod tests {
         };
         assert_eq!(
             d.render("f.toml", src),
-            "f.toml:2:11: error: unknown input \"splt\"\n  |\n2 | inputs = [\"splt\"]\n  |           ^^^^^^\n  = hint: did you mean \"split\"?\n"
+            "f.toml:2:11: error: unknown input \"splt\"\n  |\n2 | inputs = [\"splt\"]\n  |           ^^^^^^\n  = hint: did you mean \"split\"?\n\n"
         );
     }
 
