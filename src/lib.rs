@@ -20,6 +20,11 @@
 
 pub mod cli;
 
+// The README's Rust examples run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
 /// What a component author needs.
 pub mod prelude {
     pub use topo_dsl::{Grouping, Kind, StreamDecl, Topology, TopologySpec};
