@@ -285,3 +285,65 @@ fn types_kinds_ids_and_settings_are_checked() {
         ]
     );
 }
+
+#[test]
+fn every_cycle_is_reported_with_every_component_on_it() {
+    let text = format!(
+        "{HEAD}\
+[bolts.a]
+type = \"split_words\"
+inputs = [\"s\", \"c\"]
+[bolts.b]
+type = \"split_words\"
+inputs = [\"a\"]
+[bolts.c]
+type = \"split_words\"
+inputs = [\"b\"]
+[bolts.d]
+type = \"split_words\"
+inputs = [\"e\"]
+[bolts.e]
+type = \"split_words\"
+inputs = [\"d\", \"s\"]
+[bolts.f]
+type = \"console\"
+inputs = [\"a\", \"e\"]
+"
+    );
+    assert_eq!(
+        messages(&text),
+        [
+            "cycle through \"a\", \"b\" and \"c\"",
+            "cycle through \"d\" and \"e\""
+        ]
+    );
+}
+
+#[test]
+fn positions_count_characters_and_ignore_carriage_returns() {
+    let text = "[spouts.s]\r\ntype = \"random_sentences\"\r\n[bolts.\"é\"]\r\ntype = \"console\"\r\n\tinputs = [\"ß\"]\r\n";
+    let Err(d) = topo_dsl::load(text, &topo::default_registry()) else {
+        panic!("validated");
+    };
+    assert_eq!(
+        d.render("t", text),
+        "\
+t:3:8: error: invalid component id \"é\"
+  |
+3 | [bolts.\"é\"]
+  |        ^^^
+  = hint: ids use ascii letters, digits, \"_\" and \"-\", and do not start with \"__\"
+
+t:5:12: error: unknown input \"ß\"
+  |
+5 | \tinputs = [\"ß\"]
+  | \t          ^^^
+
+"
+    );
+    // An unquoted non-ascii key is a syntax error, reported once.
+    assert_eq!(
+        messages("[spouts.s]\ntype = \"random_sentences\"\n[bolts.é]\ninputs = [\"s\"]\ntype = \"console\"\n"),
+        ["invalid toml: invalid unquoted key, expected letters, numbers, `-`, `_`"]
+    );
+}

@@ -73,7 +73,9 @@ fn parse_marked(text: &str) -> (TopologySpec, Diagnostics, Vec<usize>) {
 
 /// Parses and validates a topology file: every problem at once, in source order.
 pub fn load(text: &str, catalog: &dyn Catalog) -> Result<Topology, Diagnostics> {
-    let (spec, shape, unread) = parse_marked(text);
+    let (spec, shape, mut unread) = parse_marked(text);
+    // Where the loader found a problem, the validator's report would be a second one.
+    unread.extend(shape.items.iter().filter_map(|d| d.span).map(|s| s.start));
     let checked = validate(&spec, catalog);
     // One syntax error per line: a broken line often gives several.
     let mut broken_lines: Vec<usize> = Vec::new();
