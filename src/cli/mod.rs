@@ -1,7 +1,7 @@
 //! The `topo` command line: one binary, every role.
 //!
 //! Each verb lives in its own module with its clap `Args` and a `run` function returning the
-//! exit code; adding a verb is one module, one [`Command`] variant and one match arm.
+//! exit code; adding a verb is one module, one `Command` variant and one match arm.
 //!
 //! # Layout
 //! - [`validate`](mod@validate): `topo validate FILE...`

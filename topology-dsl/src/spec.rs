@@ -1,6 +1,6 @@
 //! The raw topology as written: what the TOML loader and the builder produce.
 //!
-//! Nothing here is checked; [`crate::validate`] turns a spec into a [`crate::Topology`].
+//! Nothing here is checked; [`crate::validate()`] turns a spec into a [`crate::Topology`].
 //! Spans are byte ranges into the source file and never take part in equality, so a spec
 //! loaded from TOML equals the same spec made with the builder.
 

@@ -5,7 +5,7 @@
 //! problem: a component whose type or config is wrong is still known by id, so inputs
 //! naming it do not add noise, and checks that need its outputs are skipped.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
 use petgraph::algo::tarjan_scc;
@@ -375,7 +375,7 @@ impl Validator<'_> {
             _ => {}
         }
         let mut out: Vec<(Input, Span)> = Vec::new();
-        let mut seen: BTreeMap<(usize, String), ()> = BTreeMap::new();
+        let mut seen: BTreeSet<(usize, String)> = BTreeSet::new();
         for inp in declared {
             let Some(&from) = by_id.get(inp.from.as_str()) else {
                 self.err(
@@ -442,7 +442,7 @@ impl Validator<'_> {
                     input_at(inp, "fields"),
                 ));
             }
-            if seen.insert((from, stream.to_string()), ()).is_some() {
+            if !seen.insert((from, stream.to_string())) {
                 self.err(Diagnostic::new(
                     format!(
                         "{} subscribes to stream \"{stream}\" of \"{}\" twice",
