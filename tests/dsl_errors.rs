@@ -347,3 +347,51 @@ t:5:12: error: unknown input \"ß\"
         ["invalid toml: invalid unquoted key, expected letters, numbers, `-`, `_`"]
     );
 }
+
+#[test]
+fn component_configs_are_checked_by_their_type() {
+    let text = "\
+[spouts.s]
+type = \"random_sentences\"
+seed = -3
+[bolts.b]
+type = \"split_words\"
+foo = 1
+inputs = [\"s\"]
+[bolts.c]
+type = \"console\"
+prefix = { a = 1 }
+inputs = [\"b\"]
+";
+    let Err(d) = topo_dsl::load(text, &topo::default_registry()) else {
+        panic!("validated");
+    };
+    let got: Vec<(usize, &str, Option<&str>)> = d
+        .items
+        .iter()
+        .map(|d| {
+            let line = d.span.map_or(0, |s| position(text, s.start).0);
+            (line, d.message.as_str(), d.hint.as_deref())
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (
+                3,
+                "spout \"s\": invalid value for \"seed\": expected u64, found integer `-3`",
+                None
+            ),
+            (
+                6,
+                "bolt \"b\": unknown key \"foo\"",
+                Some("this component type takes no config keys")
+            ),
+            (
+                10,
+                "bolt \"c\": invalid type for \"prefix\": expected a string, found table",
+                None
+            ),
+        ]
+    );
+}

@@ -160,6 +160,12 @@ fn config_issue(e: &toml::de::Error) -> ConfigIssue {
     for (prefix, what) in [("invalid type: ", "type"), ("invalid value: ", "value")] {
         if let (Some(rest), Some(key)) = (message.strip_prefix(prefix), &path) {
             if let Some((found, expected)) = rest.rsplit_once(", expected ") {
+                // serde's data model names; a topology file has tables and arrays.
+                let found = match found {
+                    "map" => "table",
+                    "sequence" => "array",
+                    other => other,
+                };
                 return ConfigIssue::key(
                     key.split('.').next().unwrap_or(key),
                     format!("invalid {what} for \"{key}\": expected {expected}, found {found}"),
