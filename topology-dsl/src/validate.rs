@@ -11,7 +11,7 @@ use std::time::Duration;
 use petgraph::algo::tarjan_scc;
 use petgraph::graph::{DiGraph, NodeIndex};
 
-use crate::catalog::{Catalog, Kind, StreamDecl, DEFAULT_STREAM};
+use crate::catalog::{Catalog, ConfigIssue, Kind, StreamDecl, DEFAULT_STREAM};
 use crate::diagnostic::{closest, did_you_mean, quoted_list};
 use crate::spec::{ComponentSpec, InputSpec, Span, TopologySpec};
 use crate::topology::{Component, Grouping, Input, Settings, Topology};
@@ -320,7 +320,7 @@ impl Validator<'_> {
         let outputs = match ty.configure(&c.config) {
             Ok(outputs) => outputs,
             Err(issues) => {
-                for i in issues {
+                for i in issues.into_iter().map(tidy) {
                     let span = i
                         .key
                         .as_deref()
@@ -582,5 +582,192 @@ fn fields_hint(f: &str, decl: &StreamDecl) -> String {
     match closest(f, decl.fields.iter().map(String::as_str)) {
         Some(c) => format!("did you mean \"{c}\"? {list}"),
         None => list,
+    }
+}
+
+/// A component type's config issue as a one-line diagnostic about a key.
+///
+/// Issues from [`crate::parse_config`] carry serde's and toml's texts: `unknown field
+/// `sed`, expected `count` or `seed``, `invalid type: string "x", expected u64` followed by
+/// a line `in `seed``. They become `unknown key "sed"` (with a did-you-mean hint),
+/// `missing key "count"`, `invalid type for "seed": expected u64, found string "x"`; other
+/// texts keep their words, on one line, prefixed with the key they are about.
+fn tidy(issue: ConfigIssue) -> ConfigIssue {
+    let whole = issue.message.trim();
+    // toml names the key path of an error inside a value on a last line `in `a.b``.
+    let (text, path) = match whole.rsplit_once('\n') {
+        Some((head, last)) => match last
+            .trim()
+            .strip_prefix("in `")
+            .and_then(|p| p.strip_suffix('`'))
+        {
+            Some(p) => (head.trim(), Some(p.to_string())),
+            None => (whole, None),
+        },
+        None => (whole, None),
+    };
+    let top = |p: &str| p.split('.').next().unwrap_or(p).to_string();
+    let ticked: Vec<&str> = text.split('`').skip(1).step_by(2).collect();
+    if text.starts_with("unknown field") {
+        if let Some((key, expected)) = ticked.split_first() {
+            let hint = did_you_mean(key, expected.iter().copied()).unwrap_or_else(|| {
+                if expected.is_empty() {
+                    "this component type takes no config keys".to_string()
+                } else {
+                    format!("known keys: {}", expected.join(", "))
+                }
+            });
+            // Inside a nested table, toml names the table and serde the key.
+            let shown = match &path {
+                Some(p) => format!("{p}.{key}"),
+                None => key.to_string(),
+            };
+            return ConfigIssue::key(top(&shown), format!("unknown key \"{shown}\""))
+                .with_hint(hint);
+        }
+    }
+    if text.starts_with("missing field") {
+        if let Some(key) = ticked.first() {
+            let shown = match &path {
+                Some(p) => format!("{p}.{key}"),
+                None => key.to_string(),
+            };
+            return ConfigIssue {
+                key: path.as_deref().map(top),
+                message: format!("missing key \"{shown}\""),
+                hint: issue.hint,
+            };
+        }
+    }
+    if let Some(p) = &path {
+        for (prefix, what) in [("invalid type: ", "type"), ("invalid value: ", "value")] {
+            let Some((found, expected)) = text
+                .strip_prefix(prefix)
+                .and_then(|rest| rest.rsplit_once(", expected "))
+            else {
+                continue;
+            };
+            // serde's data model names; a topology file has tables and arrays.
+            let found = match found {
+                "map" => "table",
+                "sequence" => "array",
+                other => other,
+            };
+            return ConfigIssue {
+                key: Some(top(p)),
+                message: format!("invalid {what} for \"{p}\": expected {expected}, found {found}"),
+                hint: issue.hint,
+            };
+        }
+    }
+    let one_line = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let message = match &path {
+        Some(p) if !one_line.contains(&format!("`{p}`")) => format!("\"{p}\": {one_line}"),
+        _ => one_line,
+    };
+    ConfigIssue {
+        key: path.as_deref().map(top).or(issue.key),
+        message,
+        hint: issue.hint,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tidied(message: &str, key: Option<&str>) -> (Option<String>, String, Option<String>) {
+        let t = tidy(ConfigIssue {
+            key: key.map(str::to_string),
+            message: message.to_string(),
+            hint: None,
+        });
+        (t.key, t.message, t.hint)
+    }
+
+    fn some(s: &str) -> Option<String> {
+        Some(s.to_string())
+    }
+
+    #[test]
+    fn serde_texts_become_short_messages_about_a_key() {
+        assert_eq!(
+            tidied(
+                "unknown field `sed`, expected `count` or `seed`",
+                Some("sed")
+            ),
+            (
+                some("sed"),
+                "unknown key \"sed\"".into(),
+                some("did you mean \"seed\"?")
+            )
+        );
+        assert_eq!(
+            tidied("unknown field `x`, expected `count` or `seed`", None),
+            (
+                some("x"),
+                "unknown key \"x\"".into(),
+                some("known keys: count, seed")
+            )
+        );
+        assert_eq!(
+            tidied("missing field `command`", Some("command")),
+            (None, "missing key \"command\"".into(), None)
+        );
+        assert_eq!(
+            tidied(
+                "invalid value: integer `0`, expected a nonzero u64\nin `window_secs`",
+                None
+            ),
+            (
+                some("window_secs"),
+                "invalid value for \"window_secs\": expected a nonzero u64, found integer `0`"
+                    .into(),
+                None
+            )
+        );
+        assert_eq!(
+            tidied(
+                "invalid type: sequence, expected a string\nin `prefix`",
+                None
+            ),
+            (
+                some("prefix"),
+                "invalid type for \"prefix\": expected a string, found array".into(),
+                None
+            )
+        );
+    }
+
+    #[test]
+    fn other_texts_keep_their_words_on_one_line() {
+        assert_eq!(
+            tidied(
+                "`command` needs at least the program, e.g. [\"python3\", \"bolt.py\"]\nin `command`",
+                Some("command")
+            ),
+            (
+                some("command"),
+                "`command` needs at least the program, e.g. [\"python3\", \"bolt.py\"]".into(),
+                None
+            )
+        );
+        assert_eq!(
+            tidied(
+                "expected a value, found the end at column 8 of \"count >\"\nin `where`",
+                None
+            ),
+            (
+                some("where"),
+                "\"where\": expected a value, found the end at column 8 of \"count >\"".into(),
+                None
+            )
+        );
+        assert_eq!(tidied("two\nlines", None), (None, "two lines".into(), None));
     }
 }
