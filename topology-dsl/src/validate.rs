@@ -13,7 +13,7 @@ use petgraph::graph::{DiGraph, NodeIndex};
 
 use crate::catalog::{Catalog, ConfigIssue, Kind, StreamDecl, DEFAULT_STREAM};
 use crate::diagnostic::{closest, did_you_mean, quoted_list};
-use crate::spec::{ComponentSpec, InputSpec, Span, TopologySpec};
+use crate::spec::{ComponentSpec, Span, Spans, TopologySpec};
 use crate::topology::{Component, Grouping, Input, Settings, Topology};
 
 pub use crate::diagnostic::{Diagnostic, Diagnostics};
@@ -31,6 +31,7 @@ pub const MAX_SECS: f64 = 365.0 * 24.0 * 3600.0;
 pub fn validate(spec: &TopologySpec, catalog: &dyn Catalog) -> Result<Topology, Diagnostics> {
     let mut v = Validator {
         catalog,
+        spans: &spec.spans,
         diags: Vec::new(),
     };
     let settings = v.settings(spec);
@@ -100,6 +101,7 @@ struct Known<'a> {
 
 struct Validator<'c> {
     catalog: &'c dyn Catalog,
+    spans: &'c Spans,
     diags: Vec<Diagnostic>,
 }
 
@@ -108,12 +110,22 @@ fn kind_of(c: &ComponentSpec) -> String {
 }
 
 /// The span of `key` in `c`, else its header.
-fn at(c: &ComponentSpec, key: &str) -> Option<Span> {
-    c.spans.get(key).or(c.span.known())
+/// Where an input is: its keys' spans, else the whole input's.
+#[derive(Clone, Copy)]
+struct Place<'a> {
+    spans: &'a Spans,
+    kind: Kind,
+    id: &'a str,
+    index: usize,
+    whole: Span,
 }
 
-fn input_at(i: &InputSpec, key: &str) -> Option<Span> {
-    i.spans.get(key).or(i.span.known())
+impl Place<'_> {
+    fn at(&self, key: &str) -> Option<Span> {
+        self.spans
+            .input(self.kind, self.id, self.index, key)
+            .or(self.whole.known())
+    }
 }
 
 /// A number as written back in a message: `1.5`, `1e300`.
@@ -136,13 +148,18 @@ impl Validator<'_> {
         self.diags.push(d);
     }
 
+    /// The span of `key` in component `c`, else its header.
+    fn at(&self, c: &ComponentSpec, key: &str) -> Option<Span> {
+        self.spans.component(c.kind, &c.id, key).or(c.span.known())
+    }
+
     fn name(&mut self, spec: &TopologySpec) -> String {
         match spec.name.as_deref() {
             None => "topology".to_string(),
             Some(n) if n.trim().is_empty() => {
                 self.err(Diagnostic::new(
                     "topology name must not be empty",
-                    spec.spans.get("name"),
+                    spec.spans.setting("name"),
                 ));
                 "topology".to_string()
             }
@@ -151,7 +168,7 @@ impl Validator<'_> {
     }
 
     fn settings(&mut self, spec: &TopologySpec) -> Settings {
-        let span = |k: &str| spec.spans.get(k);
+        let span = |k: &str| spec.spans.setting(k);
         let workers = spec.workers.unwrap_or(1);
         if workers < 1 {
             self.err(Diagnostic::new(
@@ -248,7 +265,7 @@ impl Validator<'_> {
                     "{}: \"parallelism\" must be at least 1, not {parallelism}",
                     kind_of(c)
                 ),
-                at(c, "parallelism"),
+                self.at(c, "parallelism"),
             ));
         } else if parallelism > MAX_PARALLELISM {
             self.err(Diagnostic::new(
@@ -256,7 +273,7 @@ impl Validator<'_> {
                     "{}: \"parallelism\" must be at most {MAX_PARALLELISM}, not {parallelism}",
                     kind_of(c)
                 ),
-                at(c, "parallelism"),
+                self.at(c, "parallelism"),
             ));
         }
         let tick = match c.tick_secs {
@@ -270,7 +287,7 @@ impl Validator<'_> {
                             kind_of(c),
                             number(s)
                         ),
-                        at(c, "tick_secs"),
+                        self.at(c, "tick_secs"),
                     ));
                 }
                 t
@@ -280,8 +297,11 @@ impl Validator<'_> {
         let known_types = format!("known types: {}", names.join(", "));
         let Some(type_name) = &c.type_name else {
             self.err(
-                Diagnostic::new(format!("{} has no \"type\"", kind_of(c)), at(c, "type"))
-                    .with_hint(known_types),
+                Diagnostic::new(
+                    format!("{} has no \"type\"", kind_of(c)),
+                    self.at(c, "type"),
+                )
+                .with_hint(known_types),
             );
             return None;
         };
@@ -293,7 +313,7 @@ impl Validator<'_> {
             self.err(
                 Diagnostic::new(
                     format!("unknown component type \"{type_name}\""),
-                    at(c, "type"),
+                    self.at(c, "type"),
                 )
                 .with_hint(hint),
             );
@@ -311,7 +331,7 @@ impl Validator<'_> {
                         ty.kind(),
                         c.kind
                     ),
-                    at(c, "type"),
+                    self.at(c, "type"),
                 )
                 .with_hint(format!("declare it as [{table}.{}]", c.id)),
             );
@@ -324,8 +344,8 @@ impl Validator<'_> {
                     let span = i
                         .key
                         .as_deref()
-                        .and_then(|k| c.spans.get(k))
-                        .or(at(c, "type"));
+                        .and_then(|k| self.spans.component(c.kind, &c.id, k))
+                        .or(self.at(c, "type"));
                     self.err(
                         Diagnostic::new(format!("{}: {}", kind_of(c), i.message), span)
                             .with_hint_opt(i.hint),
@@ -360,7 +380,7 @@ impl Validator<'_> {
                 self.err(
                     Diagnostic::new(
                         format!("{} cannot have inputs", kind_of(c)),
-                        at(c, "inputs"),
+                        self.at(c, "inputs"),
                     )
                     .with_hint("a spout is a source; subscribe a bolt instead"),
                 );
@@ -368,22 +388,30 @@ impl Validator<'_> {
             }
             Kind::Bolt if declared.is_empty() => {
                 self.err(
-                    Diagnostic::new(format!("{} has no inputs", kind_of(c)), at(c, "inputs"))
-                        .with_hint("add inputs = [\"<component id>\"]"),
+                    Diagnostic::new(
+                        format!("{} has no inputs", kind_of(c)),
+                        self.at(c, "inputs"),
+                    )
+                    .with_hint("add inputs = [\"<component id>\"]"),
                 );
             }
             _ => {}
         }
         let mut out: Vec<(Input, Span)> = Vec::new();
         let mut seen: BTreeSet<(usize, String)> = BTreeSet::new();
-        for inp in declared {
+        let spans = self.spans;
+        for (index, inp) in declared.iter().enumerate() {
+            let place = Place {
+                spans,
+                kind: c.kind,
+                id: &c.id,
+                index,
+                whole: inp.span,
+            };
             let Some(&from) = by_id.get(inp.from.as_str()) else {
                 self.err(
-                    Diagnostic::new(
-                        format!("unknown input \"{}\"", inp.from),
-                        input_at(inp, "from"),
-                    )
-                    .with_hint_opt(did_you_mean(&inp.from, ids.iter().copied())),
+                    Diagnostic::new(format!("unknown input \"{}\"", inp.from), place.at("from"))
+                        .with_hint_opt(did_you_mean(&inp.from, ids.iter().copied())),
                 );
                 continue;
             };
@@ -412,7 +440,7 @@ impl Validator<'_> {
                     self.err(
                         Diagnostic::new(
                             format!("unknown grouping \"{other}\""),
-                            input_at(inp, "grouping"),
+                            place.at("grouping"),
                         )
                         .with_hint(hint),
                     );
@@ -427,7 +455,7 @@ impl Validator<'_> {
                 self.err(
                     Diagnostic::new(
                         format!("{grouping_name} grouping on \"{}\" needs \"fields\"", inp.from),
-                        input_at(inp, "fields").or(input_at(inp, "grouping")),
+                        place.at("fields").or(place.at("grouping")),
                     )
                     .with_hint(format!(
                         "e.g. {{ from = \"{}\", grouping = \"{grouping_name}\", fields = [\"<field>\"] }}",
@@ -439,7 +467,7 @@ impl Validator<'_> {
                     format!(
                         "\"fields\" only applies to fields and partial_key groupings, not \"{grouping_name}\""
                     ),
-                    input_at(inp, "fields"),
+                    place.at("fields"),
                 ));
             }
             if !seen.insert((from, stream.to_string())) {
@@ -449,12 +477,12 @@ impl Validator<'_> {
                         kind_of(c),
                         inp.from
                     ),
-                    input_at(inp, "from"),
+                    place.at("from"),
                 ));
             }
             // Checks against the upstream's declared streams, when they are known.
             if let Some(up) = &known[from].component {
-                self.stream_checks(inp, up, stream, grouping.as_ref(), &fields);
+                self.stream_checks(place, up, stream, grouping.as_ref(), &fields);
             }
             if let Some(grouping) = grouping {
                 out.push((
@@ -463,7 +491,7 @@ impl Validator<'_> {
                         stream: stream.to_string(),
                         grouping,
                     },
-                    input_at(inp, "from").unwrap_or_default(),
+                    place.at("from").unwrap_or_default(),
                 ));
             }
         }
@@ -472,7 +500,7 @@ impl Validator<'_> {
 
     fn stream_checks(
         &mut self,
-        inp: &InputSpec,
+        place: Place<'_>,
         up: &Component,
         stream: &str,
         grouping: Option<&Grouping>,
@@ -492,7 +520,7 @@ impl Validator<'_> {
             self.err(
                 Diagnostic::new(
                     format!("\"{}\" has no stream \"{stream}\"", up.id),
-                    input_at(inp, "stream").or(input_at(inp, "from")),
+                    place.at("stream").or(place.at("from")),
                 )
                 .with_hint(hint),
             );
@@ -503,7 +531,7 @@ impl Validator<'_> {
                 self.err(
                     Diagnostic::new(
                         format!("stream \"{stream}\" of \"{}\" has no field \"{f}\"", up.id),
-                        input_at(inp, "fields"),
+                        place.at("fields"),
                     )
                     .with_hint(fields_hint(f, decl)),
                 );
@@ -516,7 +544,7 @@ impl Validator<'_> {
                         "direct grouping on stream \"{stream}\" of \"{}\", which is not direct",
                         up.id
                     ),
-                    input_at(inp, "grouping"),
+                    place.at("grouping"),
                 )
                 .with_hint("only a stream declared direct can be grouped direct"),
             ),
@@ -527,7 +555,7 @@ impl Validator<'_> {
                         up.id,
                         g.name()
                     ),
-                    input_at(inp, "grouping").or(input_at(inp, "from")),
+                    place.at("grouping").or(place.at("from")),
                 ),
             ),
             _ => {}
