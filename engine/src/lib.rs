@@ -8,6 +8,7 @@
 
 pub mod component;
 pub mod registry;
+pub mod transport;
 pub mod tuple;
 pub mod value;
 
