@@ -51,7 +51,15 @@ async fn two_workers_exchange_every_kind_of_frame() {
     assert_eq!(a_out.connects(), 1);
 
     // A clean shutdown says Goodbye: the peer sees it go, and nothing is counted as a fault.
+    let late = a.transport.sender(1).expect("peer 1");
+    a.transport.shutdown();
     let a_rest = a.stop().await;
+    let refused = late.try_send_data(5, Bytes::from_static(b"late"));
+    assert_eq!(refused, Err(SendError::Closed));
+    assert_eq!(
+        refused.map_err(|e| e.to_string()),
+        Err("transport is shut down".to_string())
+    );
     expect_down(&b.inbound, 0).await;
     let b_counters = b.transport.counters();
     let b_rest = b.stop().await;

@@ -175,6 +175,16 @@ pub struct Transport {
     links: HashMap<u32, Arc<Link>>,
     counters: Arc<Counters>,
     tasks: Vec<JoinHandle<()>>,
+    stop: CancellationToken,
+}
+
+/// The address a worker listens on when not told otherwise: loopback, a free port.
+pub const DEFAULT_LISTEN: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 0);
+
+/// Binds a worker's listener on `addr`, or on [`DEFAULT_LISTEN`] (127.0.0.1) when `None`.
+pub async fn bind(addr: Option<SocketAddr>) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr.unwrap_or(DEFAULT_LISTEN)).await
 }
 
 impl Transport {
@@ -232,6 +242,7 @@ impl Transport {
         drop(inbound_tx);
 
         let stop = token.clone();
+        let stop_handle = token.clone();
         tasks.push(tokio::spawn(async move {
             tokio::select! {
                 _ = shutdown => stop.cancel(),
@@ -254,6 +265,7 @@ impl Transport {
                 links,
                 counters,
                 tasks,
+                stop: stop_handle,
             },
             inbound_rx,
         ))
@@ -282,6 +294,12 @@ impl Transport {
     /// Traffic counters of worker `peer`.
     pub fn peer_counters(&self, peer: u32) -> Option<Arc<PeerCounters>> {
         self.links.get(&peer).map(|l| l.counters.clone())
+    }
+
+    /// Starts shutting down now, as if the `shutdown` future had completed: connections say
+    /// `Goodbye`, senders get [`SendError::Closed`], the inbound channel disconnects.
+    pub fn shutdown(&self) {
+        self.stop.cancel();
     }
 
     /// Waits until the transport has shut down (after the `shutdown` future completed) and

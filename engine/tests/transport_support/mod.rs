@@ -73,8 +73,13 @@ pub(crate) async fn listeners(n: usize) -> (Vec<TcpListener>, Vec<SocketAddr>) {
     let mut ls = Vec::new();
     let mut addrs = Vec::new();
     for _ in 0..n {
-        let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        addrs.push(l.local_addr().expect("local addr"));
+        let l = topo_engine::transport::bind(None).await.expect("bind");
+        let addr = l.local_addr().expect("local addr");
+        assert!(
+            addr.ip().is_loopback(),
+            "workers listen on loopback by default"
+        );
+        addrs.push(addr);
         ls.push(l);
     }
     (ls, addrs)
