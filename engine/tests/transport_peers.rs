@@ -3,6 +3,8 @@
 
 mod transport_support;
 
+use std::time::Duration;
+
 use bytes::Bytes;
 use tokio::net::TcpListener;
 use topo_engine::transport::{Inbound, SendError};
@@ -185,6 +187,74 @@ async fn restarted_workers_are_reconnected() {
     assert_eq!(b.transport.peer_counters(0).expect("peer 0").connects(), 2);
     assert_eq!(b.transport.counters().closed_total(), 0);
 
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_payloads_are_refused_and_acks_bypass_credit() {
+    let tweak = |c: &mut topo_engine::transport::TransportConfig| {
+        c.max_frame_len = 1024;
+        c.credit_window = 100;
+    };
+    let (mut ls, addrs) = listeners(2).await;
+    let b = Worker::start(1, &addrs, ls.pop().expect("listener"), tweak);
+    let a = Worker::start(0, &addrs, ls.pop().expect("listener"), tweak);
+    expect_up(&a.inbound, 1).await;
+    expect_up(&b.inbound, 0).await;
+
+    let to_b = a.transport.sender(1).expect("peer 1");
+    assert_eq!(to_b.max_payload(), 1024 - 17);
+    let err = to_b
+        .try_send_data(1, Bytes::from(vec![0u8; 1008]))
+        .expect_err("too large");
+    assert_eq!(
+        err,
+        SendError::TooLarge {
+            len: 1008,
+            max: 1007
+        }
+    );
+    assert_eq!(
+        err.to_string(),
+        "payload of 1008 bytes is over the maximum of 1007 bytes"
+    );
+
+    // The largest payload fits in one frame, even though it is over the whole window.
+    let big = to_b.clone();
+    blocking(move || big.send_data(1, Bytes::from(vec![1u8; 1007])))
+        .await
+        .expect("sent");
+    let grant = match b.next().await {
+        Inbound::Data { payload, grant, .. } => {
+            assert_eq!(payload.len(), 1007);
+            grant
+        }
+        other => panic!("expected Data, got {other:?}"),
+    };
+
+    // No credit is left while B holds the grant: data times out, acks still go through.
+    let stuck = to_b.clone();
+    let timed_out = blocking(move || {
+        stuck.send_data_timeout(2, Bytes::from_static(b"x"), Duration::from_millis(50))
+    })
+    .await;
+    assert_eq!(timed_out, Err(SendError::NoCredit { peer: 1 }));
+    let ack = to_b.clone();
+    blocking(move || ack.send_acker(Bytes::from_static(b"ack")))
+        .await
+        .expect("acks need no credit");
+    match b.next().await {
+        Inbound::Acker { from: 0, payload } => assert_eq!(&payload[..], b"ack"),
+        other => panic!("expected Acker, got {other:?}"),
+    }
+
+    drop(grant);
+    let resumed = to_b.clone();
+    blocking(move || resumed.send_data(2, Bytes::from_static(b"y")))
+        .await
+        .expect("credit came back");
+    assert_eq!(expect_data(&b.inbound).await, (0, 2, b"y".to_vec()));
     a.stop().await;
     b.stop().await;
 }

@@ -193,6 +193,7 @@ impl PeerTask {
         heartbeat.tick().await;
         let mut idle = true;
         let dials = self.dials();
+        let mut read_done = false;
         let end = loop {
             let step = tokio::select! {
                 biased;
@@ -201,10 +202,13 @@ impl PeerTask {
                     let _ = bye.await;
                     break End::Shutdown;
                 }
-                r = &mut read => break match r {
-                    Ok(end) => end,
-                    Err(e) => End::Failed(CloseReason::Io, e.to_string()),
-                },
+                r = &mut read => {
+                    read_done = true;
+                    break match r {
+                        Ok(end) => end,
+                        Err(e) => End::Failed(CloseReason::Io, e.to_string()),
+                    };
+                }
                 conn = self.incoming.recv(), if !dials => match conn {
                     Some(conn) => break End::Replaced(Box::new(conn)),
                     None => break End::Shutdown,
@@ -243,7 +247,11 @@ impl PeerTask {
                 Err(end) => break end,
             }
         };
-        read.abort();
+        if !read_done {
+            // Wait for the reader to stop, so nothing it read follows our PeerDown.
+            read.abort();
+            let _ = read.await;
+        }
         self.link.set_disconnected();
         self.drop_queued();
         self.link.counters.count_disconnect();
