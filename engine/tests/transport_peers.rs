@@ -258,3 +258,28 @@ async fn oversized_payloads_are_refused_and_acks_bypass_credit() {
     a.stop().await;
     b.stop().await;
 }
+
+#[tokio::test]
+async fn a_bad_config_is_refused_with_a_reason() {
+    use topo_engine::transport::{bind, Transport, TransportConfig};
+    let listener = bind(None).await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let config = TransportConfig::new(2, vec![addr], 1, b"s3cret".to_vec());
+    assert!(
+        !format!("{config:?}").contains("s3cret"),
+        "the secret stays out of logs"
+    );
+    let err = Transport::start(config, listener, async {}).expect_err("bad index");
+    assert_eq!(
+        err.to_string(),
+        "invalid transport config: worker index 2 is not below the number of workers 1"
+    );
+
+    let listener = bind(None).await.expect("bind");
+    let config = TransportConfig::new(0, vec![addr], 1, Vec::new());
+    let err = Transport::start(config, listener, async {}).expect_err("no secret");
+    assert_eq!(
+        err.to_string(),
+        "invalid transport config: the secret is empty"
+    );
+}

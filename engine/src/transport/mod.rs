@@ -79,7 +79,7 @@ use link::Link;
 use peer::{Established, PeerTask};
 
 /// Settings of one worker's transport.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct TransportConfig {
     /// This worker's index.
     pub worker: u32,
@@ -105,6 +105,25 @@ pub struct TransportConfig {
     pub peer_timeout: Duration,
     /// First and largest delay between dial attempts (default 50 ms, 2 s).
     pub connect_backoff: (Duration, Duration),
+}
+
+impl std::fmt::Debug for TransportConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TransportConfig")
+            .field("worker", &self.worker)
+            .field("peers", &self.peers)
+            .field("fingerprint", &self.fingerprint)
+            .field("secret", &"<redacted>")
+            .field("max_frame_len", &self.max_frame_len)
+            .field("credit_window", &self.credit_window)
+            .field("queue_frames", &self.queue_frames)
+            .field("handshake_timeout", &self.handshake_timeout)
+            .field("max_handshakes", &self.max_handshakes)
+            .field("heartbeat_interval", &self.heartbeat_interval)
+            .field("peer_timeout", &self.peer_timeout)
+            .field("connect_backoff", &self.connect_backoff)
+            .finish()
+    }
 }
 
 impl TransportConfig {

@@ -59,6 +59,14 @@ pub(crate) struct PeerTask {
     pub(crate) shutdown: CancellationToken,
 }
 
+/// Why a dial attempt failed.
+enum Dial {
+    /// No TCP connection (the peer is not listening yet, or gone): logged by the caller.
+    Unreachable(String),
+    /// The handshake failed: already logged and counted.
+    Refused,
+}
+
 enum End {
     /// Shutdown or Goodbye: nothing to count.
     Clean,
@@ -92,10 +100,12 @@ impl PeerTask {
                         Ok(conn) => conn,
                         Err(e) => {
                             failures += 1;
-                            if failures == 1 {
-                                info!(peer = self.peer, addr = %self.addr, error = %e, "Cannot reach worker, retrying.");
-                            } else {
-                                debug!(peer = self.peer, addr = %self.addr, error = %e, failures, "Cannot reach worker, retrying.");
+                            if let Dial::Unreachable(e) = e {
+                                if failures == 1 {
+                                    info!(peer = self.peer, addr = %self.addr, error = %e, "Cannot reach worker, retrying.");
+                                } else {
+                                    debug!(peer = self.peer, addr = %self.addr, error = %e, failures, "Cannot reach worker, retrying.");
+                                }
                             }
                             tokio::select! {
                                 _ = self.shutdown.cancelled() => break,
@@ -127,12 +137,12 @@ impl PeerTask {
     }
 
     /// Dials the peer and runs the handshake, within the handshake timeout.
-    async fn dial(&self) -> Result<Established, String> {
+    async fn dial(&self) -> Result<Established, Dial> {
         let stream =
             tokio::time::timeout(self.config.handshake_timeout, TcpStream::connect(self.addr))
                 .await
-                .map_err(|_| "connect timed out".to_string())?
-                .map_err(|e| e.to_string())?;
+                .map_err(|_| Dial::Unreachable("connect timed out".into()))?
+                .map_err(|e| Dial::Unreachable(e.to_string()))?;
         let (mut reader, mut writer) = framed(stream, self.config.max_frame_len);
         let result = tokio::time::timeout(
             self.config.handshake_timeout,
@@ -157,7 +167,7 @@ impl PeerTask {
                 let reason = CloseReason::from(&e);
                 self.counters.count_closed(reason);
                 warn!(peer = self.peer, addr = %self.addr, %reason, error = %e, "Handshake with worker failed; connection closed.");
-                Err(e.to_string())
+                Err(Dial::Refused)
             }
         }
     }
