@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::net::TcpListener;
-use topo_engine::transport::{Inbound, SendError};
+use topo_engine::transport::{CloseReason, Inbound, SendError};
 use transport_support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -282,4 +282,74 @@ async fn a_bad_config_is_refused_with_a_reason() {
         err.to_string(),
         "invalid transport config: the secret is empty"
     );
+}
+
+/// Starts worker `index` on a runtime of its own, so dropping that runtime is a crash:
+/// its sockets close with no `Goodbye`.
+fn start_on_own_runtime(
+    index: u32,
+    peers: &[std::net::SocketAddr],
+    listener: std::net::TcpListener,
+) -> (tokio::runtime::Runtime, Worker) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let worker = {
+        let _guard = rt.enter();
+        let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+        Worker::start(index, peers, listener, |_| {})
+    };
+    (rt, worker)
+}
+
+fn std_listener(l: TcpListener) -> std::net::TcpListener {
+    let l = l.into_std().expect("std listener");
+    l.set_nonblocking(true).expect("nonblocking");
+    l
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashed_worker_is_noticed_counted_and_reconnected_after_restart() {
+    let (mut ls, addrs) = listeners(2).await;
+    let (crashing, b) = start_on_own_runtime(1, &addrs, std_listener(ls.pop().expect("l")));
+    let a = Worker::start(0, &addrs, ls.pop().expect("listener"), |_| {});
+    expect_up(&a.inbound, 1).await;
+    expect_up(&b.inbound, 0).await;
+    let counters = a.transport.counters();
+    let before = counters.closed_total();
+
+    // Worker 1 dies: its runtime and every socket go at once, without a Goodbye.
+    blocking(move || crashing.shutdown_timeout(PATIENCE)).await;
+    expect_down(&a.inbound, 1).await;
+    // Counted once: as an EOF without Goodbye, or a reset if a heartbeat was in flight.
+    assert_eq!(counters.closed_total() - before, 1);
+    assert_eq!(
+        counters.closed(CloseReason::Dropped) + counters.closed(CloseReason::Io),
+        1
+    );
+    drop(b);
+
+    // `topo run` restarts it with the same address; worker 0 redials and traffic resumes.
+    let listener = std::net::TcpListener::bind(addrs[1]).expect("rebind worker 1");
+    listener.set_nonblocking(true).expect("nonblocking");
+    let (restarted, b) = start_on_own_runtime(1, &addrs, listener);
+    expect_up(&a.inbound, 1).await;
+    let to_b = a.transport.sender(1).expect("peer 1");
+    blocking(move || {
+        assert!(to_b.wait_connected(PATIENCE));
+        to_b.send_data(3, Bytes::from_static(b"after the crash"))
+    })
+    .await
+    .expect("sent");
+    expect_up(&b.inbound, 0).await;
+    assert_eq!(
+        expect_data(&b.inbound).await,
+        (0, 3, b"after the crash".to_vec())
+    );
+
+    a.stop().await;
+    b.stop().await;
+    blocking(move || drop(restarted)).await;
 }
