@@ -1,9 +1,13 @@
-//! Frames survive the wire unchanged, in any chunking, and no input makes the decoder panic.
+//! Frames survive the wire unchanged, in any chunking; no input makes the decoder panic, and
+//! no frames authenticate a peer that does not know the secret.
 
 use bytes::{Bytes, BytesMut};
 use proptest::prelude::*;
+use std::sync::Arc;
 use tokio_util::codec::{Decoder, Encoder};
+
 use topo_engine::transport::frame::{Frame, FrameCodec, FrameError, Hello, MAGIC};
+use topo_engine::transport::handshake::{Handshake, Identity, Step};
 
 fn bytes(max: usize) -> impl Strategy<Value = Bytes> {
     proptest::collection::vec(any::<u8>(), 0..max).prop_map(Bytes::from)
@@ -81,6 +85,27 @@ proptest! {
         let decoded = decode_chunked(&mut FrameCodec::default(), &wire, &chunks)
             .expect("decodes");
         prop_assert_eq!(decoded, frames);
+    }
+
+    #[test]
+    fn no_sequence_of_frames_authenticates_without_the_secret(
+        frames in proptest::collection::vec(frame(), 1..6),
+        nonce in any::<[u8; 32]>(),
+    ) {
+        let id = |worker| Identity {
+            fingerprint: 0x7070,
+            worker,
+            workers: 4,
+            secret: Arc::from(&b"never generated"[..]),
+        };
+        let mut acceptor = Handshake::accept(id(2), nonce);
+        let (mut dialer, _) = Handshake::dial(id(1), 3, nonce);
+        for f in frames {
+            for hs in [&mut acceptor, &mut dialer] {
+                let done = matches!(hs.on_frame(f.clone()), Ok(Step::Done { .. }));
+                prop_assert!(!done, "authenticated without the secret");
+            }
+        }
     }
 
     #[test]
