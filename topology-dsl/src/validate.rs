@@ -105,11 +105,11 @@ struct Validator<'c> {
     diags: Vec<Diagnostic>,
 }
 
+/// `bolt "split"`, as messages name a component.
 fn kind_of(c: &ComponentSpec) -> String {
     format!("{} \"{}\"", c.kind, c.id)
 }
 
-/// The span of `key` in `c`, else its header.
 /// Where an input is: its keys' spans, else the whole input's.
 #[derive(Clone, Copy)]
 struct Place<'a> {
