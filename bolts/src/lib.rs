@@ -6,6 +6,7 @@
 //! - [`sink`]: `file_sink`, JSON Lines to a file.
 //! - [`top`]: `rolling_top`, the top keys over a sliding window.
 //! - [`console`]: `console`, prints every tuple.
+//! - [`multilang`]: `multilang`, a bolt in any language over Storm's multilang protocol.
 //!
 //! Add them all to a registry with [`register`].
 //!
@@ -20,6 +21,7 @@ use topo_engine::Registry;
 
 pub mod console;
 pub mod expr;
+pub mod multilang;
 pub mod select;
 pub mod sink;
 pub mod top;
@@ -32,4 +34,5 @@ pub fn register(registry: &mut Registry) {
     sink::register(registry);
     top::register(registry);
     console::register(registry);
+    multilang::bolt::register(registry);
 }
