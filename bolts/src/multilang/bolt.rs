@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError, Sender};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::{json, Value as Json};
 use topo_dsl::StreamDecl;
@@ -238,6 +238,26 @@ impl BoltCore {
                 Incoming::Closed => {
                     let status = self.child.as_mut().map(Child::reap).unwrap_or_default();
                     tracing::error!(component = %self.setup.component, task = self.setup.task, "Multilang child exited ({status}); failing its {} tuple(s).", self.pending.len());
+                    self.lost(out);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Waits until the child has acked or failed every tuple it has, for at most the
+    /// timeout; what is left then is failed. For the end of a bounded stream.
+    pub fn drain(&mut self, out: &mut dyn Collector) {
+        self.pump(out);
+        let deadline = Instant::now() + self.config.timeout();
+        while !self.pending.is_empty() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.child.as_ref().and_then(|c| c.recv(left)) {
+                Some(Incoming::Msg(m)) => self.handle(m, out),
+                Some(Incoming::Bad(text, e)) => {
+                    tracing::error!(component = %self.setup.component, task = self.setup.task, "Multilang child sent {text:?}, which is not JSON: {e}.");
+                }
+                Some(Incoming::Closed) | None => {
                     self.lost(out);
                     return;
                 }
@@ -478,6 +498,13 @@ impl Bolt for MultilangBolt {
     fn wake(&mut self, out: &mut BoltOutput<'_>) -> Result<()> {
         if let Some(core) = self.core.as_mut() {
             core.pump(out);
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self, out: &mut BoltOutput<'_>) -> Result<()> {
+        if let Some(core) = self.core.as_mut() {
+            core.drain(out);
         }
         Ok(())
     }
