@@ -27,6 +27,9 @@ use serde_json::{json, Value as Json};
 /// The line that ends every message.
 pub const END: &str = "end";
 
+/// The least time a child gets to answer the handshake.
+pub const HANDSHAKE_MIN: Duration = Duration::from_secs(10);
+
 /// What the reader thread hands over.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Incoming {
@@ -106,8 +109,8 @@ impl std::error::Error for SpawnError {}
 
 impl Child {
     /// Starts `command` in `dir` (its working directory; a relative program path with a
-    /// `/` resolves against it), sends the handshake and waits up to `timeout` for the
-    /// child's pid. `wake` is called after every message the child sends.
+    /// `/` resolves against it), sends the handshake and waits up to `timeout` (at least
+    /// [`HANDSHAKE_MIN`], for interpreters that start slowly) for the child's pid. `wake` is called after every message the child sends.
     pub fn spawn(
         command: &[String],
         dir: &Path,
@@ -184,6 +187,7 @@ impl Child {
             "pidDir": child.pid_dir.to_string_lossy(),
         });
         child.send(&handshake);
+        let timeout = timeout.max(HANDSHAKE_MIN);
         match child.recv(timeout) {
             Some(Incoming::Msg(m)) if m.get("pid").is_some_and(Json::is_u64) => {
                 child

@@ -217,7 +217,7 @@ fn a_crashed_child_fails_its_tuples_and_is_started_again() {
 
 #[test]
 fn a_hung_child_is_killed_by_the_heartbeat_and_its_tuples_fail() {
-    let mut h = harness("heartbeat_secs = 0.05\ntimeout_secs = 0.5");
+    let mut h = harness("heartbeat_secs = 0.1\ntimeout_secs = 3");
     let pid = h.core.pid().expect("running");
     h.send("nu");
     h.send("hang");
