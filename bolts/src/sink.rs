@@ -4,8 +4,8 @@
 //! The file is truncated once per run of the topology and only appended to after that,
 //! so a task that restarts (or a worker that is restarted) never erases what an earlier
 //! incarnation wrote. The run is named by the `TOPO_RUN_ID` environment variable when
-//! it is set (the runtime sets it for every worker of one run) and otherwise by the
-//! process. A sidecar file `<path>.run` holds the id of the run that last truncated it:
+//! it is set (the runtime should set it for every worker process of one run) and
+//! otherwise by the running topology instance in this process. A sidecar file `<path>.run` holds the id of the run that last truncated it:
 //! a task that finds its own run id there appends; otherwise it truncates and writes
 //! the id, under an exclusive lock so that several tasks of one sink agree. Every tuple
 //! is written with one `write` to a file opened for appending, so the tasks of one sink
@@ -15,9 +15,11 @@ use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, Write};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use serde::Deserialize;
+use topo_dsl::Topology;
 use topo_engine::{Bolt, BoltOutput, Registry, Result, TaskContext, Tuple, Value};
 
 /// The environment variable that names a run of a topology.
@@ -31,18 +33,36 @@ pub struct Config {
     pub path: PathBuf,
 }
 
-/// This run's id: `TOPO_RUN_ID`, or one made once per process.
-pub fn run_id() -> String {
-    static ID: OnceLock<String> = OnceLock::new();
-    ID.get_or_init(|| {
-        std::env::var(RUN_ID_VAR).unwrap_or_else(|_| {
-            let nanos = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos());
-            format!("pid{}-{nanos}", std::process::id())
-        })
-    })
-    .clone()
+/// The id of the run `topology` belongs to: `TOPO_RUN_ID` when set, else one id per
+/// running topology instance in this process (tasks of one start share their
+/// `Arc<Topology>`; a later start in the same process gets a new id).
+pub fn run_id(topology: &Arc<Topology>) -> String {
+    if let Ok(id) = std::env::var(RUN_ID_VAR) {
+        return id;
+    }
+    static PROCESS: OnceLock<String> = OnceLock::new();
+    static LIVE: Mutex<Vec<(Weak<Topology>, u64)>> = Mutex::new(Vec::new());
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    let process = PROCESS.get_or_init(|| {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        format!("pid{}-{nanos}", std::process::id())
+    });
+    let mut live = LIVE.lock().unwrap_or_else(|e| e.into_inner());
+    live.retain(|(w, _)| w.strong_count() > 0);
+    let n = match live
+        .iter()
+        .find(|(w, _)| std::ptr::eq(w.as_ptr(), Arc::as_ptr(topology)))
+    {
+        Some((_, n)) => *n,
+        None => {
+            let n = NEXT.fetch_add(1, Ordering::Relaxed);
+            live.push((Arc::downgrade(topology), n));
+            n
+        }
+    };
+    format!("{process}-{n}")
 }
 
 /// An open JSON Lines file.
@@ -128,7 +148,10 @@ pub struct FileSink {
 
 impl Bolt for FileSink {
     fn prepare(&mut self, ctx: &TaskContext) -> Result<()> {
-        self.out = Some(JsonLines::open(&ctx.resolve(&self.config.path), &run_id())?);
+        self.out = Some(JsonLines::open(
+            &ctx.resolve(&self.config.path),
+            &run_id(&ctx.topology),
+        )?);
         Ok(())
     }
 
