@@ -76,3 +76,38 @@ pub fn run(topology: Topology, registry: &Registry, dir: &Path) -> RunSummary {
     }
     running.wait()
 }
+
+/// Copies `examples/multilang/<name>` into `dir`, so that what a script writes to its
+/// working directory stays out of the source tree.
+pub fn copy_script(name: &str, dir: &Path) {
+    let from = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("examples/multilang")
+        .join(name);
+    std::fs::copy(&from, dir.join(name)).expect("copy script");
+}
+
+/// A TOML array of strings.
+pub fn strings(v: &[&str]) -> toml::Value {
+    toml::Value::Array(v.iter().map(|s| toml::Value::from(*s)).collect())
+}
+
+/// The last count `word_count` reported for every word.
+pub fn final_counts(seen: &Seen) -> std::collections::BTreeMap<String, i64> {
+    let mut counts = std::collections::BTreeMap::new();
+    for (_, v) in seen.lock().expect("lock").iter() {
+        let word = v[0].as_str().expect("word").to_string();
+        let n = v[1].as_int().expect("count");
+        let e = counts.entry(word).or_insert(0);
+        *e = n.max(*e);
+    }
+    counts
+}
+
+/// How often each word occurs in `text`.
+pub fn word_counts(text: &str) -> std::collections::BTreeMap<String, i64> {
+    let mut counts = std::collections::BTreeMap::new();
+    for w in text.split_whitespace() {
+        *counts.entry(w.to_string()).or_insert(0) += 1;
+    }
+    counts
+}
