@@ -9,7 +9,7 @@
 //! - [`runtime`]: starts a plan's tasks, stops them, returns a [`RunSummary`].
 //! - [`grouping`]: Storm's groupings; [`route`]: messages between tasks and the seam a
 //!   remote transport plugs into; [`acker`]: Storm's XOR tree tracking.
-//! - [`summary`]: per-task counts and the run summary.
+//! - [`summary`]: per-task counts and the run summary; [`signal`]: Ctrl-C and SIGTERM.
 //! - `executor` (private): the spout, bolt and acker executor threads.
 
 pub mod acker;
@@ -20,6 +20,7 @@ pub mod plan;
 pub mod registry;
 pub mod route;
 pub mod runtime;
+pub mod signal;
 pub mod summary;
 pub mod tuple;
 pub mod value;

@@ -6,6 +6,8 @@ use clap::{Parser, Subcommand};
 use topo_dsl::ComponentType;
 use topo_engine::Registry;
 
+mod run;
+
 /// Exit code: success.
 pub const EXIT_OK: i32 = 0;
 /// Exit code: the topology is invalid.
@@ -31,6 +33,8 @@ enum Command {
     },
     /// List every registered component type with its description and outputs.
     Components,
+    /// Run a topology in this process until it ends, is stopped, or `--for` is up.
+    Run(run::RunArgs),
 }
 
 /// Runs the CLI with `registry`'s component types; returns the process exit code.
@@ -46,6 +50,7 @@ pub fn main_with(registry: Registry) -> i32 {
     match cli.command {
         Command::Validate { files } => validate(&registry, &files),
         Command::Components => components(&registry),
+        Command::Run(args) => run::run(&registry, args),
     }
 }
 
