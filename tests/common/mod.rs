@@ -111,3 +111,60 @@ pub fn word_counts(text: &str) -> std::collections::BTreeMap<String, i64> {
     }
     counts
 }
+
+/// What one `topo` invocation did.
+#[derive(Debug)]
+pub struct Ran {
+    /// Exit code.
+    pub code: Option<i32>,
+    /// Standard output, without the `--json` summary line.
+    pub stdout: String,
+    /// The `--json` summary.
+    pub summary: serde_json::Value,
+    /// Standard error.
+    pub stderr: String,
+}
+
+/// Runs `topo run --json --for 120s FILE` (the guard ends a hang) with `env` set and
+/// `stdin` fed to it.
+pub fn topo_run(file: &Path, env: &[(&str, &str)], stdin: &str) -> Ran {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_topo"));
+    cmd.args(["run", "--json", "--for", "120s"])
+        .arg(file)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("start topo");
+    let mut input = child.stdin.take().expect("stdin");
+    input.write_all(stdin.as_bytes()).expect("feed stdin");
+    drop(input);
+    let out = child.wait_with_output().expect("topo ran");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, last) = match stdout.trim_end().rsplit_once('\n') {
+        Some((body, last)) => (format!("{body}\n"), last.to_string()),
+        None => (String::new(), stdout.trim_end().to_string()),
+    };
+    Ran {
+        code: out.status.code(),
+        summary: serde_json::from_str(&last).unwrap_or(serde_json::Value::Null),
+        stdout: body,
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Copies the example files `names` (paths under `examples/`) into `dir`.
+pub fn copy_examples(names: &[&str], dir: &Path) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    for name in names {
+        let to = dir.join(name);
+        if let Some(parent) = to.parent() {
+            std::fs::create_dir_all(parent).expect("folder");
+        }
+        std::fs::copy(root.join(name), &to).expect("copy example");
+    }
+}
