@@ -98,3 +98,37 @@ fn multilang_logs_reach_the_engine_log() {
         );
     }
 }
+
+#[test]
+fn topo_validate_reports_a_bad_expression_with_its_line_and_column() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = write(
+        dir.path(),
+        "bad.topo.toml",
+        r#"[topology]
+name = "bad"
+
+[spouts.numbers]
+type = "sequence"
+
+[bolts.keep]
+type = "filter"
+where = "n >= && true"
+fields = ["n"]
+inputs = ["numbers"]
+"#,
+    );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_topo"))
+        .arg("validate")
+        .arg(&file)
+        .output()
+        .expect("topo runs");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(
+            "bad.topo.toml:9:1: error: bolt \"keep\": \"where\": expected a value, found `&&` at column 6 of \"n >= && true\""
+        ),
+        "{stderr}"
+    );
+}

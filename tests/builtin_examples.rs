@@ -3,7 +3,7 @@
 
 mod common;
 
-#[allow(dead_code)]
+#[allow(dead_code, unreachable_pub)]
 #[path = "../examples/custom_bolt.rs"]
 mod custom_bolt;
 

@@ -4,6 +4,8 @@
 //! Spans are byte ranges into the source file and never take part in equality, so a spec
 //! loaded from TOML equals the same spec made with the builder.
 
+use std::collections::BTreeMap;
+
 use crate::catalog::Kind;
 
 /// A byte range in a source file; empty (`0..0`) for specs made in code.
@@ -21,6 +23,42 @@ impl PartialEq for Span {
     }
 }
 
+impl Span {
+    /// The span `start..end`.
+    pub fn new(start: usize, end: usize) -> Self {
+        Span { start, end }
+    }
+
+    /// `Some(self)` when the span points into a file, `None` for specs made in code.
+    pub fn known(self) -> Option<Span> {
+        (self.start != 0 || self.end != 0).then_some(self)
+    }
+}
+
+/// Where each key of a table is (`key = value`, key start to value end), by key name.
+///
+/// Empty for specs made in code; like [`Span`], never takes part in equality.
+#[derive(Debug, Clone, Default)]
+pub struct Spans(BTreeMap<String, Span>);
+
+impl PartialEq for Spans {
+    fn eq(&self, _: &Spans) -> bool {
+        true
+    }
+}
+
+impl Spans {
+    /// Records where `key` is.
+    pub fn insert(&mut self, key: impl Into<String>, span: Span) {
+        self.0.insert(key.into(), span);
+    }
+
+    /// Where `key` is, if the spec came from a file and has it.
+    pub fn get(&self, key: &str) -> Option<Span> {
+        self.0.get(key).copied()
+    }
+}
+
 /// A raw input declaration: `"split"` or `{ from, stream, grouping, fields }`.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct InputSpec {
@@ -34,6 +72,8 @@ pub struct InputSpec {
     pub fields: Option<Vec<String>>,
     /// Where the declaration is.
     pub span: Span,
+    /// Where `from`, `stream`, `grouping` and `fields` are, for a table.
+    pub spans: Spans,
 }
 
 /// A raw component declaration.
@@ -53,8 +93,10 @@ pub struct ComponentSpec {
     pub inputs: Option<Vec<InputSpec>>,
     /// Every other key: the component's own config.
     pub config: toml::Table,
-    /// Where the component's header is.
+    /// Where the component's header is (its id in `[bolts.ID]`).
     pub span: Span,
+    /// Where each key of its table is, engine keys and config keys alike.
+    pub spans: Spans,
 }
 
 /// A raw topology.
@@ -74,4 +116,6 @@ pub struct TopologySpec {
     pub max_spout_pending: Option<i64>,
     /// Spouts then bolts, each in declaration order.
     pub components: Vec<ComponentSpec>,
+    /// Where each `[topology]` key is.
+    pub spans: Spans,
 }

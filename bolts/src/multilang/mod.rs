@@ -279,10 +279,10 @@ mod tests {
     fn an_empty_command_is_a_config_error() {
         assert_eq!(
             config("command = []").expect_err("empty"),
-            "`command` needs at least the program, e.g. [\"python3\", \"bolt.py\"]\nin `command`"
+            "\"command\": `command` needs at least the program, e.g. [\"python3\", \"bolt.py\"]"
         );
         assert!(config("command = ['x']\nheartbeat = 3")
             .expect_err("unknown key")
-            .starts_with("unknown field `heartbeat`"));
+            .starts_with("unknown key \"heartbeat\""));
     }
 }
