@@ -1,7 +1,7 @@
 //! Every component table in the README's "Built-in components" section is a valid config
 //! of its type.
 
-use topo_dsl::{Catalog, ComponentType};
+use topo_dsl::Catalog;
 
 const README: &str = include_str!("../README.md");
 
