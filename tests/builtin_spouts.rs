@@ -167,3 +167,75 @@ fn tcp_lines_turns_received_lines_into_tuples() {
     assert_eq!(common::firsts(&seen), ["alpha", "beta", "gamma"]);
     assert_eq!(summary.counts("net").acked, 3);
 }
+
+#[test]
+fn random_sentences_tasks_emit_the_benchmark_sentences_once() {
+    let (registry, seen) = common::registry();
+    let topology = Topology::builder("sentences")
+        .spout("sentences", "random_sentences")
+        .parallelism(2)
+        .set("count", 12)
+        .set("seed", 3)
+        .bolt("sink", "record")
+        .shuffle("sentences")
+        .build(&registry)
+        .expect("valid");
+    let dir = tempfile::tempdir().expect("temp dir");
+    common::run(topology, &registry, dir.path());
+    let vocab = topo_spouts::sentences::vocabulary();
+    let mut expect: Vec<String> = (0..12)
+        .map(|i| {
+            let mut s = String::new();
+            topo_spouts::sentences::sentence_into(&vocab, 3, i, &mut s);
+            s
+        })
+        .collect();
+    expect.sort();
+    assert_eq!(common::firsts(&seen), expect);
+    assert!(expect.iter().all(|s| s.split(' ').count() == 10));
+}
+
+#[test]
+fn file_lines_follows_a_growing_file() {
+    let (registry, seen) = common::registry();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("log.txt");
+    std::fs::write(&path, "one\ntwo\n").expect("write");
+    let topology = Topology::builder("tail")
+        .spout("log", "file_lines")
+        .set("path", "log.txt")
+        .set("follow", true)
+        .bolt("sink", "record")
+        .shuffle("log")
+        .build(&registry)
+        .expect("valid");
+    let running = topo_engine::start(
+        Arc::new(topology),
+        &registry,
+        topo_engine::RunOptions {
+            base_dir: dir.path().to_path_buf(),
+            ..Default::default()
+        },
+    )
+    .expect("start");
+    let wait_for = |n: usize| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while seen.lock().expect("lock").len() < n && std::time::Instant::now() < deadline {
+            running.wait_timeout(std::time::Duration::from_millis(10));
+        }
+    };
+    wait_for(2);
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .expect("append");
+    f.write_all(b"thr").expect("write");
+    f.flush().expect("flush");
+    f.write_all(b"ee\nfour\n").expect("write");
+    f.flush().expect("flush");
+    wait_for(4);
+    running.stop();
+    let summary = running.wait();
+    assert_eq!(common::firsts(&seen), ["four", "one", "three", "two"]);
+    assert_eq!(summary.counts("log").acked, 4);
+}
