@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value as Json};
 use topo_bolts::multilang::bolt::{check_emit, Setup};
 use topo_bolts::multilang::child::{Child, Incoming, Wake};
-use topo_bolts::multilang::{arities, log_message, stream_of, Config};
+use topo_bolts::multilang::{log_message, rules, stream_of, Config, StreamRule};
 use topo_engine::{MsgId, Poll, Registry, Result, Spout, SpoutOutput, TaskContext, TaskId, Values};
 
 /// Where the spout core sends the child's emits: the executor's [`SpoutOutput`] at run
@@ -61,7 +61,7 @@ pub struct SpoutCore {
     config: Config,
     setup: Setup,
     track: bool,
-    arities: BTreeMap<String, usize>,
+    rules: BTreeMap<String, StreamRule>,
     child: Option<Child>,
     queued: VecDeque<Json>,
     ids: HashMap<MsgId, Json>,
@@ -93,7 +93,7 @@ impl SpoutCore {
     /// A core; `track` is whether acking is on (the child's ids are remembered only then).
     pub fn new(config: Config, setup: Setup, track: bool) -> Self {
         SpoutCore {
-            arities: arities(&config.outputs),
+            rules: rules(&config, &setup.direct_targets),
             config,
             setup,
             track,
@@ -272,7 +272,11 @@ impl SpoutCore {
     /// Emits one child emit; false when it was refused.
     fn emit(&mut self, m: &Json, out: &mut dyn Collector) -> bool {
         let stream = stream_of(m).to_string();
-        let values = match check_emit(m, &stream, &self.arities) {
+        let direct = m
+            .get("task")
+            .and_then(Json::as_u64)
+            .and_then(|t| TaskId::try_from(t).ok());
+        let values = match check_emit(m, &stream, direct, &self.rules) {
             Ok(v) => v,
             Err(e) => {
                 tracing::error!(component = %self.setup.component, task = self.setup.task, "Multilang spout emitted badly: {e}.");
@@ -287,10 +291,6 @@ impl SpoutCore {
             }
             _ => None,
         };
-        let direct = m
-            .get("task")
-            .and_then(Json::as_u64)
-            .and_then(|t| TaskId::try_from(t).ok());
         let tasks = out.emit(&stream, id, direct, values);
         let need_ids = m
             .get("need_task_ids")
@@ -362,7 +362,7 @@ pub fn register(registry: &mut Registry) {
     registry.spout(
         "multilang_spout",
         "Runs `command` as a spout child speaking Storm's multilang protocol (JSON); `outputs` declares its streams.",
-        |c: &Config| c.outputs.decls(),
+        |c: &Config| c.decls(),
         |config: Config| Ok(MultilangSpout { config, core: None }),
     );
 }
@@ -455,6 +455,7 @@ while True:
             dir: dir.to_path_buf(),
             conf: json!({}),
             context: json!({"taskid": 1, "componentid": "words"}),
+            direct_targets: Default::default(),
         };
         let mut core = SpoutCore::new(config, setup, true);
         core.start().expect("start");

@@ -18,11 +18,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value as Json};
-use topo_dsl::StreamDecl;
 use topo_engine::{Bolt, BoltOutput, Registry, Result, TaskContext, TaskId, Tuple, Value, Values};
 
 use super::child::{frame, Child, Incoming, Wake};
-use super::{arities, conf_json, context_json, log_message, stream_of, Config};
+use super::{
+    conf_json, context_json, direct_targets, log_message, rules, stream_of, Config, StreamRule,
+};
 
 /// Where the bolt core sends what the child asks for: the executor's [`BoltOutput`] at
 /// run time, a recorder in tests.
@@ -82,6 +83,8 @@ pub struct Setup {
     pub conf: Json,
     /// The handshake's `context`.
     pub context: Json,
+    /// For each stream, the tasks subscribed to it with a direct grouping.
+    pub direct_targets: BTreeMap<String, Vec<TaskId>>,
 }
 
 impl Setup {
@@ -98,6 +101,7 @@ impl Setup {
                 ctx.task,
                 &ctx.component_tasks,
             ),
+            direct_targets: direct_targets(&ctx.topology, &ctx.component, &ctx.component_tasks),
         }
     }
 }
@@ -107,7 +111,7 @@ pub struct BoltCore {
     config: Config,
     setup: Setup,
     wake: Wake,
-    arities: BTreeMap<String, usize>,
+    rules: BTreeMap<String, StreamRule>,
     child: Option<Child>,
     heartbeat: Option<Sender<()>>,
     hung: Arc<AtomicBool>,
@@ -132,7 +136,7 @@ impl BoltCore {
     /// A core; the child starts with [`BoltCore::start`] or on the first tuple.
     pub fn new(config: Config, setup: Setup, wake: Wake) -> Self {
         BoltCore {
-            arities: arities(&config.outputs),
+            rules: rules(&config, &setup.direct_targets),
             config,
             setup,
             wake,
@@ -334,7 +338,11 @@ impl BoltCore {
             .iter()
             .filter_map(|id| self.pending.get(id))
             .collect();
-        let values = match check_emit(m, &stream, &self.arities) {
+        let direct = m
+            .get("task")
+            .and_then(Json::as_u64)
+            .and_then(|t| TaskId::try_from(t).ok());
+        let values = match check_emit(m, &stream, direct, &self.rules) {
             Ok(v) => v,
             Err(e) => {
                 tracing::error!(component = %self.setup.component, task = self.setup.task, "Multilang child emitted badly: {e}; failing its anchors.");
@@ -348,10 +356,6 @@ impl BoltCore {
                 return;
             }
         };
-        let direct = m
-            .get("task")
-            .and_then(Json::as_u64)
-            .and_then(|t| TaskId::try_from(t).ok());
         let tasks = out.emit(&anchors, &stream, direct, values);
         let need_ids = m
             .get("need_task_ids")
@@ -386,26 +390,49 @@ pub fn id_text(v: Option<&Json>) -> String {
     }
 }
 
-/// The values of an emit, checked against the declared streams.
+/// The values of an emit to `direct` (a task, for a direct stream), checked against the
+/// declared streams.
 pub fn check_emit(
     m: &Json,
     stream: &str,
-    arities: &BTreeMap<String, usize>,
+    direct: Option<TaskId>,
+    rules: &BTreeMap<String, StreamRule>,
 ) -> Result<Values, String> {
     let Some(tuple) = m.get("tuple").and_then(Json::as_array) else {
         return Err(format!("emit without a `tuple` array: {m}"));
     };
-    match arities.get(stream) {
-        None => Err(format!(
+    let Some(rule) = rules.get(stream) else {
+        return Err(format!(
             "stream `{stream}` is not declared in `outputs` (declared: {})",
-            arities.keys().cloned().collect::<Vec<_>>().join(", ")
-        )),
-        Some(n) if *n != tuple.len() => Err(format!(
-            "{} value(s) on stream `{stream}`, which declares {n} field(s)",
-            tuple.len()
-        )),
-        Some(_) => Ok(tuple.iter().cloned().map(Value::from).collect()),
+            rules.keys().cloned().collect::<Vec<_>>().join(", ")
+        ));
+    };
+    if rule.arity != tuple.len() {
+        return Err(format!(
+            "{} value(s) on stream `{stream}`, which declares {} field(s)",
+            tuple.len(),
+            rule.arity
+        ));
     }
+    match (rule.direct, direct) {
+        (true, None) => {
+            return Err(format!(
+                "stream `{stream}` is direct, but the emit names no `task`"
+            ))
+        }
+        (false, Some(t)) => {
+            return Err(format!(
+                "the emit names task {t}, but stream `{stream}` is not in `direct`"
+            ))
+        }
+        (true, Some(t)) if !rule.targets.contains(&t) => {
+            return Err(format!(
+                "task {t} does not subscribe to stream `{stream}` with a direct grouping"
+            ))
+        }
+        _ => {}
+    }
+    Ok(tuple.iter().cloned().map(Value::from).collect())
 }
 
 fn spawn_heartbeat(
@@ -519,7 +546,7 @@ pub fn register(registry: &mut Registry) {
     registry.bolt(
         "multilang",
         "Runs `command` as a child speaking Storm's multilang protocol (JSON); `outputs` declares its streams.",
-        |c: &Config| c.outputs.decls(),
+        |c: &Config| c.decls(),
         |config: Config| {
             Ok(MultilangBolt {
                 config,
@@ -528,11 +555,6 @@ pub fn register(registry: &mut Registry) {
             })
         },
     );
-}
-
-/// The declared streams of a multilang config (for callers building catalogs).
-pub fn outputs(config: &Config) -> Vec<StreamDecl> {
-    config.outputs.decls()
 }
 
 #[cfg(test)]

@@ -69,26 +69,72 @@ impl Outputs {
 
 /// Config of `multilang` (bolt) and `multilang_spout`.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(try_from = "RawConfig")]
 pub struct Config {
     /// The child's command; relative paths resolve against the topology file's folder,
     /// which is also the child's working directory.
     pub command: Command,
     /// Declared output streams; none when absent (a sink).
-    #[serde(default)]
     pub outputs: Outputs,
+    /// Streams of `outputs` that are direct: the child names the receiving task.
+    pub direct: Vec<String>,
     /// Extra entries for the `conf` the child gets in the handshake (e.g.
     /// `"pystorm.log.level" = "debug"`).
-    #[serde(default)]
     pub conf: toml::Table,
     /// Bolts: seconds between heartbeats (default 1).
-    #[serde(default = "default_heartbeat")]
     pub heartbeat_secs: f64,
     /// Seconds without an answer after which the child counts as hung and is killed and
     /// restarted (default 30): the heartbeat `sync` for a bolt, any command's `sync` for
-    /// a spout, the handshake for both.
-    #[serde(default = "default_timeout")]
+    /// a spout.
     pub timeout_secs: f64,
+}
+
+/// [`Config`] as written, before the checks across keys.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    command: Command,
+    #[serde(default)]
+    outputs: Outputs,
+    #[serde(default)]
+    direct: Vec<String>,
+    #[serde(default)]
+    conf: toml::Table,
+    #[serde(default = "default_heartbeat")]
+    heartbeat_secs: f64,
+    #[serde(default = "default_timeout")]
+    timeout_secs: f64,
+}
+
+impl TryFrom<RawConfig> for Config {
+    type Error = String;
+    fn try_from(r: RawConfig) -> Result<Self, String> {
+        let streams: Vec<String> = r.outputs.decls().into_iter().map(|d| d.name).collect();
+        if let Some(bad) = r.direct.iter().find(|d| !streams.contains(d)) {
+            return Err(format!(
+                "`direct` names stream `{bad}`, which `outputs` does not declare (declared: {})",
+                streams.join(", ")
+            ));
+        }
+        for (key, v) in [
+            ("heartbeat_secs", r.heartbeat_secs),
+            ("timeout_secs", r.timeout_secs),
+        ] {
+            if !(v > 0.0 && v.is_finite()) {
+                return Err(format!(
+                    "`{key}` must be a positive number of seconds, not {v}"
+                ));
+            }
+        }
+        Ok(Config {
+            command: r.command,
+            outputs: r.outputs,
+            direct: r.direct,
+            conf: r.conf,
+            heartbeat_secs: r.heartbeat_secs,
+            timeout_secs: r.timeout_secs,
+        })
+    }
 }
 
 fn default_heartbeat() -> f64 {
@@ -110,19 +156,70 @@ impl Config {
         Duration::from_secs_f64(self.timeout_secs.clamp(0.01, 86_400.0))
     }
 
-    /// Checks what serde cannot; used when the config is parsed.
-    pub fn outputs_checked(&self) -> Vec<StreamDecl> {
-        self.outputs.decls()
+    /// The declared streams, the direct ones marked.
+    pub fn decls(&self) -> Vec<StreamDecl> {
+        self.outputs
+            .decls()
+            .into_iter()
+            .map(|d| {
+                if self.direct.contains(&d.name) {
+                    d.direct()
+                } else {
+                    d
+                }
+            })
+            .collect()
     }
 }
 
-/// The stream arity table of declared outputs, to check a child's emits.
-pub fn arities(outputs: &Outputs) -> BTreeMap<String, usize> {
-    outputs
+/// What a child may emit on one of its streams.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamRule {
+    /// Number of fields.
+    pub arity: usize,
+    /// A direct stream: every emit names its task.
+    pub direct: bool,
+    /// For a direct stream, the tasks subscribed to it (direct grouping).
+    pub targets: Vec<TaskId>,
+}
+
+/// The rules of every declared stream; `targets` gives the direct subscribers' tasks.
+pub fn rules(
+    config: &Config,
+    targets: &BTreeMap<String, Vec<TaskId>>,
+) -> BTreeMap<String, StreamRule> {
+    config
         .decls()
         .into_iter()
-        .map(|d| (d.name, d.fields.len()))
+        .map(|d| {
+            let rule = StreamRule {
+                arity: d.fields.len(),
+                direct: d.direct,
+                targets: targets.get(&d.name).cloned().unwrap_or_default(),
+            };
+            (d.name, rule)
+        })
         .collect()
+}
+
+/// For each stream of `component`, the tasks that subscribe to it with a direct grouping.
+pub fn direct_targets(
+    topology: &Topology,
+    component: &str,
+    component_tasks: &[Vec<TaskId>],
+) -> BTreeMap<String, Vec<TaskId>> {
+    let mut out = BTreeMap::new();
+    if let Some((idx, me)) = topology.component(component) {
+        for decl in &me.outputs {
+            let tasks: Vec<TaskId> = topology
+                .subscribers(idx, &decl.name)
+                .filter(|(_, input)| input.grouping == Grouping::Direct)
+                .flat_map(|(sub, _)| component_tasks.get(sub).cloned().unwrap_or_default())
+                .collect();
+            out.insert(decl.name.clone(), tasks);
+        }
+    }
+    out
 }
 
 /// The stream an emit names, `default` when it names none.
@@ -273,6 +370,16 @@ mod tests {
         );
         let c = config("command = ['x']").expect("no outputs");
         assert!(c.outputs.decls().is_empty());
+        let c =
+            config("command = ['x']\noutputs = { default = ['a'], to = ['b'] }\ndirect = ['to']")
+                .expect("direct");
+        assert_eq!(
+            c.decls(),
+            [
+                StreamDecl::default_stream(["a"]),
+                StreamDecl::named("to", ["b"]).direct()
+            ]
+        );
     }
 
     #[test]
@@ -280,6 +387,14 @@ mod tests {
         assert_eq!(
             config("command = []").expect_err("empty"),
             "\"command\": `command` needs at least the program, e.g. [\"python3\", \"bolt.py\"]"
+        );
+        assert_eq!(
+            config("command = ['x']\noutputs = ['a']\ndirect = ['b']").expect_err("undeclared"),
+            "`direct` names stream `b`, which `outputs` does not declare (declared: default)"
+        );
+        assert_eq!(
+            config("command = ['x']\ntimeout_secs = 0").expect_err("zero"),
+            "`timeout_secs` must be a positive number of seconds, not 0"
         );
         assert!(config("command = ['x']\nheartbeat = 3")
             .expect_err("unknown key")

@@ -2,7 +2,7 @@
 
 use std::sync::mpsc::Receiver;
 
-use topo_dsl::parse_config;
+use topo_dsl::{parse_config, StreamDecl};
 use topo_engine::{StreamInfo, Values};
 
 use super::*;
@@ -125,6 +125,7 @@ fn harness(extra: &str) -> Harness {
         dir: dir.path().to_path_buf(),
         conf: json!({"topology.name": "t"}),
         context: json!({"taskid": 5, "componentid": "split"}),
+        direct_targets: Default::default(),
     };
     let (tx, woken) = mpsc::channel();
     let wake: Wake = Arc::new(move || {
@@ -244,6 +245,7 @@ fn a_child_that_cannot_start_is_named_in_the_error() {
         dir: dir.path().to_path_buf(),
         conf: json!({}),
         context: json!({}),
+        direct_targets: Default::default(),
     };
     let mut core = BoltCore::new(config, setup, Arc::new(|| {}));
     let err = core.start().expect_err("no such program").to_string();
@@ -269,6 +271,7 @@ fn a_child_that_exits_in_the_handshake_is_reported() {
         dir: dir.path().to_path_buf(),
         conf: json!({}),
         context: json!({}),
+        direct_targets: Default::default(),
     };
     let mut core = BoltCore::new(config, setup, Arc::new(|| {}));
     let err = core.start().expect_err("exits").to_string();
