@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError, Sender};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{json, Value as Json};
 use topo_engine::{Bolt, BoltOutput, Registry, Result, TaskContext, TaskId, Tuple, Value, Values};
@@ -240,9 +240,7 @@ impl BoltCore {
                     tracing::error!(component = %self.setup.component, task = self.setup.task, "Multilang child sent {text:?}, which is not JSON: {e}.");
                 }
                 Incoming::Closed => {
-                    let status = self.child.as_mut().map(Child::reap).unwrap_or_default();
-                    tracing::error!(component = %self.setup.component, task = self.setup.task, "Multilang child exited ({status}); failing its {} tuple(s).", self.pending.len());
-                    self.lost(out);
+                    self.closed(out);
                     return;
                 }
             }
@@ -252,21 +250,49 @@ impl BoltCore {
     /// Waits until the child has acked or failed every tuple it has, for at most the
     /// timeout; what is left then is failed. For the end of a bounded stream.
     pub fn drain(&mut self, out: &mut dyn Collector) {
+        self.wait_below(1, out);
+    }
+
+    /// Waits while the child has `max_pending` tuples or more (backpressure: the
+    /// executor takes no new input meanwhile), for at most the timeout.
+    pub fn wait_for_room(&mut self, out: &mut dyn Collector) {
+        self.wait_below(self.config.max_pending, out);
+    }
+
+    fn wait_below(&mut self, limit: usize, out: &mut dyn Collector) {
         self.pump(out);
-        let deadline = Instant::now() + self.config.timeout();
-        while !self.pending.is_empty() {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.child.as_ref().and_then(|c| c.recv(left)) {
+        while self.pending.len() >= limit.max(1) && self.child.is_some() {
+            if self.hung.load(Ordering::Relaxed) {
+                self.pump(out);
+                return;
+            }
+            match self
+                .child
+                .as_ref()
+                .and_then(|c| c.recv(self.config.timeout()))
+            {
                 Some(Incoming::Msg(m)) => self.handle(m, out),
                 Some(Incoming::Bad(text, e)) => {
                     tracing::error!(component = %self.setup.component, task = self.setup.task, "Multilang child sent {text:?}, which is not JSON: {e}.");
                 }
-                Some(Incoming::Closed) | None => {
+                Some(Incoming::Closed) => {
+                    self.closed(out);
+                    return;
+                }
+                None => {
+                    tracing::error!(component = %self.setup.component, task = self.setup.task, timeout = ?self.config.timeout(), "Multilang child sent nothing in time; killing it.");
                     self.lost(out);
                     return;
                 }
             }
         }
+    }
+
+    /// The child closed its stdout: reap it, log how it ended, fail what it had.
+    fn closed(&mut self, out: &mut dyn Collector) {
+        let status = self.child.as_mut().map(Child::reap).unwrap_or_default();
+        tracing::error!(component = %self.setup.component, task = self.setup.task, "Multilang child exited ({status}); failing its {} tuple(s).", self.pending.len());
+        self.lost(out);
     }
 
     /// The child is gone or hung: kill it and fail what it had.
@@ -510,7 +536,7 @@ impl Bolt for MultilangBolt {
         core.pump(out);
         core.send_tuple(input)?;
         out.defer();
-        core.pump(out);
+        core.wait_for_room(out);
         Ok(())
     }
 

@@ -52,9 +52,15 @@ pub fn frame(msg: &Json) -> Vec<u8> {
 }
 
 /// Splits a stream of lines into messages; returns each complete one.
+///
+/// Text a child printed outside the protocol (a stray `print`) lands in front of the
+/// next message; when the whole text is not JSON but a tail of it, from a line start, is,
+/// that tail is the message and the text before it is kept in [`Deframer::junk`].
 #[derive(Debug, Default)]
 pub struct Deframer {
     buf: String,
+    /// Text before the last message that was not part of the protocol.
+    pub junk: Option<String>,
 }
 
 impl Deframer {
@@ -65,10 +71,17 @@ impl Deframer {
             if text.trim().is_empty() {
                 return None;
             }
-            return Some(match serde_json::from_str(&text) {
-                Ok(v) => Incoming::Msg(v),
-                Err(e) => Incoming::Bad(text, e.to_string()),
-            });
+            let e = match serde_json::from_str(&text) {
+                Ok(v) => return Some(Incoming::Msg(v)),
+                Err(e) => e,
+            };
+            for (i, _) in text.match_indices('\n') {
+                if let Ok(v) = serde_json::from_str(&text[i + 1..]) {
+                    self.junk = Some(text[..i].to_string());
+                    return Some(Incoming::Msg(v));
+                }
+            }
+            return Some(Incoming::Bad(text, e.to_string()));
         }
         if !self.buf.is_empty() {
             self.buf.push('\n');
@@ -162,7 +175,7 @@ impl Child {
         let sync_seen = Arc::clone(&last_sync);
         let reader = std::thread::Builder::new()
             .name(format!("multilang-out-{pid}"))
-            .spawn(move || read_loop(stdout, in_tx, wake, sync_seen, started));
+            .spawn(move || read_loop(pid, stdout, in_tx, wake, sync_seen, started));
         let (out_tx, out_rx) = mpsc::channel::<Vec<u8>>();
         let writer = std::thread::Builder::new()
             .name(format!("multilang-in-{pid}"))
@@ -310,6 +323,7 @@ fn make_pid_dir() -> std::io::Result<PathBuf> {
 }
 
 fn read_loop(
+    pid: u32,
     stdout: std::process::ChildStdout,
     tx: Sender<Incoming>,
     wake: Wake,
@@ -329,6 +343,12 @@ fn read_loop(
         let text = text.strip_suffix('\n').unwrap_or(&text);
         let text = text.strip_suffix('\r').unwrap_or(text);
         if let Some(msg) = deframer.line(text) {
+            if let Some(junk) = deframer.junk.take() {
+                tracing::warn!(
+                    pid,
+                    "Multilang child printed outside the protocol: {junk:?}."
+                );
+            }
             if let Incoming::Msg(m) = &msg {
                 if m.get("command").and_then(Json::as_str) == Some("sync") {
                     last_sync.store(elapsed_ms(started), Ordering::Relaxed);
@@ -376,6 +396,10 @@ mod tests {
         assert_eq!(d.line("1}"), None);
         assert_eq!(d.line(END), Some(Incoming::Msg(json!({"a": 1}))));
         assert_eq!(d.line(END), None, "an empty message is skipped");
+        assert_eq!(d.line("hello from print()"), None);
+        assert_eq!(d.line("{\"command\": \"sync\"}"), None);
+        assert_eq!(d.line(END), Some(Incoming::Msg(json!({"command": "sync"}))));
+        assert_eq!(d.junk.take().as_deref(), Some("hello from print()"));
         assert_eq!(d.line("nope"), None);
         match d.line(END) {
             Some(Incoming::Bad(text, _)) => assert_eq!(text, "nope"),

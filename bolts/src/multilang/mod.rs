@@ -87,6 +87,9 @@ pub struct Config {
     /// restarted (default 30): the heartbeat `sync` for a bolt, any command's `sync` for
     /// a spout.
     pub timeout_secs: f64,
+    /// Bolts: most tuples the child has at once (default 100, like Storm's
+    /// `topology.shellbolt.max.pending`); at the limit the bolt waits for the child.
+    pub max_pending: usize,
 }
 
 /// [`Config`] as written, before the checks across keys.
@@ -104,6 +107,12 @@ struct RawConfig {
     heartbeat_secs: f64,
     #[serde(default = "default_timeout")]
     timeout_secs: f64,
+    #[serde(default = "default_max_pending")]
+    max_pending: usize,
+}
+
+fn default_max_pending() -> usize {
+    100
 }
 
 impl TryFrom<RawConfig> for Config {
@@ -133,6 +142,7 @@ impl TryFrom<RawConfig> for Config {
             conf: r.conf,
             heartbeat_secs: r.heartbeat_secs,
             timeout_secs: r.timeout_secs,
+            max_pending: r.max_pending.max(1),
         })
     }
 }

@@ -341,3 +341,16 @@ fn the_context_describes_the_topology_as_storm_does() {
     assert_eq!(conf["topology.message.timeout.secs"], json!(30));
     assert_eq!(conf["pystorm.log.level"], json!("debug"));
 }
+
+#[test]
+fn at_max_pending_the_bolt_waits_for_the_child() {
+    let mut h = harness("max_pending = 2");
+    for word in ["ka", "lo", "mi", "nu"] {
+        h.send(word);
+        h.core.wait_for_room(&mut h.rec);
+        assert!(h.core.in_flight() < 2, "{}", h.core.in_flight());
+    }
+    h.core.drain(&mut h.rec);
+    assert_eq!(h.core.in_flight(), 0);
+    assert_eq!(h.rec.acked, ["ka", "lo", "mi", "nu"]);
+}
