@@ -37,5 +37,8 @@ fn lists_every_registered_type_with_its_kind_description_and_outputs() {
     );
     assert_eq!(outputs("split_words"), Some("outputs: default(word)"));
     assert_eq!(outputs("word_count"), Some("outputs: default(word, count)"));
-    assert_eq!(outputs("multilang"), Some("outputs: declared by its config"));
+    assert_eq!(
+        outputs("multilang"),
+        Some("outputs: declared by its config")
+    );
 }
