@@ -12,14 +12,18 @@
 //!
 //! # Example
 //! ```no_run
-//! fn main() {
-//!     let mut registry = topo::default_registry();
-//!     // registry.bolt("my_bolt", ...);
-//!     std::process::exit(topo::cli::main_with(registry));
-//! }
+//! // A binary with its own components: add them to the registry, get every verb.
+//! let registry = topo::default_registry();
+//! // registry.bolt("my_bolt", ...);
+//! std::process::exit(topo::cli::main_with(registry));
 //! ```
 
 pub mod cli;
+
+// The README's Rust examples run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
 
 /// What a component author needs.
 pub mod prelude {

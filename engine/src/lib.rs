@@ -10,6 +10,7 @@
 //! - [`grouping`]: Storm's groupings; [`route`]: messages between tasks and the seam a
 //!   remote transport plugs into; [`acker`]: Storm's XOR tree tracking.
 //! - [`summary`]: per-task counts and the run summary; [`signal`]: Ctrl-C and SIGTERM.
+//! - [`transport`]: frames and authenticated, credit-limited TCP connections between workers.
 //! - `executor` (private): the spout, bolt and acker executor threads.
 
 pub mod acker;
@@ -22,6 +23,7 @@ pub mod route;
 pub mod runtime;
 pub mod signal;
 pub mod summary;
+pub mod transport;
 pub mod tuple;
 pub mod value;
 

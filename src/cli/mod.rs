@@ -1,12 +1,24 @@
 //! The `topo` command line: one binary, every role.
+//!
+//! Each verb lives in its own module with its clap `Args` and a `run` function returning the
+//! exit code; adding a verb is one module, one `Command` variant and one match arm.
+//!
+//! # Layout
+//! - [`validate`](mod@validate): `topo validate FILE...`
+//! - [`graph`]: `topo graph FILE --format text|dot|mermaid`
+//! - [`components`]: `topo components`
 
-use std::path::PathBuf;
+use std::ffi::OsString;
+use std::path::Path;
 
 use clap::{Parser, Subcommand};
-use topo_dsl::ComponentType;
+use topo_dsl::{Catalog, Diagnostic, Diagnostics, Span, Topology};
 use topo_engine::Registry;
 
-mod run;
+pub mod components;
+pub mod graph;
+pub mod run;
+pub mod validate;
 
 /// Exit code: success.
 pub const EXIT_OK: i32 = 0;
@@ -15,31 +27,57 @@ pub const EXIT_INVALID: i32 = 1;
 /// Exit code: an I/O or usage error.
 pub const EXIT_USAGE: i32 = 2;
 
+/// The exit codes, as shown under every verb's `--help`.
+const EXIT_HELP: &str = "\
+Exit status:
+  0  success
+  1  invalid topology (each problem is printed as FILE:LINE:COL: error: ...)
+  2  I/O or usage error (unreadable file, bad arguments)";
+
 /// topo: run streaming topologies of spouts and bolts, with Storm's guarantees.
 #[derive(Debug, Parser)]
-#[command(name = "topo", version, about, propagate_version = true)]
+#[command(
+    name = "topo",
+    version,
+    about,
+    propagate_version = true,
+    after_help = EXIT_HELP
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
 }
 
+/// The verbs.
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Check topology files and print a summary of each.
-    Validate {
-        /// The `*.topo.toml` files.
-        #[arg(required = true)]
-        files: Vec<PathBuf>,
-    },
+    /// Check topology files and print a one-line summary of each.
+    #[command(after_help = EXIT_HELP)]
+    Validate(validate::Args),
+    /// Draw a topology's graph as text, Graphviz DOT or Mermaid.
+    #[command(after_help = EXIT_HELP)]
+    Graph(graph::Args),
     /// List every registered component type with its description and outputs.
-    Components,
-    /// Run a topology in this process until it ends, is stopped, or `--for` is up.
+    #[command(after_help = EXIT_HELP)]
+    Components(components::Args),
+    /// Run a topology until it ends, is stopped, or `--for` is up.
+    #[command(after_help = EXIT_HELP)]
     Run(run::RunArgs),
 }
 
-/// Runs the CLI with `registry`'s component types; returns the process exit code.
+/// Runs the CLI on the process's arguments with `registry`'s component types; returns the
+/// process exit code.
 pub fn main_with(registry: Registry) -> i32 {
-    let cli = match Cli::try_parse() {
+    run_with(registry, std::env::args_os())
+}
+
+/// Runs the CLI on `args` (the first one is the program name); returns the exit code.
+pub fn run_with<I, T>(registry: Registry, args: I) -> i32
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let cli = match Cli::try_parse_from(args) {
         Ok(cli) => cli,
         Err(e) => {
             let code = if e.use_stderr() { EXIT_USAGE } else { EXIT_OK };
@@ -48,21 +86,43 @@ pub fn main_with(registry: Registry) -> i32 {
         }
     };
     match cli.command {
-        Command::Validate { files } => validate(&registry, &files),
-        Command::Components => components(&registry),
+        Command::Validate(args) => validate::run(&registry, &args),
+        Command::Graph(args) => graph::run(&registry, &args),
+        Command::Components(args) => components::run(&registry, &args),
         Command::Run(args) => run::run(&registry, args),
     }
 }
 
-fn validate(registry: &Registry, files: &[PathBuf]) -> i32 {
-    let _ = (registry, files);
-    eprintln!("error: `topo validate` is not built yet");
-    EXIT_USAGE
-}
-
-fn components(registry: &Registry) -> i32 {
-    for e in registry.entries() {
-        println!("{:<18} {:<5} {}", e.name(), e.kind(), e.description());
-    }
-    EXIT_OK
+/// Reads, parses and validates the topology file `path`. On failure prints every problem
+/// to stderr (rustc style) and returns the exit code: [`EXIT_INVALID`] for an invalid
+/// topology, [`EXIT_USAGE`] for a file that cannot be read.
+pub fn load_file(path: &Path, catalog: &dyn Catalog) -> Result<Topology, i32> {
+    let shown = path.display().to_string();
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("error: cannot read {shown}: {e}");
+            return Err(EXIT_USAGE);
+        }
+    };
+    let (text, result) = match String::from_utf8(bytes) {
+        Ok(text) => {
+            let result = topo_dsl::load(&text, catalog);
+            (text, result)
+        }
+        Err(e) => {
+            let at = e.utf8_error().valid_up_to();
+            let text = String::from_utf8_lossy(e.as_bytes()).into_owned();
+            let diag = Diagnostic::new("file is not valid utf-8", Some(Span::new(at, at + 1)))
+                .with_hint("topology files are utf-8 text");
+            (text, Err(Diagnostics { items: vec![diag] }))
+        }
+    };
+    result.map_err(|diags| {
+        eprint!("{}", diags.render(&shown, &text));
+        let n = diags.len();
+        let plural = if n == 1 { "" } else { "s" };
+        eprintln!("error: {shown}: invalid topology ({n} error{plural})");
+        EXIT_INVALID
+    })
 }

@@ -7,7 +7,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use clap::Args;
-use topo_dsl::{validate, ComponentSpec, InputSpec, Kind, Span, TopologySpec};
 use topo_engine::{Registry, RunOptions, StopHandle};
 
 use super::{EXIT_INVALID, EXIT_OK, EXIT_USAGE};
@@ -57,26 +56,9 @@ pub(crate) fn run(registry: &Registry, args: RunArgs) -> i32 {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .try_init();
-    let text = match std::fs::read_to_string(&args.file) {
-        Ok(t) => t,
-        Err(e) => {
-            eprintln!("error: cannot read `{}`: {e}", args.file.display());
-            return EXIT_USAGE;
-        }
-    };
-    let spec = match load_spec(&text) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("error: `{}`: {e}", args.file.display());
-            return EXIT_INVALID;
-        }
-    };
-    let topology = match validate(&spec, registry) {
+    let topology = match super::load_file(&args.file, registry) {
         Ok(t) => Arc::new(t),
-        Err(diagnostics) => {
-            eprint!("{diagnostics}");
-            return EXIT_INVALID;
-        }
+        Err(code) => return code,
     };
     if args.plan {
         print!(
@@ -150,98 +132,6 @@ pub(crate) fn run(registry: &Registry, args: RunArgs) -> i32 {
         }
         EXIT_USAGE
     }
-}
-
-/// Reads a topology file into a spec.
-///
-/// A stopgap until topo-dsl's loader lands (it owns the file format, spans and
-/// diagnostics); it reads the same keys, in declaration order.
-fn load_spec(text: &str) -> Result<TopologySpec, String> {
-    let doc: toml::Table = text.parse().map_err(|e: toml::de::Error| e.to_string())?;
-    let mut spec = TopologySpec::default();
-    if let Some(t) = doc.get("topology") {
-        let t = t.as_table().ok_or("`topology` must be a table")?;
-        spec.name = t.get("name").and_then(|v| v.as_str()).map(str::to_string);
-        spec.workers = t.get("workers").and_then(toml::Value::as_integer);
-        spec.acking = t.get("acking").and_then(toml::Value::as_bool);
-        spec.ackers = t.get("ackers").and_then(toml::Value::as_integer);
-        spec.message_timeout_secs = t
-            .get("message_timeout_secs")
-            .and_then(|v| v.as_float().or_else(|| v.as_integer().map(|i| i as f64)));
-        spec.max_spout_pending = t.get("max_spout_pending").and_then(toml::Value::as_integer);
-    }
-    for (section, kind) in [("spouts", Kind::Spout), ("bolts", Kind::Bolt)] {
-        let Some(table) = doc.get(section) else {
-            continue;
-        };
-        let table = table
-            .as_table()
-            .ok_or_else(|| format!("`{section}` must be a table"))?;
-        let mut components = Vec::new();
-        for (id, body) in table {
-            let body = body
-                .as_table()
-                .ok_or_else(|| format!("`{section}.{id}` must be a table"))?;
-            let mut config = body.clone();
-            let type_name = config
-                .remove("type")
-                .and_then(|v| v.as_str().map(str::to_string));
-            let parallelism = config.remove("parallelism").and_then(|v| v.as_integer());
-            let tick_secs = config
-                .remove("tick_secs")
-                .and_then(|v| v.as_float().or_else(|| v.as_integer().map(|i| i as f64)));
-            let inputs = match config.remove("inputs") {
-                None => None,
-                Some(v) => Some(inputs(&v).map_err(|e| format!("`{section}.{id}`: {e}"))?),
-            };
-            let at = text
-                .find(&format!("[{section}.{id}]"))
-                .unwrap_or(usize::MAX);
-            components.push((
-                at,
-                ComponentSpec {
-                    id: id.clone(),
-                    kind,
-                    type_name,
-                    parallelism,
-                    tick_secs,
-                    inputs,
-                    config,
-                    span: Span::default(),
-                },
-            ));
-        }
-        components.sort_by_key(|c| c.0);
-        spec.components.extend(components.into_iter().map(|c| c.1));
-    }
-    Ok(spec)
-}
-
-fn inputs(v: &toml::Value) -> Result<Vec<InputSpec>, String> {
-    let list = v.as_array().ok_or("`inputs` must be an array")?;
-    list.iter()
-        .map(|i| match i {
-            toml::Value::String(from) => Ok(InputSpec {
-                from: from.clone(),
-                ..InputSpec::default()
-            }),
-            toml::Value::Table(t) => {
-                let s = |k: &str| t.get(k).and_then(|v| v.as_str()).map(str::to_string);
-                Ok(InputSpec {
-                    from: s("from").ok_or("an input needs `from`")?,
-                    stream: s("stream"),
-                    grouping: s("grouping"),
-                    fields: t.get("fields").and_then(|f| f.as_array()).map(|a| {
-                        a.iter()
-                            .filter_map(|x| x.as_str().map(str::to_string))
-                            .collect()
-                    }),
-                    span: Span::default(),
-                })
-            }
-            _ => Err("an input is a component id or a table".to_string()),
-        })
-        .collect()
 }
 
 #[cfg(test)]

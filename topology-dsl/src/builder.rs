@@ -138,7 +138,7 @@ impl ComponentBuilder {
             stream: stream.map(str::to_string),
             grouping: Some(grouping.to_string()),
             fields,
-            span: Span::default(),
+            ..InputSpec::default()
         })
     }
 
@@ -150,10 +150,14 @@ impl ComponentBuilder {
         })
     }
 
-    /// Fields grouping on `from`'s default stream.
+    /// Fields grouping on `from`'s default stream; like `{ from, fields }` in TOML, where
+    /// giving fields implies the fields grouping.
     pub fn fields<S: Into<String>>(self, from: &str, fields: impl IntoIterator<Item = S>) -> Self {
-        let fields = fields.into_iter().map(Into::into).collect();
-        self.grouped(from, None, "fields", Some(fields))
+        self.input(InputSpec {
+            from: from.to_string(),
+            fields: Some(fields.into_iter().map(Into::into).collect()),
+            ..InputSpec::default()
+        })
     }
 
     /// Partial-key grouping on `from`'s default stream.

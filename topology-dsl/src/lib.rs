@@ -3,10 +3,13 @@
 //!
 //! # Layout
 //! - [`spec`]: `TopologySpec`, the raw topology as written, with source spans.
+//! - [`load`](mod@load): the TOML loader, `*.topo.toml` text → spec, recovering from syntax errors.
 //! - [`builder`]: `Topology::builder(...)`, the Rust way to write a spec.
 //! - [`validate`](mod@validate): spec → checked [`Topology`], every problem reported at once.
 //! - [`topology`]: the checked `Topology`, what the engine runs.
 //! - [`catalog`]: what the validator knows of component types.
+//! - [`diagnostic`]: problems with their place and hint, rendered rustc/gcc style.
+//! - [`graph`]: a checked topology as text, Graphviz DOT or Mermaid.
 //!
 //! # Example
 //! ```
@@ -16,10 +19,21 @@
 //!     .bolt("split", "split_words").shuffle("sentences")
 //!     .spec();
 //! assert_eq!(spec.components.len(), 2);
+//!
+//! // The same from a file's text: every problem at once, rendered rustc style.
+//! let (from_file, problems) = topo_dsl::parse(
+//!     "[spouts.sentences]\ntype = \"random_sentences\"\n\
+//!      [bolts.split]\ntype = \"split_words\"\ninputs = [\"sentences\"]\n",
+//! );
+//! assert!(problems.is_empty());
+//! assert_eq!(from_file.components, spec.components);
 //! ```
 
 pub mod builder;
 pub mod catalog;
+pub mod diagnostic;
+pub mod graph;
+pub mod load;
 pub mod spec;
 pub mod topology;
 pub mod validate;
@@ -28,6 +42,7 @@ pub use builder::{ComponentBuilder, TopologyBuilder};
 pub use catalog::{
     parse_config, Catalog, ComponentType, ConfigIssue, Kind, StreamDecl, DEFAULT_STREAM,
 };
-pub use spec::{ComponentSpec, InputSpec, Span, TopologySpec};
+pub use load::{load, parse};
+pub use spec::{ComponentSpec, InputSpec, Span, Spans, TopologySpec};
 pub use topology::{Component, ComponentIdx, Grouping, Input, Settings, Topology};
 pub use validate::{validate, Diagnostic, Diagnostics};

@@ -1,8 +1,10 @@
 //! The raw topology as written: what the TOML loader and the builder produce.
 //!
-//! Nothing here is checked; [`crate::validate`] turns a spec into a [`crate::Topology`].
+//! Nothing here is checked; [`crate::validate()`] turns a spec into a [`crate::Topology`].
 //! Spans are byte ranges into the source file and never take part in equality, so a spec
 //! loaded from TOML equals the same spec made with the builder.
+
+use std::collections::BTreeMap;
 
 use crate::catalog::Kind;
 
@@ -18,6 +20,75 @@ pub struct Span {
 impl PartialEq for Span {
     fn eq(&self, _: &Span) -> bool {
         true
+    }
+}
+
+impl Span {
+    /// The span `start..end`.
+    pub fn new(start: usize, end: usize) -> Self {
+        Span { start, end }
+    }
+
+    /// `Some(self)` when the span points into a file, `None` for specs made in code.
+    pub fn known(self) -> Option<Span> {
+        (self.start != 0 || self.end != 0).then_some(self)
+    }
+}
+
+/// Where things are in the source file, kept beside the spec's plain values: each
+/// `key = value` (from the key's start to the value's end) of `[topology]`, of every
+/// component and of every input table.
+///
+/// Empty for specs made in code; like [`Span`], never takes part in equality.
+#[derive(Debug, Clone, Default)]
+pub struct Spans(BTreeMap<(Option<Kind>, String, Option<usize>, String), Span>);
+
+impl PartialEq for Spans {
+    fn eq(&self, _: &Spans) -> bool {
+        true
+    }
+}
+
+impl Spans {
+    /// Records where the `[topology]` key `key` is.
+    pub fn insert_setting(&mut self, key: &str, span: Span) {
+        self.0
+            .insert((None, String::new(), None, key.to_string()), span);
+    }
+
+    /// Where the `[topology]` key `key` is.
+    pub fn setting(&self, key: &str) -> Option<Span> {
+        self.0
+            .get(&(None, String::new(), None, key.to_string()))
+            .copied()
+    }
+
+    /// Records where key `key` of component `id` is.
+    pub fn insert_component(&mut self, kind: Kind, id: &str, key: &str, span: Span) {
+        self.0
+            .insert((Some(kind), id.to_string(), None, key.to_string()), span);
+    }
+
+    /// Where key `key` of component `id` is.
+    pub fn component(&self, kind: Kind, id: &str, key: &str) -> Option<Span> {
+        self.0
+            .get(&(Some(kind), id.to_string(), None, key.to_string()))
+            .copied()
+    }
+
+    /// Records where key `key` of input number `index` of component `id` is.
+    pub fn insert_input(&mut self, kind: Kind, id: &str, index: usize, key: &str, span: Span) {
+        self.0.insert(
+            (Some(kind), id.to_string(), Some(index), key.to_string()),
+            span,
+        );
+    }
+
+    /// Where key `key` of input number `index` (in `inputs`) of component `id` is.
+    pub fn input(&self, kind: Kind, id: &str, index: usize, key: &str) -> Option<Span> {
+        self.0
+            .get(&(Some(kind), id.to_string(), Some(index), key.to_string()))
+            .copied()
     }
 }
 
@@ -53,7 +124,7 @@ pub struct ComponentSpec {
     pub inputs: Option<Vec<InputSpec>>,
     /// Every other key: the component's own config.
     pub config: toml::Table,
-    /// Where the component's header is.
+    /// Where the component's header is (its id in `[bolts.ID]`).
     pub span: Span,
 }
 
@@ -74,4 +145,6 @@ pub struct TopologySpec {
     pub max_spout_pending: Option<i64>,
     /// Spouts then bolts, each in declaration order.
     pub components: Vec<ComponentSpec>,
+    /// Where each key is, when the spec came from a file.
+    pub spans: Spans,
 }

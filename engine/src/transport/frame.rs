@@ -1,0 +1,351 @@
+//! Frames on the wire between two workers, and the codec that reads and writes them.
+//!
+//! Every frame is a 4-byte big-endian length followed by that many bytes of body, a
+//! [`Frame`] encoded with `rmp-serde` (MessagePack, structs as arrays, enum variants
+//! externally tagged by name). Framing is `tokio_util`'s [`LengthDelimitedCodec`] with an
+//! explicit maximum body length.
+//!
+//! ```text
+//! +---- HEADER_LEN ----+------------------ length bytes ------------------+
+//! | length: u32, BE    | body: MessagePack of one Frame                     |
+//! | 0 ..= max_frame_len|                                                    |
+//! +--------------------+----------------------------------------------------+
+//!
+//! body, by variant (fixarray = MessagePack array of the listed fields):
+//!   Hello     {"Hello":  [magic u32, version u16, fingerprint u64, worker u32, nonce bin32]}
+//!   Auth      {"Auth":   [mac bin32]}
+//!   Data      {"Data":   [dest_task u32, payload bin]}
+//!   Acker     {"Acker":  [payload bin]}
+//!   Control   {"Control":[payload bin]}
+//!   Credit    {"Credit": [bytes u32]}
+//!   "Heartbeat"
+//!   "Goodbye"
+//! ```
+//!
+//! A `Data` frame carries one batch of tuples for one destination task, already encoded by
+//! the runtime: the transport never looks inside a payload.
+//!
+//! Decoding never panics: a length over the maximum, a body that is not exactly one
+//! `Frame`, or a stream that ends inside a frame is a [`FrameError`].
+
+use bytes::{Bytes, BytesMut};
+use serde::{Deserialize, Serialize};
+use tokio_util::codec::{Decoder, Encoder, LengthDelimitedCodec};
+
+/// Bytes of the length prefix before every frame body.
+pub const HEADER_LEN: usize = 4;
+
+/// Default largest frame body accepted after the handshake: 16 MiB.
+pub const MAX_FRAME_LEN: usize = 16 * 1024 * 1024;
+
+/// Largest frame body accepted before a peer has authenticated.
+///
+/// A `Hello` is about 60 bytes; an unauthenticated peer may not make a worker buffer more.
+pub const HANDSHAKE_MAX_FRAME_LEN: usize = 256;
+
+/// The magic number that opens every `Hello`: ASCII `TOPO`.
+pub const MAGIC: u32 = u32::from_be_bytes(*b"TOPO");
+
+/// The protocol version this build speaks. Peers must speak exactly the same one.
+pub const PROTOCOL_VERSION: u16 = 1;
+
+/// Length of the handshake challenge nonce and of the HMAC-SHA256 answer.
+pub const NONCE_LEN: usize = 32;
+
+/// One message between two workers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Frame {
+    /// First frame each way: who I am, and a challenge for the other side.
+    Hello(Hello),
+    /// Answer to the other side's challenge: HMAC-SHA256 over its nonce (see `handshake`).
+    Auth {
+        /// The HMAC-SHA256 tag, [`NONCE_LEN`] bytes.
+        mac: Bytes,
+    },
+    /// A batch of encoded tuples for one task of the receiving worker. Costs credit.
+    Data {
+        /// The task the tuples are for.
+        dest_task: u32,
+        /// The runtime's encoding of the batch.
+        payload: Bytes,
+    },
+    /// Acker traffic (init, ack, fail, complete). Not flow-controlled.
+    Acker {
+        /// The runtime's encoding of the acker message.
+        payload: Bytes,
+    },
+    /// A control message of the runtime (e.g. shutdown of a topology). Not flow-controlled.
+    Control {
+        /// The runtime's encoding of the control message.
+        payload: Bytes,
+    },
+    /// The receiver consumed `bytes` of `Data` payload: the sender may send that much more.
+    Credit {
+        /// Payload bytes granted.
+        bytes: u32,
+    },
+    /// I am alive. Sent when a connection has been idle for a heartbeat interval.
+    Heartbeat,
+    /// I am shutting down on purpose; close this connection without counting an error.
+    Goodbye,
+}
+
+/// The handshake frame's fields.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    /// Must be [`MAGIC`].
+    pub magic: u32,
+    /// Must be [`PROTOCOL_VERSION`].
+    pub version: u16,
+    /// Fingerprint of the physical plan; both sides must run the same topology.
+    pub fingerprint: u64,
+    /// The sender's worker index.
+    pub worker: u32,
+    /// Random challenge the other side answers with an [`Frame::Auth`], [`NONCE_LEN`] bytes.
+    pub nonce: Bytes,
+}
+
+impl Frame {
+    /// A short name for logs and errors.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Frame::Hello(_) => "Hello",
+            Frame::Auth { .. } => "Auth",
+            Frame::Data { .. } => "Data",
+            Frame::Acker { .. } => "Acker",
+            Frame::Control { .. } => "Control",
+            Frame::Credit { .. } => "Credit",
+            Frame::Heartbeat => "Heartbeat",
+            Frame::Goodbye => "Goodbye",
+        }
+    }
+
+    /// Encodes the body (without the length prefix).
+    pub fn encode_body(&self) -> Result<Vec<u8>, FrameError> {
+        rmp_serde::to_vec(self).map_err(|e| FrameError::Encode(e.to_string()))
+    }
+
+    /// Decodes a body (without the length prefix); it must hold exactly one frame.
+    pub fn decode_body(body: &[u8]) -> Result<Frame, FrameError> {
+        let mut rest = body;
+        let frame = {
+            let mut de = rmp_serde::Deserializer::new(&mut rest);
+            Frame::deserialize(&mut de).map_err(|e| FrameError::Undecodable(e.to_string()))?
+        };
+        if !rest.is_empty() {
+            return Err(FrameError::Undecodable(format!(
+                "{} trailing bytes after a {} frame",
+                rest.len(),
+                frame.kind()
+            )));
+        }
+        Ok(frame)
+    }
+}
+
+/// Why a frame could not be read or written. Every variant closes the connection.
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    /// The length prefix is over the maximum.
+    #[error("frame length over the maximum of {max} bytes")]
+    TooLong {
+        /// The maximum in force.
+        max: usize,
+    },
+    /// The stream ended inside a frame.
+    #[error("stream ended inside a frame")]
+    Truncated,
+    /// The body is not exactly one frame.
+    #[error("undecodable frame body: {0}")]
+    Undecodable(String),
+    /// The frame could not be encoded (only a body over the maximum can do that).
+    #[error("cannot encode frame: {0}")]
+    Encode(String),
+    /// The socket failed.
+    #[error("i/o error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Reads and writes [`Frame`]s: `LengthDelimitedCodec` framing, `rmp-serde` bodies.
+#[derive(Debug)]
+pub struct FrameCodec {
+    framing: LengthDelimitedCodec,
+    /// True once the framing consumed a header whose body has not fully arrived.
+    in_frame: bool,
+}
+
+impl FrameCodec {
+    /// A codec that accepts bodies up to `max_frame_len` bytes.
+    pub fn new(max_frame_len: usize) -> Self {
+        let framing = LengthDelimitedCodec::builder()
+            .length_field_offset(0)
+            .length_field_type::<u32>()
+            .length_adjustment(0)
+            .num_skip(HEADER_LEN)
+            .max_frame_length(max_frame_len)
+            .big_endian()
+            .new_codec();
+        FrameCodec {
+            framing,
+            in_frame: false,
+        }
+    }
+
+    /// The largest body this codec accepts or writes.
+    pub fn max_frame_len(&self) -> usize {
+        self.framing.max_frame_length()
+    }
+
+    /// Changes the largest body (the transport raises it after the handshake).
+    pub fn set_max_frame_len(&mut self, max: usize) {
+        self.framing.set_max_frame_length(max);
+    }
+}
+
+impl Default for FrameCodec {
+    fn default() -> Self {
+        FrameCodec::new(MAX_FRAME_LEN)
+    }
+}
+
+impl Decoder for FrameCodec {
+    type Item = Frame;
+    type Error = FrameError;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, FrameError> {
+        let before = src.len();
+        match self.framing.decode(src) {
+            Ok(Some(body)) => {
+                self.in_frame = false;
+                Frame::decode_body(&body).map(Some)
+            }
+            Ok(None) => {
+                if src.len() < before {
+                    self.in_frame = true;
+                }
+                Ok(None)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => Err(FrameError::TooLong {
+                max: self.max_frame_len(),
+            }),
+            Err(e) => Err(FrameError::Io(e)),
+        }
+    }
+
+    fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, FrameError> {
+        match self.decode(src)? {
+            Some(frame) => Ok(Some(frame)),
+            None if src.is_empty() && !self.in_frame => Ok(None),
+            None => Err(FrameError::Truncated),
+        }
+    }
+}
+
+impl Encoder<Frame> for FrameCodec {
+    type Error = FrameError;
+
+    fn encode(&mut self, frame: Frame, dst: &mut BytesMut) -> Result<(), FrameError> {
+        let body = frame.encode_body()?;
+        if body.len() > self.max_frame_len() {
+            return Err(FrameError::Encode(format!(
+                "{} frame of {} bytes is over the maximum of {} bytes",
+                frame.kind(),
+                body.len(),
+                self.max_frame_len()
+            )));
+        }
+        self.framing
+            .encode(body.as_slice(), dst)
+            .map_err(|e| FrameError::Encode(e.to_string()))
+    }
+}
+
+/// Bytes a `Data` frame with this payload occupies in a body, over the payload itself.
+///
+/// Variant tag, array header, task id and bin header: at most 1 + 5 + 1 + 5 + 5 bytes.
+pub const DATA_OVERHEAD: usize = 17;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn encode(frame: &Frame) -> Vec<u8> {
+        let mut dst = BytesMut::new();
+        FrameCodec::default()
+            .encode(frame.clone(), &mut dst)
+            .expect("encodes");
+        dst.to_vec()
+    }
+
+    #[test]
+    fn data_frame_exact_bytes() {
+        let frame = Frame::Data {
+            dest_task: 7,
+            payload: Bytes::from_static(b"hi"),
+        };
+        let mut want = vec![0, 0, 0, 12];
+        want.extend_from_slice(&[0x81, 0xa4, b'D', b'a', b't', b'a', 0x92, 0x07, 0xc4, 0x02]);
+        want.extend_from_slice(b"hi");
+        assert_eq!(encode(&frame), want);
+    }
+
+    #[test]
+    fn heartbeat_exact_bytes() {
+        let mut want = vec![0, 0, 0, 10, 0xa9];
+        want.extend_from_slice(b"Heartbeat");
+        assert_eq!(encode(&Frame::Heartbeat), want);
+    }
+
+    #[test]
+    fn data_overhead_bounds_the_largest_header() {
+        let frame = Frame::Data {
+            dest_task: u32::MAX,
+            payload: Bytes::from(vec![0u8; 70_000]),
+        };
+        let body = frame.encode_body().expect("encodes");
+        assert!(body.len() - 70_000 <= DATA_OVERHEAD);
+    }
+
+    #[test]
+    fn truncated_frame_then_eof_is_an_error() {
+        let mut codec = FrameCodec::default();
+        let mut src = BytesMut::from(&[0u8, 0, 0, 100, 1, 2][..]);
+        assert!(codec.decode(&mut src).expect("no error yet").is_none());
+        let err = codec.decode_eof(&mut src).expect_err("truncated");
+        assert_eq!(err.to_string(), "stream ended inside a frame");
+    }
+
+    #[test]
+    fn header_only_then_eof_is_an_error() {
+        let mut codec = FrameCodec::default();
+        let mut src = BytesMut::from(&[0u8, 0, 0, 100][..]);
+        assert!(codec.decode(&mut src).expect("no error yet").is_none());
+        assert!(src.is_empty());
+        assert!(matches!(
+            codec.decode_eof(&mut src),
+            Err(FrameError::Truncated)
+        ));
+    }
+
+    #[test]
+    fn over_length_prefix_is_an_error() {
+        let mut codec = FrameCodec::new(1024);
+        let mut src = BytesMut::from(&[0u8, 0, 4, 1][..]);
+        let err = codec.decode(&mut src).expect_err("too long");
+        assert_eq!(
+            err.to_string(),
+            "frame length over the maximum of 1024 bytes"
+        );
+    }
+
+    #[test]
+    fn trailing_bytes_are_an_error() {
+        let mut body = Frame::Goodbye.encode_body().expect("encodes");
+        body.push(0xc0);
+        let err = Frame::decode_body(&body).expect_err("trailing");
+        assert_eq!(
+            err.to_string(),
+            "undecodable frame body: 1 trailing bytes after a Goodbye frame"
+        );
+    }
+}

@@ -1,0 +1,403 @@
+//! The network between workers: authenticated TCP connections carrying length-prefixed frames.
+//!
+//! The transport knows frames and peers, nothing about tuples: `Data`, `Acker` and `Control`
+//! payloads are bytes the runtime encodes. Tuples between tasks of one worker never come here.
+//!
+//! # Layout
+//! - [`frame`]: the [`Frame`] enum, its wire layout (diagram there and in the README) and
+//!   [`FrameCodec`].
+//! - [`handshake`]: identity checks and mutual HMAC-SHA256 authentication.
+//! - [`counters`]: why connections closed ([`Counters`]), traffic per peer ([`PeerCounters`]).
+//! - `link`: [`PeerSender`] (blocking, credit-limited), [`Inbound`], [`CreditGrant`].
+//! - `peer`: one driver task per peer: dial or await, serve, reconnect.
+//!
+//! # Connections
+//! One TCP connection per pair of workers: the worker with the lower index dials the higher
+//! one, and redials with exponential backoff whenever the connection drops (the peer
+//! restarted). The acceptor takes a newer authenticated connection from the same peer in
+//! place of the old one. A connection that is idle for a heartbeat interval sends a
+//! `Heartbeat`; one that receives nothing for the peer timeout is closed.
+//!
+//! At most `max_handshakes` accepted connections may be unauthenticated at a time; more are
+//! closed at once (a flood), and each must finish its handshake within `handshake_timeout`.
+//! Every connection closed for a fault is logged once and counted once in [`Counters`].
+//!
+//! # Example
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use topo_engine::transport::{Inbound, Transport, TransportConfig};
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! let peers = vec![listener.local_addr()?, "127.0.0.1:7001".parse()?];
+//! let config = TransportConfig::new(0, peers, 0xfeed, b"run secret".to_vec());
+//! let (shutdown_tx, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
+//! let (transport, inbound) = Transport::start(config, listener, async {
+//!     let _ = shutdown_rx.await;
+//! })?;
+//! let to_one = transport.sender(1).expect("worker 1 is a peer");
+//! std::thread::spawn(move || {
+//!     if to_one.wait_connected(std::time::Duration::from_secs(5)) {
+//!         let _ = to_one.send_data(3, bytes::Bytes::from_static(b"batch"));
+//!     }
+//!     while let Ok(msg) = inbound.recv() {
+//!         if let Inbound::Data { payload, grant, .. } = msg {
+//!             let _ = payload; // hand the batch to its executor, then:
+//!             drop(grant);
+//!         }
+//!     }
+//! });
+//! let _ = shutdown_tx.send(());
+//! transport.join().await;
+//! # Ok(()) }
+//! ```
+
+pub mod counters;
+pub mod frame;
+pub mod handshake;
+mod link;
+mod peer;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, Semaphore};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+pub use counters::{CloseReason, Counters, PeerCounters};
+pub use frame::{Frame, FrameCodec, FrameError, HEADER_LEN, MAX_FRAME_LEN};
+pub use handshake::{HandshakeError, Identity};
+pub use link::{CreditGrant, Inbound, PeerSender, SendError};
+
+use frame::DATA_OVERHEAD;
+use handshake::HandshakeError as HsError;
+use link::Link;
+use peer::{Established, PeerTask};
+
+/// Settings of one worker's transport.
+#[derive(Clone)]
+pub struct TransportConfig {
+    /// This worker's index.
+    pub worker: u32,
+    /// Every worker's address, indexed by worker index (this worker's own entry is unused).
+    pub peers: Vec<SocketAddr>,
+    /// Fingerprint of the physical plan; peers with another are refused.
+    pub fingerprint: u64,
+    /// The run's shared secret; never sent, only proven.
+    pub secret: Vec<u8>,
+    /// Largest frame body after the handshake (default [`MAX_FRAME_LEN`]).
+    pub max_frame_len: usize,
+    /// Bytes of `Data` a peer may have in flight to this worker, unconsumed (default 4 MiB).
+    pub credit_window: u32,
+    /// Frames each peer's send queue holds (default 1024).
+    pub queue_frames: usize,
+    /// Time a connection has to finish its handshake (default 5 s).
+    pub handshake_timeout: Duration,
+    /// Accepted connections allowed to be handshaking at once (default 64).
+    pub max_handshakes: usize,
+    /// Idle time after which a connection sends a heartbeat (default 1 s).
+    pub heartbeat_interval: Duration,
+    /// Silence after which a peer is considered gone (default 10 s).
+    pub peer_timeout: Duration,
+    /// First and largest delay between dial attempts (default 50 ms, 2 s).
+    pub connect_backoff: (Duration, Duration),
+}
+
+impl std::fmt::Debug for TransportConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TransportConfig")
+            .field("worker", &self.worker)
+            .field("peers", &self.peers)
+            .field("fingerprint", &self.fingerprint)
+            .field("secret", &"<redacted>")
+            .field("max_frame_len", &self.max_frame_len)
+            .field("credit_window", &self.credit_window)
+            .field("queue_frames", &self.queue_frames)
+            .field("handshake_timeout", &self.handshake_timeout)
+            .field("max_handshakes", &self.max_handshakes)
+            .field("heartbeat_interval", &self.heartbeat_interval)
+            .field("peer_timeout", &self.peer_timeout)
+            .field("connect_backoff", &self.connect_backoff)
+            .finish()
+    }
+}
+
+impl TransportConfig {
+    /// Settings with the defaults above.
+    pub fn new(worker: u32, peers: Vec<SocketAddr>, fingerprint: u64, secret: Vec<u8>) -> Self {
+        TransportConfig {
+            worker,
+            peers,
+            fingerprint,
+            secret,
+            max_frame_len: MAX_FRAME_LEN,
+            credit_window: 4 * 1024 * 1024,
+            queue_frames: 1024,
+            handshake_timeout: Duration::from_secs(5),
+            max_handshakes: 64,
+            heartbeat_interval: Duration::from_secs(1),
+            peer_timeout: Duration::from_secs(10),
+            connect_backoff: (Duration::from_millis(50), Duration::from_secs(2)),
+        }
+    }
+
+    fn check(&self) -> Result<(), TransportError> {
+        let bad = |why: String| Err(TransportError::Config(why));
+        if self.peers.len() > u32::MAX as usize || self.worker as usize >= self.peers.len() {
+            return bad(format!(
+                "worker index {} is not below the number of workers {}",
+                self.worker,
+                self.peers.len()
+            ));
+        }
+        if self.secret.is_empty() {
+            return bad("the secret is empty".into());
+        }
+        if self.max_frame_len <= DATA_OVERHEAD || self.max_frame_len > u32::MAX as usize {
+            return bad(format!(
+                "max_frame_len {} is not between {} and {}",
+                self.max_frame_len,
+                DATA_OVERHEAD + 1,
+                u32::MAX
+            ));
+        }
+        if self.credit_window == 0 || self.queue_frames == 0 || self.max_handshakes == 0 {
+            return bad("credit_window, queue_frames and max_handshakes must be positive".into());
+        }
+        if self.heartbeat_interval.is_zero() || self.peer_timeout <= self.heartbeat_interval {
+            return bad("peer_timeout must be longer than a non-zero heartbeat_interval".into());
+        }
+        Ok(())
+    }
+}
+
+/// Why the transport could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    /// The settings are inconsistent.
+    #[error("invalid transport config: {0}")]
+    Config(String),
+    /// The listener has no local address.
+    #[error("listener: {0}")]
+    Listener(#[from] std::io::Error),
+}
+
+/// A running transport: one worker's connections to all its peers.
+#[derive(Debug)]
+pub struct Transport {
+    worker: u32,
+    local_addr: SocketAddr,
+    links: HashMap<u32, Arc<Link>>,
+    counters: Arc<Counters>,
+    tasks: Vec<JoinHandle<()>>,
+    stop: CancellationToken,
+}
+
+/// The address a worker listens on when not told otherwise: loopback, a free port.
+pub const DEFAULT_LISTEN: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 0);
+
+/// Binds a worker's listener on `addr`, or on [`DEFAULT_LISTEN`] (127.0.0.1) when `None`.
+pub async fn bind(addr: Option<SocketAddr>) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr.unwrap_or(DEFAULT_LISTEN)).await
+}
+
+impl Transport {
+    /// Starts accepting on `listener` and connecting to peers, until `shutdown` completes.
+    ///
+    /// Must be called inside a tokio runtime. Returns the transport and the channel on which
+    /// everything peers send arrives (it disconnects once the transport has shut down).
+    pub fn start(
+        config: TransportConfig,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(Transport, crossbeam_channel::Receiver<Inbound>), TransportError> {
+        config.check()?;
+        let local_addr = listener.local_addr()?;
+        let config = Arc::new(config);
+        let identity = Identity {
+            fingerprint: config.fingerprint,
+            worker: config.worker,
+            workers: config.peers.len() as u32,
+            secret: Arc::from(config.secret.as_slice()),
+        };
+        let token = CancellationToken::new();
+        let counters = Arc::new(Counters::default());
+        let (inbound_tx, inbound_rx) = crossbeam_channel::unbounded();
+        let mut tasks = Vec::new();
+        let mut links = HashMap::new();
+        let mut incoming = HashMap::new();
+
+        for (peer, addr) in config.peers.iter().enumerate() {
+            let peer = peer as u32;
+            if peer == config.worker {
+                continue;
+            }
+            let (queue_tx, queue_rx) = mpsc::channel(config.queue_frames);
+            let link = Link::new(peer, config.max_frame_len, queue_tx);
+            let (in_tx, in_rx) = mpsc::channel(4);
+            if peer < config.worker {
+                incoming.insert(peer, in_tx);
+            }
+            links.insert(peer, link.clone());
+            let task = PeerTask {
+                peer,
+                addr: *addr,
+                config: config.clone(),
+                identity: identity.clone(),
+                link,
+                queue: queue_rx,
+                incoming: in_rx,
+                inbound: inbound_tx.clone(),
+                counters: counters.clone(),
+                shutdown: token.clone(),
+            };
+            tasks.push(tokio::spawn(task.run()));
+        }
+        drop(inbound_tx);
+
+        let stop = token.clone();
+        let stop_handle = token.clone();
+        tasks.push(tokio::spawn(async move {
+            tokio::select! {
+                _ = shutdown => stop.cancel(),
+                _ = stop.cancelled() => {}
+            }
+        }));
+        tasks.push(tokio::spawn(accept_loop(
+            listener,
+            config.clone(),
+            identity,
+            incoming,
+            counters.clone(),
+            token,
+        )));
+        info!(worker = config.worker, addr = %local_addr, "Transport started.");
+        Ok((
+            Transport {
+                worker: config.worker,
+                local_addr,
+                links,
+                counters,
+                tasks,
+                stop: stop_handle,
+            },
+            inbound_rx,
+        ))
+    }
+
+    /// This worker's index.
+    pub fn worker(&self) -> u32 {
+        self.worker
+    }
+
+    /// The address the listener is bound to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// A sender to worker `peer`; `None` for this worker itself or an unknown index.
+    pub fn sender(&self, peer: u32) -> Option<PeerSender> {
+        self.links.get(&peer).map(|l| PeerSender::new(l.clone()))
+    }
+
+    /// Transport-wide counters.
+    pub fn counters(&self) -> Arc<Counters> {
+        self.counters.clone()
+    }
+
+    /// Traffic counters of worker `peer`.
+    pub fn peer_counters(&self, peer: u32) -> Option<Arc<PeerCounters>> {
+        self.links.get(&peer).map(|l| l.counters.clone())
+    }
+
+    /// Starts shutting down now, as if the `shutdown` future had completed: connections say
+    /// `Goodbye`, senders get [`SendError::Closed`], the inbound channel disconnects.
+    pub fn shutdown(&self) {
+        self.stop.cancel();
+    }
+
+    /// Waits until the transport has shut down (after the `shutdown` future completed) and
+    /// said `Goodbye` to its peers.
+    pub async fn join(self) {
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    config: Arc<TransportConfig>,
+    identity: Identity,
+    incoming: HashMap<u32, mpsc::Sender<Established>>,
+    counters: Arc<Counters>,
+    shutdown: CancellationToken,
+) {
+    let handshakes = Arc::new(Semaphore::new(config.max_handshakes));
+    let incoming = Arc::new(incoming);
+    loop {
+        let (stream, addr) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // Out of file descriptors or similar: back off instead of spinning.
+                    warn!(error = %e, "Accept failed.");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        _ = tokio::time::sleep(Duration::from_millis(100)) => continue,
+                    }
+                }
+            },
+        };
+        counters.count_accepted();
+        let Ok(permit) = handshakes.clone().try_acquire_owned() else {
+            counters.count_closed(CloseReason::Flood);
+            warn!(%addr, reason = %CloseReason::Flood, "Too many connections handshaking; connection closed.");
+            drop(stream);
+            continue;
+        };
+        let config = config.clone();
+        let identity = identity.clone();
+        let incoming = incoming.clone();
+        let counters = counters.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let (mut reader, mut writer) = peer::framed(stream, config.max_frame_len);
+            let handshake = tokio::time::timeout(
+                config.handshake_timeout,
+                handshake::accept(identity, &mut reader, &mut writer),
+            );
+            let result = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                r = handshake => r.unwrap_or(Err(HsError::TimedOut)),
+            };
+            drop(permit);
+            match result {
+                Ok(peer) => {
+                    counters.count_authenticated();
+                    reader.decoder_mut().set_max_frame_len(config.max_frame_len);
+                    let conn = Established {
+                        peer,
+                        addr,
+                        reader,
+                        writer,
+                    };
+                    if let Some(tx) = incoming.get(&peer) {
+                        let _ = tx.send(conn).await;
+                    }
+                }
+                Err(e) => {
+                    let reason = CloseReason::from(&e);
+                    counters.count_closed(reason);
+                    warn!(%addr, %reason, error = %e, "Handshake failed; connection closed.");
+                }
+            }
+        });
+    }
+}

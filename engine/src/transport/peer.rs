@@ -1,0 +1,393 @@
+//! One peer's connection driver: dial or await the connection, run it, reconnect.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio_util::codec::{FramedRead, FramedWrite};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use super::counters::{CloseReason, Counters};
+use super::frame::{Frame, FrameCodec, FrameError, HANDSHAKE_MAX_FRAME_LEN};
+use super::handshake::{self, HandshakeError, Identity};
+use super::link::{data_cost, CreditGrant, CreditReturn, Inbound, Link};
+use super::TransportConfig;
+
+/// An authenticated connection, ready to carry frames.
+#[derive(Debug)]
+pub(crate) struct Established {
+    pub(crate) peer: u32,
+    pub(crate) addr: SocketAddr,
+    pub(crate) reader: FramedRead<OwnedReadHalf, FrameCodec>,
+    pub(crate) writer: FramedWrite<OwnedWriteHalf, FrameCodec>,
+}
+
+/// Splits a fresh socket into framed halves with the handshake's small frame limit.
+pub(crate) fn framed(
+    stream: TcpStream,
+    max_frame_len: usize,
+) -> (
+    FramedRead<OwnedReadHalf, FrameCodec>,
+    FramedWrite<OwnedWriteHalf, FrameCodec>,
+) {
+    // Small frames go out at once; batching is done by the writer's flush policy.
+    let _ = stream.set_nodelay(true);
+    let (r, w) = stream.into_split();
+    (
+        FramedRead::new(r, FrameCodec::new(HANDSHAKE_MAX_FRAME_LEN)),
+        FramedWrite::new(w, FrameCodec::new(max_frame_len)),
+    )
+}
+
+/// Everything a peer's driver needs.
+pub(crate) struct PeerTask {
+    pub(crate) peer: u32,
+    pub(crate) addr: SocketAddr,
+    pub(crate) config: Arc<TransportConfig>,
+    pub(crate) identity: Identity,
+    pub(crate) link: Arc<Link>,
+    pub(crate) queue: mpsc::Receiver<Frame>,
+    /// Connections the listener accepted and authenticated from this peer (acceptor side).
+    pub(crate) incoming: mpsc::Receiver<Established>,
+    pub(crate) inbound: crossbeam_channel::Sender<Inbound>,
+    pub(crate) counters: Arc<Counters>,
+    pub(crate) shutdown: CancellationToken,
+}
+
+/// Why a dial attempt failed.
+enum Dial {
+    /// No TCP connection (the peer is not listening yet, or gone): logged by the caller.
+    Unreachable(String),
+    /// The handshake failed: already logged and counted.
+    Refused,
+}
+
+enum End {
+    /// Shutdown or Goodbye: nothing to count.
+    Clean,
+    /// The transport is shutting down.
+    Shutdown,
+    /// A newer connection from the peer replaces this one.
+    Replaced(Box<Established>),
+    /// Something went wrong; counted and logged.
+    Failed(CloseReason, String),
+}
+
+impl PeerTask {
+    fn dials(&self) -> bool {
+        self.config.worker < self.peer
+    }
+
+    /// Runs until shutdown: keeps one authenticated connection to the peer up.
+    pub(crate) async fn run(mut self) {
+        let mut backoff = self.config.connect_backoff.0;
+        let mut failures = 0u32;
+        let mut next: Option<Established> = None;
+        loop {
+            let conn = match next.take() {
+                Some(conn) => conn,
+                None if self.dials() => {
+                    let attempt = tokio::select! {
+                        _ = self.shutdown.cancelled() => break,
+                        r = self.dial() => r,
+                    };
+                    match attempt {
+                        Ok(conn) => conn,
+                        Err(e) => {
+                            failures += 1;
+                            if let Dial::Unreachable(e) = e {
+                                if failures == 1 {
+                                    info!(peer = self.peer, addr = %self.addr, error = %e, "Cannot reach worker, retrying.");
+                                } else {
+                                    debug!(peer = self.peer, addr = %self.addr, error = %e, failures, "Cannot reach worker, retrying.");
+                                }
+                            }
+                            tokio::select! {
+                                _ = self.shutdown.cancelled() => break,
+                                _ = tokio::time::sleep(backoff) => {}
+                            }
+                            backoff = (backoff * 2).min(self.config.connect_backoff.1);
+                            continue;
+                        }
+                    }
+                }
+                None => tokio::select! {
+                    _ = self.shutdown.cancelled() => break,
+                    conn = self.incoming.recv() => match conn {
+                        Some(conn) => conn,
+                        None => break,
+                    },
+                },
+            };
+            failures = 0;
+            backoff = self.config.connect_backoff.0;
+            match self.serve(conn).await {
+                End::Shutdown => break,
+                End::Replaced(conn) => next = Some(*conn),
+                End::Clean | End::Failed(..) => {}
+            }
+        }
+        self.link.close();
+        self.queue.close();
+    }
+
+    /// Dials the peer and runs the handshake, within the handshake timeout.
+    async fn dial(&self) -> Result<Established, Dial> {
+        let stream =
+            tokio::time::timeout(self.config.handshake_timeout, TcpStream::connect(self.addr))
+                .await
+                .map_err(|_| Dial::Unreachable("connect timed out".into()))?
+                .map_err(|e| Dial::Unreachable(e.to_string()))?;
+        let (mut reader, mut writer) = framed(stream, self.config.max_frame_len);
+        let result = tokio::time::timeout(
+            self.config.handshake_timeout,
+            handshake::dial(self.identity.clone(), self.peer, &mut reader, &mut writer),
+        )
+        .await
+        .unwrap_or(Err(HandshakeError::TimedOut));
+        match result {
+            Ok(peer) => {
+                self.counters.count_authenticated();
+                reader
+                    .decoder_mut()
+                    .set_max_frame_len(self.config.max_frame_len);
+                Ok(Established {
+                    peer,
+                    addr: self.addr,
+                    reader,
+                    writer,
+                })
+            }
+            Err(e) => {
+                let reason = CloseReason::from(&e);
+                self.counters.count_closed(reason);
+                warn!(peer = self.peer, addr = %self.addr, %reason, error = %e, "Handshake with worker failed; connection closed.");
+                Err(Dial::Refused)
+            }
+        }
+    }
+
+    /// Carries frames over one connection until it ends.
+    async fn serve(&mut self, conn: Established) -> End {
+        let Established {
+            peer,
+            addr,
+            reader,
+            mut writer,
+        } = conn;
+        // Frames queued while disconnected were refused; drop leftovers of the last
+        // connection, which the restarted peer would not know what to do with.
+        self.drop_queued();
+        let window = self.config.credit_window;
+        let owed = CreditReturn::new(window);
+        self.link.set_connected(window);
+        self.link.counters.count_connect();
+        info!(peer, %addr, "Worker connected.");
+        let _ = self.inbound.send(Inbound::PeerUp { peer });
+
+        let mut read = tokio::spawn(read_loop(
+            peer,
+            reader,
+            self.link.clone(),
+            owed.clone(),
+            self.inbound.clone(),
+            self.config.peer_timeout,
+        ));
+        let mut heartbeat = tokio::time::interval(self.config.heartbeat_interval);
+        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        heartbeat.tick().await;
+        let mut idle = true;
+        let dials = self.dials();
+        let mut read_done = false;
+        let end = loop {
+            let step = tokio::select! {
+                biased;
+                _ = self.shutdown.cancelled() => {
+                    let bye = tokio::time::timeout(Duration::from_secs(1), writer.send(Frame::Goodbye));
+                    let _ = bye.await;
+                    break End::Shutdown;
+                }
+                r = &mut read => {
+                    read_done = true;
+                    break match r {
+                        Ok(end) => end,
+                        Err(e) => End::Failed(CloseReason::Io, e.to_string()),
+                    };
+                }
+                conn = self.incoming.recv(), if !dials => match conn {
+                    Some(conn) => break End::Replaced(Box::new(conn)),
+                    None => break End::Shutdown,
+                },
+                _ = owed.ready.notified() => {
+                    let bytes = owed.take();
+                    if bytes == 0 {
+                        continue;
+                    }
+                    self.write(&mut writer, vec![Frame::Credit { bytes }]).await.map(|()| true)
+                }
+                frame = self.queue.recv() => {
+                    let Some(frame) = frame else { break End::Shutdown };
+                    // Batch what is already queued into one write; flush when it is empty.
+                    let mut batch = vec![frame];
+                    while batch.len() < 256 {
+                        match self.queue.try_recv() {
+                            Ok(f) => batch.push(f),
+                            Err(_) => break,
+                        }
+                    }
+                    self.write(&mut writer, batch).await.map(|()| true)
+                }
+                _ = heartbeat.tick() => {
+                    // Heartbeat only a connection that wrote nothing for a whole interval.
+                    if std::mem::replace(&mut idle, true) {
+                        self.write(&mut writer, vec![Frame::Heartbeat]).await.map(|()| false)
+                    } else {
+                        Ok(false)
+                    }
+                }
+            };
+            match step {
+                Ok(true) => idle = false,
+                Ok(false) => {}
+                Err(end) => break end,
+            }
+        };
+        if !read_done {
+            // Wait for the reader to stop, so nothing it read follows our PeerDown.
+            read.abort();
+            let _ = read.await;
+        }
+        self.link.set_disconnected();
+        self.drop_queued();
+        self.link.counters.count_disconnect();
+        match &end {
+            End::Failed(reason, error) => {
+                self.counters.count_closed(*reason);
+                warn!(peer, %addr, %reason, %error, "Connection to worker closed.");
+            }
+            End::Replaced(_) => {
+                self.counters.count_closed(CloseReason::Replaced);
+                info!(peer, %addr, "Worker reconnected; old connection closed.");
+            }
+            End::Clean | End::Shutdown => info!(peer, %addr, "Worker disconnected."),
+        }
+        let _ = self.inbound.send(Inbound::PeerDown { peer });
+        end
+    }
+
+    async fn write(
+        &self,
+        writer: &mut FramedWrite<OwnedWriteHalf, FrameCodec>,
+        batch: Vec<Frame>,
+    ) -> Result<(), End> {
+        let counters = &self.link.counters;
+        let io = async {
+            for frame in batch {
+                let payload = match &frame {
+                    Frame::Data { payload, .. }
+                    | Frame::Acker { payload }
+                    | Frame::Control { payload } => payload.len(),
+                    _ => 0,
+                };
+                writer.feed(frame).await?;
+                counters.count_out(payload);
+            }
+            writer.flush().await
+        };
+        let result: Result<(), FrameError> = tokio::select! {
+            r = io => r,
+            _ = self.shutdown.cancelled() => return Err(End::Shutdown),
+        };
+        result.map_err(|e| End::Failed(CloseReason::from(&e), e.to_string()))
+    }
+
+    fn drop_queued(&mut self) {
+        let mut n = 0;
+        while self.queue.try_recv().is_ok() {
+            n += 1;
+        }
+        if n > 0 {
+            self.link.counters.count_dropped(n);
+            debug!(
+                peer = self.peer,
+                frames = n,
+                "Dropped frames queued for a closed connection."
+            );
+        }
+    }
+}
+
+async fn read_loop(
+    peer: u32,
+    mut reader: FramedRead<OwnedReadHalf, FrameCodec>,
+    link: Arc<Link>,
+    owed: Arc<CreditReturn>,
+    inbound: crossbeam_channel::Sender<Inbound>,
+    peer_timeout: Duration,
+) -> End {
+    let counters = link.counters.clone();
+    loop {
+        let frame = match tokio::time::timeout(peer_timeout, reader.next()).await {
+            Err(_) => {
+                return End::Failed(
+                    CloseReason::PeerTimeout,
+                    format!("no frame for {peer_timeout:?}"),
+                )
+            }
+            Ok(None) => return End::Failed(CloseReason::Dropped, "closed without Goodbye".into()),
+            Ok(Some(Err(e))) => return End::Failed(CloseReason::from(&e), e.to_string()),
+            Ok(Some(Ok(frame))) => frame,
+        };
+        let delivered = match frame {
+            Frame::Data { dest_task, payload } => {
+                counters.count_in(payload.len());
+                let grant = CreditGrant::new(owed.clone(), data_cost(payload.len()));
+                inbound.send(Inbound::Data {
+                    from: peer,
+                    dest_task,
+                    payload,
+                    grant,
+                })
+            }
+            Frame::Acker { payload } => {
+                counters.count_in(payload.len());
+                inbound.send(Inbound::Acker {
+                    from: peer,
+                    payload,
+                })
+            }
+            Frame::Control { payload } => {
+                counters.count_in(payload.len());
+                inbound.send(Inbound::Control {
+                    from: peer,
+                    payload,
+                })
+            }
+            Frame::Credit { bytes } => {
+                counters.count_in(0);
+                link.add_credit(bytes);
+                Ok(())
+            }
+            Frame::Heartbeat => {
+                counters.count_in(0);
+                Ok(())
+            }
+            Frame::Goodbye => return End::Clean,
+            other @ (Frame::Hello(_) | Frame::Auth { .. }) => {
+                return End::Failed(
+                    CloseReason::Unexpected,
+                    format!("unexpected {} frame after the handshake", other.kind()),
+                )
+            }
+        };
+        if delivered.is_err() {
+            // The runtime dropped its receiver: it is shutting down.
+            return End::Shutdown;
+        }
+    }
+}

@@ -1,0 +1,124 @@
+//! `topo validate`: a one-line summary for a valid file, rustc-style diagnostics and exit
+//! code 1 for an invalid one, exit code 2 for I/O and usage errors.
+
+use std::process::{Command, Output};
+
+fn topo(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_topo"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("topo runs")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn a_valid_file_prints_a_one_line_summary_and_exits_0() {
+    let out = topo(&["validate", "examples/wordcount.topo.toml"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        "examples/wordcount.topo.toml: ok: \"wordcount\", 4 components (1 spout, 3 bolts), 6 tasks, 3 edges, 1 worker, 1 acker\n"
+    );
+    assert_eq!(text(&out.stderr), "");
+}
+
+#[test]
+fn an_invalid_file_prints_every_problem_rustc_style_and_exits_1() {
+    let out = topo(&["validate", "tests/data/broken.topo.toml"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(text(&out.stdout), "");
+    // The golden file stands `{KNOWN_TYPES}` for the registered types, which grow.
+    let known = topo_dsl::Catalog::type_names(&topo::default_registry()).join(", ");
+    assert_eq!(
+        text(&out.stderr),
+        include_str!("data/broken.topo.stderr").replace("{KNOWN_TYPES}", &known),
+        "golden file tests/data/broken.topo.stderr"
+    );
+}
+
+#[test]
+fn several_files_are_all_checked_and_the_worst_exit_code_wins() {
+    let out = topo(&[
+        "validate",
+        "tests/data/broken.topo.toml",
+        "examples/wordcount.topo.toml",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stdout).starts_with("examples/wordcount.topo.toml: ok: "));
+
+    let out = topo(&[
+        "validate",
+        "tests/data/broken.topo.toml",
+        "tests/data/no-such-file.topo.toml",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("error: cannot read tests/data/no-such-file.topo.toml: "),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn io_and_usage_errors_exit_2() {
+    let out = topo(&["validate", "tests/data/no-such-file.topo.toml"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        text(&out.stderr),
+        "error: cannot read tests/data/no-such-file.topo.toml: No such file or directory (os error 2)\n"
+    );
+    assert_eq!(topo(&["validate"]).status.code(), Some(2));
+    assert_eq!(topo(&[]).status.code(), Some(2));
+    assert_eq!(topo(&["frobnicate"]).status.code(), Some(2));
+    assert_eq!(
+        topo(&["graph", "examples/wordcount.topo.toml", "--format", "png"])
+            .status
+            .code(),
+        Some(2)
+    );
+}
+
+#[test]
+fn a_file_that_is_not_utf8_is_an_invalid_topology() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("bin.topo.toml");
+    std::fs::write(&path, b"[topology]\nname = \"\xff\"\n").expect("write");
+    let shown = path.display().to_string();
+    let out = topo(&["validate", &shown]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.starts_with(&format!("{shown}:2:9: error: file is not valid utf-8\n")),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn help_and_version_document_the_exit_codes() {
+    for verb in [
+        &["--help"][..],
+        &["validate", "--help"],
+        &["graph", "--help"],
+        &["components", "--help"],
+    ] {
+        let out = topo(verb);
+        assert_eq!(out.status.code(), Some(0), "{verb:?}");
+        let help = text(&out.stdout);
+        assert!(help.contains("Usage: topo"), "{verb:?}: {help}");
+        assert!(
+            help.contains("Exit status:\n  0  success\n  1  invalid topology"),
+            "{verb:?}: {help}"
+        );
+        assert!(help.contains("  2  I/O or usage error"), "{verb:?}: {help}");
+    }
+    let out = topo(&["--version"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        text(&out.stdout),
+        format!("topo {}\n", env!("CARGO_PKG_VERSION"))
+    );
+}
