@@ -26,7 +26,7 @@ fn a_missing_file_is_an_io_error() {
     let (code, _, err) = topo(&["run", "/nonexistent/x.topo.toml"]);
     assert_eq!(code, 2);
     assert!(
-        err.starts_with("error: cannot read `/nonexistent/x.topo.toml`: "),
+        err.starts_with("error: cannot read /nonexistent/x.topo.toml: "),
         "{err}"
     );
 }

@@ -161,10 +161,10 @@ mod tests {
     use super::*;
     use topo_dsl::{Catalog, ComponentType, ConfigIssue, Kind, StreamDecl};
 
-    struct Any;
+    struct Any(Kind);
     impl ComponentType for Any {
         fn kind(&self) -> Kind {
-            Kind::Bolt
+            self.0
         }
         fn description(&self) -> &str {
             ""
@@ -175,11 +175,14 @@ mod tests {
     }
     struct Types;
     impl Catalog for Types {
-        fn component_type(&self, _: &str) -> Option<&dyn ComponentType> {
-            Some(&Any)
+        fn component_type(&self, name: &str) -> Option<&dyn ComponentType> {
+            match name {
+                "source" => Some(&Any(Kind::Spout)),
+                _ => Some(&Any(Kind::Bolt)),
+            }
         }
         fn type_names(&self) -> Vec<String> {
-            vec!["any".into()]
+            vec!["source".into(), "any".into()]
         }
     }
 
@@ -187,7 +190,7 @@ mod tests {
     fn ids_follow_component_order_and_tasks_spread_round_robin() {
         let t = Topology::builder("t")
             .workers(3)
-            .spout("s", "any")
+            .spout("s", "source")
             .parallelism(2)
             .bolt("b", "any")
             .parallelism(3)
