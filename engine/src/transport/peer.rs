@@ -208,8 +208,22 @@ impl PeerTask {
             let step = tokio::select! {
                 biased;
                 _ = self.shutdown.cancelled() => {
-                    let bye = tokio::time::timeout(Duration::from_secs(1), writer.send(Frame::Goodbye));
-                    let _ = bye.await;
+                    // Write what is already queued, then say Goodbye; give up after a second.
+                    let mut last = Vec::new();
+                    while let Ok(f) = self.queue.try_recv() {
+                        last.push(f);
+                    }
+                    last.push(Frame::Goodbye);
+                    let counters = &self.link.counters;
+                    let bye = async {
+                        for frame in last {
+                            let payload = payload_len(&frame);
+                            writer.feed(frame).await?;
+                            counters.count_out(payload);
+                        }
+                        writer.flush().await
+                    };
+                    let _ = tokio::time::timeout(Duration::from_secs(1), bye).await;
                     break End::Shutdown;
                 }
                 r = &mut read => {
@@ -288,12 +302,7 @@ impl PeerTask {
         let counters = &self.link.counters;
         let io = async {
             for frame in batch {
-                let payload = match &frame {
-                    Frame::Data { payload, .. }
-                    | Frame::Acker { payload }
-                    | Frame::Control { payload } => payload.len(),
-                    _ => 0,
-                };
+                let payload = payload_len(&frame);
                 writer.feed(frame).await?;
                 counters.count_out(payload);
             }
@@ -319,6 +328,16 @@ impl PeerTask {
                 "Dropped frames queued for a closed connection."
             );
         }
+    }
+}
+
+/// Bytes of runtime payload a frame carries, for the traffic counters.
+fn payload_len(frame: &Frame) -> usize {
+    match frame {
+        Frame::Data { payload, .. } | Frame::Acker { payload } | Frame::Control { payload } => {
+            payload.len()
+        }
+        _ => 0,
     }
 }
 
