@@ -17,7 +17,7 @@ use topo_engine::transport::frame::{
     Frame, FrameCodec, Hello, HANDSHAKE_MAX_FRAME_LEN, MAGIC, PROTOCOL_VERSION,
 };
 use topo_engine::transport::handshake::{self, Identity};
-use topo_engine::transport::{CloseReason, Counters, Inbound};
+use topo_engine::transport::{CloseReason, Counters, Delivery};
 use transport_support::*;
 
 /// Worker 2 is the target; worker 0 its legitimate peer; worker 1's address is dead, so a
@@ -442,8 +442,8 @@ async fn a_silent_peer_is_timed_out() {
 
 #[test]
 fn inbound_is_a_plain_std_channel() {
-    // The runtime's executors are std threads: Inbound must cross threads.
+    // The runtime's executors are std threads: Delivery must cross threads.
     fn assert_send<T: Send>() {}
-    assert_send::<Inbound>();
+    assert_send::<Delivery>();
     assert_send::<topo_engine::transport::PeerSender>();
 }

@@ -8,7 +8,7 @@
 //!   [`FrameCodec`].
 //! - [`handshake`]: identity checks and mutual HMAC-SHA256 authentication.
 //! - [`counters`]: why connections closed ([`Counters`]), traffic per peer ([`PeerCounters`]).
-//! - `link`: [`PeerSender`] (blocking, credit-limited), [`Inbound`], [`CreditGrant`].
+//! - `link`: [`PeerSender`] (blocking, credit-limited), [`Delivery`], [`CreditGrant`].
 //! - `peer`: one driver task per peer: dial or await, serve, reconnect.
 //!
 //! # Connections
@@ -25,7 +25,7 @@
 //! # Example
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-//! use topo_engine::transport::{Inbound, Transport, TransportConfig};
+//! use topo_engine::transport::{Delivery, Transport, TransportConfig};
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
 //! let peers = vec![listener.local_addr()?, "127.0.0.1:7001".parse()?];
 //! let config = TransportConfig::new(0, peers, 0xfeed, b"run secret".to_vec());
@@ -39,7 +39,7 @@
 //!         let _ = to_one.send_data(3, bytes::Bytes::from_static(b"batch"));
 //!     }
 //!     while let Ok(msg) = inbound.recv() {
-//!         if let Inbound::Data { payload, grant, .. } = msg {
+//!         if let Delivery::Data { payload, grant, .. } = msg {
 //!             let _ = payload; // hand the batch to its executor, then:
 //!             drop(grant);
 //!         }
@@ -71,9 +71,9 @@ use tracing::{info, warn};
 pub use counters::{CloseReason, Counters, PeerCounters};
 pub use frame::{Frame, FrameCodec, FrameError, HEADER_LEN, MAX_FRAME_LEN};
 pub use handshake::{HandshakeError, Identity};
-pub use link::{CreditGrant, Inbound, PeerSender, SendError};
+pub use link::{CreditGrant, Delivery, PeerSender, SendError};
 
-use frame::DATA_OVERHEAD;
+use frame::FRAME_OVERHEAD;
 use handshake::HandshakeError as HsError;
 use link::Link;
 use peer::{Established, PeerTask};
@@ -93,7 +93,7 @@ pub struct TransportConfig {
     pub max_frame_len: usize,
     /// Bytes of `Data` a peer may have in flight to this worker, unconsumed (default 4 MiB).
     pub credit_window: u32,
-    /// Frames each peer's send queue holds (default 1024).
+    /// `Data` frames each peer's send queue holds (default 1024).
     pub queue_frames: usize,
     /// Time a connection has to finish its handshake (default 5 s).
     pub handshake_timeout: Duration,
@@ -157,11 +157,11 @@ impl TransportConfig {
         if self.secret.is_empty() {
             return bad("the secret is empty".into());
         }
-        if self.max_frame_len <= DATA_OVERHEAD || self.max_frame_len > u32::MAX as usize {
+        if self.max_frame_len <= FRAME_OVERHEAD || self.max_frame_len > u32::MAX as usize {
             return bad(format!(
                 "max_frame_len {} is not between {} and {}",
                 self.max_frame_len,
-                DATA_OVERHEAD + 1,
+                FRAME_OVERHEAD + 1,
                 u32::MAX
             ));
         }
@@ -215,7 +215,7 @@ impl Transport {
         config: TransportConfig,
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> Result<(Transport, crossbeam_channel::Receiver<Inbound>), TransportError> {
+    ) -> Result<(Transport, crossbeam_channel::Receiver<Delivery>), TransportError> {
         config.check()?;
         let local_addr = listener.local_addr()?;
         let config = Arc::new(config);
@@ -238,7 +238,8 @@ impl Transport {
                 continue;
             }
             let (queue_tx, queue_rx) = mpsc::channel(config.queue_frames);
-            let link = Link::new(peer, config.max_frame_len, queue_tx);
+            let (urgent_tx, urgent_rx) = mpsc::unbounded_channel();
+            let link = Link::new(peer, config.max_frame_len, queue_tx, urgent_tx);
             let (in_tx, in_rx) = mpsc::channel(4);
             if peer < config.worker {
                 incoming.insert(peer, in_tx);
@@ -251,6 +252,7 @@ impl Transport {
                 identity: identity.clone(),
                 link,
                 queue: queue_rx,
+                urgent: urgent_rx,
                 incoming: in_rx,
                 inbound: inbound_tx.clone(),
                 counters: counters.clone(),

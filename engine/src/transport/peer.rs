@@ -15,7 +15,7 @@ use tracing::{debug, info, warn};
 use super::counters::{CloseReason, Counters};
 use super::frame::{Frame, FrameCodec, FrameError, HANDSHAKE_MAX_FRAME_LEN};
 use super::handshake::{self, HandshakeError, Identity};
-use super::link::{data_cost, CreditGrant, CreditReturn, Inbound, Link};
+use super::link::{data_cost, CreditGrant, CreditReturn, Delivery, Link};
 use super::TransportConfig;
 
 /// An authenticated connection, ready to carry frames.
@@ -52,9 +52,11 @@ pub(crate) struct PeerTask {
     pub(crate) identity: Identity,
     pub(crate) link: Arc<Link>,
     pub(crate) queue: mpsc::Receiver<Frame>,
+    /// Acker and control frames: unbounded, written ahead of data.
+    pub(crate) urgent: mpsc::UnboundedReceiver<Frame>,
     /// Connections the listener accepted and authenticated from this peer (acceptor side).
     pub(crate) incoming: mpsc::Receiver<Established>,
-    pub(crate) inbound: crossbeam_channel::Sender<Inbound>,
+    pub(crate) inbound: crossbeam_channel::Sender<Delivery>,
     pub(crate) counters: Arc<Counters>,
     pub(crate) shutdown: CancellationToken,
 }
@@ -134,6 +136,7 @@ impl PeerTask {
         }
         self.link.close();
         self.queue.close();
+        self.urgent.close();
     }
 
     /// Dials the peer and runs the handshake, within the handshake timeout.
@@ -188,7 +191,7 @@ impl PeerTask {
         self.link.set_connected(window);
         self.link.counters.count_connect();
         info!(peer, %addr, "Worker connected.");
-        let _ = self.inbound.send(Inbound::PeerUp { peer });
+        let _ = self.inbound.send(Delivery::PeerUp { peer });
 
         let mut read = tokio::spawn(read_loop(
             peer,
@@ -210,6 +213,9 @@ impl PeerTask {
                 _ = self.shutdown.cancelled() => {
                     // Write what is already queued, then say Goodbye; give up after a second.
                     let mut last = Vec::new();
+                    while let Ok(f) = self.urgent.try_recv() {
+                        last.push(f);
+                    }
                     while let Ok(f) = self.queue.try_recv() {
                         last.push(f);
                     }
@@ -243,6 +249,17 @@ impl PeerTask {
                         continue;
                     }
                     self.write(&mut writer, vec![Frame::Credit { bytes }]).await.map(|()| true)
+                }
+                frame = self.urgent.recv() => {
+                    let Some(frame) = frame else { break End::Shutdown };
+                    let mut batch = vec![frame];
+                    while batch.len() < 256 {
+                        match self.urgent.try_recv() {
+                            Ok(f) => batch.push(f),
+                            Err(_) => break,
+                        }
+                    }
+                    self.write(&mut writer, batch).await.map(|()| true)
                 }
                 frame = self.queue.recv() => {
                     let Some(frame) = frame else { break End::Shutdown };
@@ -290,7 +307,7 @@ impl PeerTask {
             }
             End::Clean | End::Shutdown => info!(peer, %addr, "Worker disconnected."),
         }
-        let _ = self.inbound.send(Inbound::PeerDown { peer });
+        let _ = self.inbound.send(Delivery::PeerDown { peer });
         end
     }
 
@@ -317,6 +334,9 @@ impl PeerTask {
 
     fn drop_queued(&mut self) {
         let mut n = 0;
+        while self.urgent.try_recv().is_ok() {
+            n += 1;
+        }
         while self.queue.try_recv().is_ok() {
             n += 1;
         }
@@ -334,9 +354,9 @@ impl PeerTask {
 /// Bytes of runtime payload a frame carries, for the traffic counters.
 fn payload_len(frame: &Frame) -> usize {
     match frame {
-        Frame::Data { payload, .. } | Frame::Acker { payload } | Frame::Control { payload } => {
-            payload.len()
-        }
+        Frame::Data { payload, .. }
+        | Frame::Acker { payload, .. }
+        | Frame::Control { payload, .. } => payload.len(),
         _ => 0,
     }
 }
@@ -346,7 +366,7 @@ async fn read_loop(
     mut reader: FramedRead<OwnedReadHalf, FrameCodec>,
     link: Arc<Link>,
     owed: Arc<CreditReturn>,
-    inbound: crossbeam_channel::Sender<Inbound>,
+    inbound: crossbeam_channel::Sender<Delivery>,
     peer_timeout: Duration,
 ) -> End {
     let counters = link.counters.clone();
@@ -366,24 +386,26 @@ async fn read_loop(
             Frame::Data { dest_task, payload } => {
                 counters.count_in(payload.len());
                 let grant = CreditGrant::new(owed.clone(), data_cost(payload.len()));
-                inbound.send(Inbound::Data {
+                inbound.send(Delivery::Data {
                     from: peer,
                     dest_task,
                     payload,
                     grant,
                 })
             }
-            Frame::Acker { payload } => {
+            Frame::Acker { dest_task, payload } => {
                 counters.count_in(payload.len());
-                inbound.send(Inbound::Acker {
+                inbound.send(Delivery::Acker {
                     from: peer,
+                    dest_task,
                     payload,
                 })
             }
-            Frame::Control { payload } => {
+            Frame::Control { dest_task, payload } => {
                 counters.count_in(payload.len());
-                inbound.send(Inbound::Control {
+                inbound.send(Delivery::Control {
                     from: peer,
+                    dest_task,
                     payload,
                 })
             }
