@@ -23,30 +23,42 @@
 //! Every connection closed for a fault is logged once and counted once in [`Counters`].
 //!
 //! # Example
-//! ```no_run
-//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-//! use topo_engine::transport::{Delivery, Transport, TransportConfig};
-//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-//! let peers = vec![listener.local_addr()?, "127.0.0.1:7001".parse()?];
-//! let config = TransportConfig::new(0, peers, 0xfeed, b"run secret".to_vec());
-//! let (shutdown_tx, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
-//! let (transport, inbound) = Transport::start(config, listener, async {
-//!     let _ = shutdown_rx.await;
-//! })?;
-//! let to_one = transport.sender(1).expect("worker 1 is a peer");
-//! std::thread::spawn(move || {
-//!     if to_one.wait_connected(std::time::Duration::from_secs(5)) {
-//!         let _ = to_one.send_data(3, bytes::Bytes::from_static(b"batch"));
-//!     }
-//!     while let Ok(msg) = inbound.recv() {
-//!         if let Delivery::Data { payload, grant, .. } = msg {
-//!             let _ = payload; // hand the batch to its executor, then:
+//! Two workers in one process; in `topo run` each is its own process.
+//! ```
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::time::Duration;
+//! use bytes::Bytes;
+//! use topo_engine::transport::{bind, Delivery, Transport, TransportConfig};
+//!
+//! let rt = tokio::runtime::Runtime::new()?;
+//! let _tokio = rt.enter();
+//! let (l0, l1) = rt.block_on(async { Ok::<_, std::io::Error>((bind(None).await?, bind(None).await?)) })?;
+//! let peers = vec![l0.local_addr()?, l1.local_addr()?];
+//! let secret = b"the run's secret".to_vec();
+//! let config = |i| TransportConfig::new(i, peers.clone(), 0xfeed, secret.clone());
+//! let (w0, _) = Transport::start(config(0), l0, std::future::pending())?;
+//! let (w1, inbound) = Transport::start(config(1), l1, std::future::pending())?;
+//!
+//! // An executor thread of worker 0 sends a batch to task 7, which runs in worker 1.
+//! let to_w1 = w0.sender(1).expect("worker 1 is a peer");
+//! assert!(to_w1.wait_connected(Duration::from_secs(10)));
+//! to_w1.send_data(7, Bytes::from_static(b"encoded tuples"))?;
+//!
+//! // Worker 1's runtime takes it, hands it to task 7, then drops the grant: credit flows back.
+//! loop {
+//!     match inbound.recv_timeout(Duration::from_secs(10))? {
+//!         Delivery::Data { from, dest_task, payload, grant } => {
+//!             assert_eq!((from, dest_task, &payload[..]), (0, 7, &b"encoded tuples"[..]));
 //!             drop(grant);
+//!             break;
 //!         }
+//!         Delivery::PeerUp { peer } => assert_eq!(peer, 0),
+//!         other => panic!("unexpected {other:?}"),
 //!     }
-//! });
-//! let _ = shutdown_tx.send(());
-//! transport.join().await;
+//! }
+//! w0.shutdown();
+//! w1.shutdown();
+//! rt.block_on(async { w0.join().await; w1.join().await });
 //! # Ok(()) }
 //! ```
 
