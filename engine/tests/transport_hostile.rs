@@ -303,6 +303,13 @@ async fn a_wrong_hmac_is_closed_and_counted_once() {
     while let Ok(Some(Ok(_))) = tokio::time::timeout(PATIENCE, reader.next()).await {}
 
     assert_closed(&counters, &before, CloseReason::BadAuth, 1);
+    let claimed = c.b.transport.peer_counters(1).expect("worker 1");
+    assert_eq!(
+        claimed.handshake_failures(),
+        1,
+        "counted against the worker it claimed"
+    );
+    assert_eq!(claimed.connects(), 0);
     c.assert_healthy().await;
     c.stop().await;
 }
@@ -352,6 +359,10 @@ async fn bad_frames_after_the_handshake_are_closed_and_counted_once() {
     let before = snapshot(&counters);
     after_handshake(&c, &framed(&Frame::Goodbye)).await;
     assert_eq!(snapshot(&counters), before);
+    let posing = c.b.transport.peer_counters(1).expect("worker 1");
+    assert_eq!((posing.connects(), posing.faults()), (6, 5));
+    let legit = c.b.transport.peer_counters(0).expect("worker 0");
+    assert_eq!(legit.faults(), 0);
     c.assert_healthy().await;
     c.stop().await;
 }

@@ -152,6 +152,7 @@ pub struct Handshake {
     nonce: [u8; NONCE_LEN],
     peer_nonce: [u8; NONCE_LEN],
     state: State,
+    claimed: Option<u32>,
 }
 
 /// What to do after a frame was accepted.
@@ -178,6 +179,7 @@ impl Handshake {
             nonce,
             peer_nonce: [0; NONCE_LEN],
             state: State::AwaitHello,
+            claimed: None,
         };
         let hello = hs.hello();
         (hs, hello)
@@ -191,12 +193,19 @@ impl Handshake {
             nonce,
             peer_nonce: [0; NONCE_LEN],
             state: State::AwaitHello,
+            claimed: None,
         }
     }
 
     /// True once the peer is authenticated.
     pub fn is_done(&self) -> bool {
         self.state == State::Done
+    }
+
+    /// The worker index the peer's `Hello` gave, once it passed the identity checks (not
+    /// yet authenticated until [`is_done`](Self::is_done)).
+    pub fn claimed_peer(&self) -> Option<u32> {
+        self.claimed
     }
 
     fn hello(&self) -> Frame {
@@ -223,6 +232,7 @@ impl Handshake {
             (State::AwaitHello, Frame::Hello(hello)) => {
                 let peer = self.check_hello(&hello)?;
                 self.state = State::AwaitAuth { peer };
+                self.claimed = Some(peer);
                 match self.role {
                     Role::Acceptor => Ok(Step::Continue(vec![
                         self.hello(),
@@ -440,6 +450,25 @@ where
 {
     let mut hs = Handshake::accept(id, nonce());
     drive(&mut hs, reader, writer).await
+}
+
+/// Runs the acceptor's side within `timeout`; also returns the worker index the peer
+/// claimed, if it got that far, so a failure can be counted against that peer.
+pub(crate) async fn accept_within<R, W>(
+    id: Identity,
+    timeout: std::time::Duration,
+    reader: &mut FramedRead<R, FrameCodec>,
+    writer: &mut FramedWrite<W, FrameCodec>,
+) -> (Result<u32, HandshakeError>, Option<u32>)
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut hs = Handshake::accept(id, nonce());
+    let result = tokio::time::timeout(timeout, drive(&mut hs, reader, writer))
+        .await
+        .unwrap_or(Err(HandshakeError::TimedOut));
+    (result, hs.claimed_peer())
 }
 
 #[cfg(test)]

@@ -86,7 +86,6 @@ pub use handshake::{HandshakeError, Identity};
 pub use link::{CreditGrant, Delivery, PeerSender, SendError};
 
 use frame::FRAME_OVERHEAD;
-use handshake::HandshakeError as HsError;
 use link::Link;
 use peer::{Established, PeerTask};
 
@@ -282,11 +281,16 @@ impl Transport {
                 _ = stop.cancelled() => {}
             }
         }));
+        let peer_counters = links
+            .iter()
+            .map(|(peer, link)| (*peer, link.counters.clone()))
+            .collect();
         tasks.push(tokio::spawn(accept_loop(
             listener,
             config.clone(),
             identity,
             incoming,
+            peer_counters,
             counters.clone(),
             token,
         )));
@@ -349,11 +353,13 @@ async fn accept_loop(
     config: Arc<TransportConfig>,
     identity: Identity,
     incoming: HashMap<u32, mpsc::Sender<Established>>,
+    peers: HashMap<u32, Arc<PeerCounters>>,
     counters: Arc<Counters>,
     shutdown: CancellationToken,
 ) {
     let handshakes = Arc::new(Semaphore::new(config.max_handshakes));
     let incoming = Arc::new(incoming);
+    let peers = Arc::new(peers);
     loop {
         let (stream, addr) = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -379,17 +385,20 @@ async fn accept_loop(
         let config = config.clone();
         let identity = identity.clone();
         let incoming = incoming.clone();
+        let peers = peers.clone();
         let counters = counters.clone();
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
             let (mut reader, mut writer) = peer::framed(stream, config.max_frame_len);
-            let handshake = tokio::time::timeout(
+            let handshake = handshake::accept_within(
+                identity,
                 config.handshake_timeout,
-                handshake::accept(identity, &mut reader, &mut writer),
+                &mut reader,
+                &mut writer,
             );
-            let result = tokio::select! {
+            let (result, claimed) = tokio::select! {
                 _ = shutdown.cancelled() => return,
-                r = handshake => r.unwrap_or(Err(HsError::TimedOut)),
+                r = handshake => r,
             };
             drop(permit);
             match result {
@@ -409,7 +418,10 @@ async fn accept_loop(
                 Err(e) => {
                     let reason = CloseReason::from(&e);
                     counters.count_closed(reason);
-                    warn!(%addr, %reason, error = %e, "Handshake failed; connection closed.");
+                    if let Some(peer) = claimed.and_then(|p| peers.get(&p)) {
+                        peer.count_handshake_failure();
+                    }
+                    warn!(%addr, claimed, %reason, error = %e, "Handshake failed; connection closed.");
                 }
             }
         });

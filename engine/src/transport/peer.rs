@@ -169,6 +169,7 @@ impl PeerTask {
             Err(e) => {
                 let reason = CloseReason::from(&e);
                 self.counters.count_closed(reason);
+                self.link.counters.count_handshake_failure();
                 warn!(peer = self.peer, addr = %self.addr, %reason, error = %e, "Handshake with worker failed; connection closed.");
                 Err(Dial::Refused)
             }
@@ -299,6 +300,7 @@ impl PeerTask {
         match &end {
             End::Failed(reason, error) => {
                 self.counters.count_closed(*reason);
+                self.link.counters.count_fault();
                 warn!(peer, %addr, %reason, %error, "Connection to worker closed.");
             }
             End::Replaced(_) => {
