@@ -127,11 +127,23 @@ impl PeerTask {
                 },
             };
             failures = 0;
-            backoff = self.config.connect_backoff.0;
+            let started = tokio::time::Instant::now();
             match self.serve(conn).await {
                 End::Shutdown => break,
                 End::Replaced(conn) => next = Some(*conn),
-                End::Clean | End::Failed(..) => {}
+                End::Clean | End::Failed(..) => {
+                    // A connection that failed soon after it was made backs off before the
+                    // next dial, so a peer that keeps closing us is not redialed in a loop.
+                    if started.elapsed() >= self.config.connect_backoff.1 {
+                        backoff = self.config.connect_backoff.0;
+                    } else if self.dials() {
+                        tokio::select! {
+                            _ = self.shutdown.cancelled() => break,
+                            _ = tokio::time::sleep(backoff) => {}
+                        }
+                        backoff = (backoff * 2).min(self.config.connect_backoff.1);
+                    }
+                }
             }
         }
         self.link.close();
