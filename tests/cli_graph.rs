@@ -41,8 +41,14 @@ edges:
 
 #[test]
 fn mermaid_labels_edges_with_grouping_and_stream() {
+    let mermaid = stdout(&graph("mermaid"));
+    let readme = include_str!("../README.md");
+    assert!(
+        readme.contains(&format!("```mermaid\n{mermaid}```")),
+        "the README shows the word count's graph as topo draws it"
+    );
     assert_eq!(
-        stdout(&graph("mermaid")),
+        mermaid,
         "\
 flowchart LR
   c0([\"sentences<br/>random_sentences x1\"])

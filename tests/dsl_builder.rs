@@ -327,3 +327,26 @@ inputs = [{ from = "a", stream = "scores", grouping = "direct" }, { from = "a", 
         ]
     );
 }
+
+#[test]
+fn a_missing_config_key_is_reported_at_the_type() {
+    let text = "[spouts.e]\ntype = \"events\"\n[bolts.a]\ntype = \"shell\"\ninputs = [\"e\"]\n";
+    let Err(d) = topo_dsl::load(text, &registry()) else {
+        panic!("validated")
+    };
+    assert_eq!(d.messages(), ["bolt \"a\": missing key \"command\""]);
+    let at = d.items[0]
+        .span
+        .map(|s| topo_dsl::diagnostic::position(text, s.start));
+    assert_eq!(at.map(|(line, col, _)| (line, col)), Some((4, 1)));
+    // `topo components` cannot show outputs that come from a config.
+    let listing = topo::cli::components::listing(&registry());
+    assert!(
+        listing.contains("outputs: declared by its config"),
+        "{listing}"
+    );
+    assert!(
+        listing.contains("outputs: default(user, kind), alerts(user, level), work(job) (direct)"),
+        "{listing}"
+    );
+}

@@ -3,6 +3,17 @@
 //! mistakes.
 
 use topo_dsl::{diagnostic::position, InputSpec, Topology};
+use topo_engine::Registry;
+
+/// The four types of the word count, so that hints listing every type stay fixed as more
+/// built-in types are added.
+fn registry() -> Registry {
+    let mut r = Registry::new();
+    topo_spouts::sentences::register(&mut r);
+    topo_bolts::words::register(&mut r);
+    topo_bolts::console::register(&mut r);
+    r
+}
 
 const BROKEN: &str = include_str!("data/broken.topo.toml");
 
@@ -21,7 +32,7 @@ const EXPECTED: [(usize, usize, &str, Option<&str>); 15] = [
         12,
         9,
         "spout \"ticker\" has no \"type\"",
-        Some("known types: console, random_sentences, split_words, word_count"),
+        Some("known types: console, file_lines, file_sink, filter, map, multilang, multilang_spout, random_sentences, rolling_top, sequence, split_words, stdin_lines, tcp_lines, word_count"),
     ),
     (13, 1, "spout \"ticker\": \"parallelism\" must be at least 1, not 0", None),
     (17, 15, "invalid toml: extra `=`, expected nothing", None),
@@ -43,7 +54,7 @@ const EXPECTED: [(usize, usize, &str, Option<&str>); 15] = [
         37,
         1,
         "unknown component type \"split_wrds\"",
-        Some("did you mean \"split_words\"? known types: console, random_sentences, split_words, word_count"),
+        Some("did you mean \"split_words\"? known types: console, file_lines, file_sink, filter, map, multilang, multilang_spout, random_sentences, rolling_top, sequence, split_words, stdin_lines, tcp_lines, word_count"),
     ),
     (40, 8, "bolt \"lonely\" has no inputs", Some("add inputs = [\"<component id>\"]")),
     (
@@ -62,7 +73,7 @@ const EXPECTED: [(usize, usize, &str, Option<&str>); 15] = [
 
 #[test]
 fn one_run_reports_every_mistake_with_its_place_and_hint() {
-    let registry = topo::default_registry();
+    let registry = registry();
     let Err(diags) = topo_dsl::load(BROKEN, &registry) else {
         panic!("the broken topology validated");
     };
@@ -82,7 +93,7 @@ fn one_run_reports_every_mistake_with_its_place_and_hint() {
 
 #[test]
 fn the_builder_gets_the_same_messages_for_the_same_mistakes() {
-    let registry = topo::default_registry();
+    let registry = registry();
     // The broken file's mistakes that can be made in code: a builder cannot write a syntax
     // error, a wrongly typed setting or an unknown key of [topology] or of an input.
     let mut spec = Topology::builder("broken")
@@ -153,7 +164,7 @@ fn the_builder_gets_the_same_messages_for_the_same_mistakes() {
 
 #[test]
 fn diagnostics_render_rustc_style() {
-    let registry = topo::default_registry();
+    let registry = registry();
     let text = "\
 [spouts.sentences]
 type = \"random_sentences\"
@@ -191,7 +202,7 @@ t.topo.toml:6:11: error: unknown input \"sentencs\"
 
 /// Loads `text` and returns its messages, or panics if it validates.
 fn messages(text: &str) -> Vec<String> {
-    match topo_dsl::load(text, &topo::default_registry()) {
+    match topo_dsl::load(text, &registry()) {
         Ok(_) => panic!("validated:\n{text}"),
         Err(d) => d.items.into_iter().map(|d| d.message).collect(),
     }
@@ -322,7 +333,7 @@ inputs = [\"a\", \"e\"]
 #[test]
 fn positions_count_characters_and_ignore_carriage_returns() {
     let text = "[spouts.s]\r\ntype = \"random_sentences\"\r\n[bolts.\"é\"]\r\ntype = \"console\"\r\n\tinputs = [\"ß\"]\r\n";
-    let Err(d) = topo_dsl::load(text, &topo::default_registry()) else {
+    let Err(d) = topo_dsl::load(text, &registry()) else {
         panic!("validated");
     };
     assert_eq!(
@@ -345,5 +356,53 @@ t:5:12: error: unknown input \"ß\"
     assert_eq!(
         messages("[spouts.s]\ntype = \"random_sentences\"\n[bolts.é]\ninputs = [\"s\"]\ntype = \"console\"\n"),
         ["invalid toml: invalid unquoted key, expected letters, numbers, `-`, `_`"]
+    );
+}
+
+#[test]
+fn component_configs_are_checked_by_their_type() {
+    let text = "\
+[spouts.s]
+type = \"random_sentences\"
+seed = -3
+[bolts.b]
+type = \"split_words\"
+foo = 1
+inputs = [\"s\"]
+[bolts.c]
+type = \"console\"
+prefix = { a = 1 }
+inputs = [\"b\"]
+";
+    let Err(d) = topo_dsl::load(text, &registry()) else {
+        panic!("validated");
+    };
+    let got: Vec<(usize, &str, Option<&str>)> = d
+        .items
+        .iter()
+        .map(|d| {
+            let line = d.span.map_or(0, |s| position(text, s.start).0);
+            (line, d.message.as_str(), d.hint.as_deref())
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (
+                3,
+                "spout \"s\": invalid value for \"seed\": expected u64, found integer `-3`",
+                None
+            ),
+            (
+                6,
+                "bolt \"b\": unknown key \"foo\"",
+                Some("this component type takes no config keys")
+            ),
+            (
+                10,
+                "bolt \"c\": invalid type for \"prefix\": expected a string, found table",
+                None
+            ),
+        ]
     );
 }

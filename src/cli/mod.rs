@@ -1,7 +1,7 @@
 //! The `topo` command line: one binary, every role.
 //!
 //! Each verb lives in its own module with its clap `Args` and a `run` function returning the
-//! exit code; adding a verb is one module, one [`Command`] variant and one match arm.
+//! exit code; adding a verb is one module, one `Command` variant and one match arm.
 //!
 //! # Layout
 //! - [`validate`](mod@validate): `topo validate FILE...`
@@ -17,6 +17,7 @@ use topo_engine::Registry;
 
 pub mod components;
 pub mod graph;
+pub mod run;
 pub mod validate;
 
 /// Exit code: success.
@@ -59,6 +60,9 @@ enum Command {
     /// List every registered component type with its description and outputs.
     #[command(after_help = EXIT_HELP)]
     Components(components::Args),
+    /// Run a topology until it ends, is stopped, or `--for` is up.
+    #[command(after_help = EXIT_HELP)]
+    Run(run::RunArgs),
 }
 
 /// Runs the CLI on the process's arguments with `registry`'s component types; returns the
@@ -85,6 +89,7 @@ where
         Command::Validate(args) => validate::run(&registry, &args),
         Command::Graph(args) => graph::run(&registry, &args),
         Command::Components(args) => components::run(&registry, &args),
+        Command::Run(args) => run::run(&registry, args),
     }
 }
 

@@ -76,7 +76,6 @@ impl TopologyBuilder {
                 inputs: None,
                 config: toml::Table::new(),
                 span: Span::default(),
-                spans: Default::default(),
             },
         }
     }

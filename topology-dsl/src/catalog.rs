@@ -115,68 +115,22 @@ pub trait Catalog {
 
 /// Deserializes a component's config table into its typed config `C`.
 ///
-/// Use `#[serde(deny_unknown_fields)]` on `C` so unknown keys are issues. Serde's errors
-/// become short issues about a key: `unknown key "sed"` (with a did-you-mean hint),
-/// `missing key "count"`, `invalid type for "seed": expected u64, found string "x"`.
+/// Use `#[serde(deny_unknown_fields)]` on `C` so unknown keys are issues.
 pub fn parse_config<C: serde::de::DeserializeOwned>(
     config: &toml::Table,
 ) -> Result<C, Vec<ConfigIssue>> {
-    C::deserialize(toml::Value::Table(config.clone())).map_err(|e| vec![config_issue(&e)])
-}
-
-fn config_issue(e: &toml::de::Error) -> ConfigIssue {
-    let message = e.message().trim();
-    // toml names the key path on a line `in `a.b`` when the error is inside a value.
-    let shown = e.to_string();
-    let path = shown
-        .lines()
-        .find_map(|l| l.strip_prefix("in `")?.strip_suffix('`'))
-        .map(str::to_string);
-    let ticked: Vec<&str> = message.split('`').skip(1).step_by(2).collect();
-    if message.starts_with("unknown field") {
-        if let Some((key, expected)) = ticked.split_first() {
-            let hint = crate::diagnostic::did_you_mean(key, expected.iter().copied())
-                .unwrap_or_else(|| {
-                    if expected.is_empty() {
-                        "this component type takes no config keys".to_string()
-                    } else {
-                        format!("known keys: {}", expected.join(", "))
-                    }
-                });
-            // Inside a nested table, toml names the table; serde names the key.
-            let shown = match path {
-                Some(p) => format!("{p}.{key}"),
-                None => key.to_string(),
-            };
-            let top = shown.split('.').next().unwrap_or(&shown).to_string();
-            return ConfigIssue::key(top, format!("unknown key \"{shown}\"")).with_hint(hint);
-        }
-    }
-    if message.starts_with("missing field") {
-        if let Some(key) = ticked.first() {
-            return ConfigIssue::whole(format!("missing key \"{key}\""));
-        }
-    }
-    for (prefix, what) in [("invalid type: ", "type"), ("invalid value: ", "value")] {
-        if let (Some(rest), Some(key)) = (message.strip_prefix(prefix), &path) {
-            if let Some((found, expected)) = rest.rsplit_once(", expected ") {
-                return ConfigIssue::key(
-                    key.split('.').next().unwrap_or(key),
-                    format!("invalid {what} for \"{key}\": expected {expected}, found {found}"),
-                );
-            }
-        }
-    }
-    let key = path
-        .as_deref()
-        .map(|p| p.split('.').next().unwrap_or(p).to_string());
-    let message = match &path {
-        Some(p) => format!("\"{p}\": {message}"),
-        None => message.to_string(),
-    };
-    ConfigIssue {
-        key,
-        message,
-        hint: None,
-    }
+    C::deserialize(toml::Value::Table(config.clone())).map_err(|e| {
+        let message = e.to_string().trim().to_string();
+        // serde names the key in backticks: "unknown field `sed`, expected ...".
+        let key = message
+            .split('`')
+            .nth(1)
+            .filter(|k| config.contains_key(*k))
+            .map(str::to_string);
+        vec![ConfigIssue {
+            key,
+            message,
+            hint: None,
+        }]
+    })
 }

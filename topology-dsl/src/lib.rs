@@ -3,7 +3,7 @@
 //!
 //! # Layout
 //! - [`spec`]: `TopologySpec`, the raw topology as written, with source spans.
-//! - [`load`]: the TOML loader, `*.topo.toml` text → spec, recovering from syntax errors.
+//! - [`load`](mod@load): the TOML loader, `*.topo.toml` text → spec, recovering from syntax errors.
 //! - [`builder`]: `Topology::builder(...)`, the Rust way to write a spec.
 //! - [`validate`](mod@validate): spec → checked [`Topology`], every problem reported at once.
 //! - [`topology`]: the checked `Topology`, what the engine runs.
@@ -19,6 +19,14 @@
 //!     .bolt("split", "split_words").shuffle("sentences")
 //!     .spec();
 //! assert_eq!(spec.components.len(), 2);
+//!
+//! // The same from a file's text: every problem at once, rendered rustc style.
+//! let (from_file, problems) = topo_dsl::parse(
+//!     "[spouts.sentences]\ntype = \"random_sentences\"\n\
+//!      [bolts.split]\ntype = \"split_words\"\ninputs = [\"sentences\"]\n",
+//! );
+//! assert!(problems.is_empty());
+//! assert_eq!(from_file.components, spec.components);
 //! ```
 
 pub mod builder;

@@ -36,6 +36,7 @@ pub fn parse(text: &str) -> (TopologySpec, Diagnostics) {
 fn parse_marked(text: &str) -> (TopologySpec, Diagnostics, Vec<usize>) {
     let mut l = Loader {
         diags: Vec::new(),
+        spans: Spans::default(),
         unread: Vec::new(),
     };
     let (doc, errors) = DeTable::parse_recoverable(text);
@@ -68,6 +69,7 @@ fn parse_marked(text: &str) -> (TopologySpec, Diagnostics, Vec<usize>) {
     }
     spec.components = spouts;
     spec.components.append(&mut bolts);
+    spec.spans = l.spans;
     (spec, Diagnostics { items: l.diags }, l.unread)
 }
 
@@ -161,6 +163,7 @@ fn type_name(v: &DeValue<'_>) -> &'static str {
 
 struct Loader {
     diags: Vec<Diagnostic>,
+    spans: Spans,
     /// Starts of `key = value` entries whose value could not be read.
     unread: Vec<usize>,
 }
@@ -276,7 +279,7 @@ impl Loader {
     fn settings(&mut self, t: &DeTable<'_>, spec: &mut TopologySpec) {
         for (key, value) in in_order(t) {
             let name = key.get_ref().as_ref();
-            spec.spans.insert(name, entry_span(key, value));
+            self.spans.insert_setting(name, entry_span(key, value));
             match name {
                 "name" => spec.name = self.string(value, name),
                 "workers" => spec.workers = self.int(value, name),
@@ -309,22 +312,23 @@ impl Loader {
                 inputs: None,
                 config: toml::Table::new(),
                 span: span_of(key),
-                spans: Spans::default(),
             };
             // Keys whose value the recovering parser could not read: known, but absent.
             for (k, _) in body.iter().filter(|(_, v)| !is_real(v)) {
-                c.spans.insert(k.get_ref().as_ref(), span_of(k));
+                self.spans
+                    .insert_component(kind, &c.id, k.get_ref().as_ref(), span_of(k));
                 self.unread.push(k.span().start);
             }
             for (k, v) in in_order(body) {
                 let name = k.get_ref().as_ref();
-                c.spans.insert(name, entry_span(k, v));
+                self.spans
+                    .insert_component(kind, &c.id, name, entry_span(k, v));
                 let before = self.diags.len();
                 match name {
                     "type" => c.type_name = self.string(v, name),
                     "parallelism" => c.parallelism = self.int(v, name),
                     "tick_secs" => c.tick_secs = self.number(v, name),
-                    "inputs" => c.inputs = self.inputs(v),
+                    "inputs" => c.inputs = self.inputs(v, kind, &c.id),
                     other => {
                         if let Some(value) = self.value(v, other) {
                             c.config.insert(other.to_string(), value);
@@ -340,35 +344,48 @@ impl Loader {
         out
     }
 
-    fn inputs(&mut self, value: &Spanned<DeValue<'_>>) -> Option<Vec<InputSpec>> {
+    fn inputs(
+        &mut self,
+        value: &Spanned<DeValue<'_>>,
+        kind: Kind,
+        id: &str,
+    ) -> Option<Vec<InputSpec>> {
         let DeValue::Array(items) = value.get_ref() else {
             self.wrong_type("inputs", "array", value);
             return None;
         };
-        Some(
-            items
-                .iter()
-                .filter(|i| is_real(i))
-                .filter_map(|item| self.input(item))
-                .collect(),
-        )
+        let mut out = Vec::new();
+        for item in items.iter().filter(|i| is_real(i)) {
+            if let Some((input, spans)) = self.input(item) {
+                for (key, span) in spans {
+                    self.spans.insert_input(kind, id, out.len(), key, span);
+                }
+                out.push(input);
+            }
+        }
+        Some(out)
     }
 
-    fn input(&mut self, item: &Spanned<DeValue<'_>>) -> Option<InputSpec> {
+    /// One input, and where its keys are.
+    fn input<'k>(
+        &mut self,
+        item: &'k Spanned<DeValue<'_>>,
+    ) -> Option<(InputSpec, Vec<(&'k str, Span)>)> {
         let mut input = InputSpec {
             span: span_of(item),
             ..InputSpec::default()
         };
+        let mut spans = Vec::new();
         match item.get_ref() {
             DeValue::String(s) => {
                 input.from = s.to_string();
-                Some(input)
+                Some((input, spans))
             }
             DeValue::Table(t) => {
                 let mut from = None;
                 for (k, v) in in_order(t) {
                     let name = k.get_ref().as_ref();
-                    input.spans.insert(name, entry_span(k, v));
+                    spans.push((name, entry_span(k, v)));
                     match name {
                         "from" => from = self.string(v, name),
                         "stream" => input.stream = self.string(v, name),
@@ -377,7 +394,7 @@ impl Loader {
                         other => self.unknown_key(k, v, other, "in input", &INPUT_KEYS),
                     }
                 }
-                if input.spans.get("from").is_none() {
+                if !spans.iter().any(|(k, _)| *k == "from") {
                     self.err(
                         Diagnostic::new("input has no \"from\"", Some(input.span))
                             .with_hint("e.g. { from = \"<component id>\" }"),
@@ -386,7 +403,7 @@ impl Loader {
                 }
                 // A malformed `from` is already reported; drop the input.
                 input.from = from?;
-                Some(input)
+                Some((input, spans))
             }
             _ => {
                 self.wrong_type("inputs", "string or table", item);

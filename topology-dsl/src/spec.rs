@@ -1,6 +1,6 @@
 //! The raw topology as written: what the TOML loader and the builder produce.
 //!
-//! Nothing here is checked; [`crate::validate`] turns a spec into a [`crate::Topology`].
+//! Nothing here is checked; [`crate::validate()`] turns a spec into a [`crate::Topology`].
 //! Spans are byte ranges into the source file and never take part in equality, so a spec
 //! loaded from TOML equals the same spec made with the builder.
 
@@ -35,11 +35,13 @@ impl Span {
     }
 }
 
-/// Where each key of a table is (`key = value`, key start to value end), by key name.
+/// Where things are in the source file, kept beside the spec's plain values: each
+/// `key = value` (from the key's start to the value's end) of `[topology]`, of every
+/// component and of every input table.
 ///
 /// Empty for specs made in code; like [`Span`], never takes part in equality.
 #[derive(Debug, Clone, Default)]
-pub struct Spans(BTreeMap<String, Span>);
+pub struct Spans(BTreeMap<(Option<Kind>, String, Option<usize>, String), Span>);
 
 impl PartialEq for Spans {
     fn eq(&self, _: &Spans) -> bool {
@@ -48,14 +50,45 @@ impl PartialEq for Spans {
 }
 
 impl Spans {
-    /// Records where `key` is.
-    pub fn insert(&mut self, key: impl Into<String>, span: Span) {
-        self.0.insert(key.into(), span);
+    /// Records where the `[topology]` key `key` is.
+    pub fn insert_setting(&mut self, key: &str, span: Span) {
+        self.0
+            .insert((None, String::new(), None, key.to_string()), span);
     }
 
-    /// Where `key` is, if the spec came from a file and has it.
-    pub fn get(&self, key: &str) -> Option<Span> {
-        self.0.get(key).copied()
+    /// Where the `[topology]` key `key` is.
+    pub fn setting(&self, key: &str) -> Option<Span> {
+        self.0
+            .get(&(None, String::new(), None, key.to_string()))
+            .copied()
+    }
+
+    /// Records where key `key` of component `id` is.
+    pub fn insert_component(&mut self, kind: Kind, id: &str, key: &str, span: Span) {
+        self.0
+            .insert((Some(kind), id.to_string(), None, key.to_string()), span);
+    }
+
+    /// Where key `key` of component `id` is.
+    pub fn component(&self, kind: Kind, id: &str, key: &str) -> Option<Span> {
+        self.0
+            .get(&(Some(kind), id.to_string(), None, key.to_string()))
+            .copied()
+    }
+
+    /// Records where key `key` of input number `index` of component `id` is.
+    pub fn insert_input(&mut self, kind: Kind, id: &str, index: usize, key: &str, span: Span) {
+        self.0.insert(
+            (Some(kind), id.to_string(), Some(index), key.to_string()),
+            span,
+        );
+    }
+
+    /// Where key `key` of input number `index` (in `inputs`) of component `id` is.
+    pub fn input(&self, kind: Kind, id: &str, index: usize, key: &str) -> Option<Span> {
+        self.0
+            .get(&(Some(kind), id.to_string(), Some(index), key.to_string()))
+            .copied()
     }
 }
 
@@ -72,8 +105,6 @@ pub struct InputSpec {
     pub fields: Option<Vec<String>>,
     /// Where the declaration is.
     pub span: Span,
-    /// Where `from`, `stream`, `grouping` and `fields` are, for a table.
-    pub spans: Spans,
 }
 
 /// A raw component declaration.
@@ -95,8 +126,6 @@ pub struct ComponentSpec {
     pub config: toml::Table,
     /// Where the component's header is (its id in `[bolts.ID]`).
     pub span: Span,
-    /// Where each key of its table is, engine keys and config keys alike.
-    pub spans: Spans,
 }
 
 /// A raw topology.
@@ -116,6 +145,6 @@ pub struct TopologySpec {
     pub max_spout_pending: Option<i64>,
     /// Spouts then bolts, each in declaration order.
     pub components: Vec<ComponentSpec>,
-    /// Where each `[topology]` key is.
+    /// Where each key is, when the spec came from a file.
     pub spans: Spans,
 }

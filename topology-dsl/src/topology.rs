@@ -1,6 +1,6 @@
 //! The checked topology: a DAG of components whose every reference resolves.
 //!
-//! A `Topology` is only made by [`crate::validate`], so a function that takes
+//! A `Topology` is only made by [`crate::validate()`], so a function that takes
 //! `&Topology` never sees an unchecked one.
 
 use std::time::Duration;

@@ -5,15 +5,15 @@
 //! problem: a component whose type or config is wrong is still known by id, so inputs
 //! naming it do not add noise, and checks that need its outputs are skipped.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
 use petgraph::algo::tarjan_scc;
 use petgraph::graph::{DiGraph, NodeIndex};
 
-use crate::catalog::{Catalog, Kind, StreamDecl, DEFAULT_STREAM};
+use crate::catalog::{Catalog, ConfigIssue, Kind, StreamDecl, DEFAULT_STREAM};
 use crate::diagnostic::{closest, did_you_mean, quoted_list};
-use crate::spec::{ComponentSpec, InputSpec, Span, TopologySpec};
+use crate::spec::{ComponentSpec, Span, Spans, TopologySpec};
 use crate::topology::{Component, Grouping, Input, Settings, Topology};
 
 pub use crate::diagnostic::{Diagnostic, Diagnostics};
@@ -31,6 +31,7 @@ pub const MAX_SECS: f64 = 365.0 * 24.0 * 3600.0;
 pub fn validate(spec: &TopologySpec, catalog: &dyn Catalog) -> Result<Topology, Diagnostics> {
     let mut v = Validator {
         catalog,
+        spans: &spec.spans,
         diags: Vec::new(),
     };
     let settings = v.settings(spec);
@@ -100,20 +101,31 @@ struct Known<'a> {
 
 struct Validator<'c> {
     catalog: &'c dyn Catalog,
+    spans: &'c Spans,
     diags: Vec<Diagnostic>,
 }
 
+/// `bolt "split"`, as messages name a component.
 fn kind_of(c: &ComponentSpec) -> String {
     format!("{} \"{}\"", c.kind, c.id)
 }
 
-/// The span of `key` in `c`, else its header.
-fn at(c: &ComponentSpec, key: &str) -> Option<Span> {
-    c.spans.get(key).or(c.span.known())
+/// Where an input is: its keys' spans, else the whole input's.
+#[derive(Clone, Copy)]
+struct Place<'a> {
+    spans: &'a Spans,
+    kind: Kind,
+    id: &'a str,
+    index: usize,
+    whole: Span,
 }
 
-fn input_at(i: &InputSpec, key: &str) -> Option<Span> {
-    i.spans.get(key).or(i.span.known())
+impl Place<'_> {
+    fn at(&self, key: &str) -> Option<Span> {
+        self.spans
+            .input(self.kind, self.id, self.index, key)
+            .or(self.whole.known())
+    }
 }
 
 /// A number as written back in a message: `1.5`, `1e300`.
@@ -136,13 +148,18 @@ impl Validator<'_> {
         self.diags.push(d);
     }
 
+    /// The span of `key` in component `c`, else its header.
+    fn at(&self, c: &ComponentSpec, key: &str) -> Option<Span> {
+        self.spans.component(c.kind, &c.id, key).or(c.span.known())
+    }
+
     fn name(&mut self, spec: &TopologySpec) -> String {
         match spec.name.as_deref() {
             None => "topology".to_string(),
             Some(n) if n.trim().is_empty() => {
                 self.err(Diagnostic::new(
                     "topology name must not be empty",
-                    spec.spans.get("name"),
+                    spec.spans.setting("name"),
                 ));
                 "topology".to_string()
             }
@@ -151,7 +168,7 @@ impl Validator<'_> {
     }
 
     fn settings(&mut self, spec: &TopologySpec) -> Settings {
-        let span = |k: &str| spec.spans.get(k);
+        let span = |k: &str| spec.spans.setting(k);
         let workers = spec.workers.unwrap_or(1);
         if workers < 1 {
             self.err(Diagnostic::new(
@@ -248,7 +265,7 @@ impl Validator<'_> {
                     "{}: \"parallelism\" must be at least 1, not {parallelism}",
                     kind_of(c)
                 ),
-                at(c, "parallelism"),
+                self.at(c, "parallelism"),
             ));
         } else if parallelism > MAX_PARALLELISM {
             self.err(Diagnostic::new(
@@ -256,7 +273,7 @@ impl Validator<'_> {
                     "{}: \"parallelism\" must be at most {MAX_PARALLELISM}, not {parallelism}",
                     kind_of(c)
                 ),
-                at(c, "parallelism"),
+                self.at(c, "parallelism"),
             ));
         }
         let tick = match c.tick_secs {
@@ -270,7 +287,7 @@ impl Validator<'_> {
                             kind_of(c),
                             number(s)
                         ),
-                        at(c, "tick_secs"),
+                        self.at(c, "tick_secs"),
                     ));
                 }
                 t
@@ -280,8 +297,11 @@ impl Validator<'_> {
         let known_types = format!("known types: {}", names.join(", "));
         let Some(type_name) = &c.type_name else {
             self.err(
-                Diagnostic::new(format!("{} has no \"type\"", kind_of(c)), at(c, "type"))
-                    .with_hint(known_types),
+                Diagnostic::new(
+                    format!("{} has no \"type\"", kind_of(c)),
+                    self.at(c, "type"),
+                )
+                .with_hint(known_types),
             );
             return None;
         };
@@ -293,7 +313,7 @@ impl Validator<'_> {
             self.err(
                 Diagnostic::new(
                     format!("unknown component type \"{type_name}\""),
-                    at(c, "type"),
+                    self.at(c, "type"),
                 )
                 .with_hint(hint),
             );
@@ -311,7 +331,7 @@ impl Validator<'_> {
                         ty.kind(),
                         c.kind
                     ),
-                    at(c, "type"),
+                    self.at(c, "type"),
                 )
                 .with_hint(format!("declare it as [{table}.{}]", c.id)),
             );
@@ -320,12 +340,12 @@ impl Validator<'_> {
         let outputs = match ty.configure(&c.config) {
             Ok(outputs) => outputs,
             Err(issues) => {
-                for i in issues {
+                for i in issues.into_iter().map(tidy) {
                     let span = i
                         .key
                         .as_deref()
-                        .and_then(|k| c.spans.get(k))
-                        .or(at(c, "type"));
+                        .and_then(|k| self.spans.component(c.kind, &c.id, k))
+                        .or(self.at(c, "type"));
                     self.err(
                         Diagnostic::new(format!("{}: {}", kind_of(c), i.message), span)
                             .with_hint_opt(i.hint),
@@ -360,7 +380,7 @@ impl Validator<'_> {
                 self.err(
                     Diagnostic::new(
                         format!("{} cannot have inputs", kind_of(c)),
-                        at(c, "inputs"),
+                        self.at(c, "inputs"),
                     )
                     .with_hint("a spout is a source; subscribe a bolt instead"),
                 );
@@ -368,22 +388,30 @@ impl Validator<'_> {
             }
             Kind::Bolt if declared.is_empty() => {
                 self.err(
-                    Diagnostic::new(format!("{} has no inputs", kind_of(c)), at(c, "inputs"))
-                        .with_hint("add inputs = [\"<component id>\"]"),
+                    Diagnostic::new(
+                        format!("{} has no inputs", kind_of(c)),
+                        self.at(c, "inputs"),
+                    )
+                    .with_hint("add inputs = [\"<component id>\"]"),
                 );
             }
             _ => {}
         }
         let mut out: Vec<(Input, Span)> = Vec::new();
-        let mut seen: BTreeMap<(usize, String), ()> = BTreeMap::new();
-        for inp in declared {
+        let mut seen: BTreeSet<(usize, String)> = BTreeSet::new();
+        let spans = self.spans;
+        for (index, inp) in declared.iter().enumerate() {
+            let place = Place {
+                spans,
+                kind: c.kind,
+                id: &c.id,
+                index,
+                whole: inp.span,
+            };
             let Some(&from) = by_id.get(inp.from.as_str()) else {
                 self.err(
-                    Diagnostic::new(
-                        format!("unknown input \"{}\"", inp.from),
-                        input_at(inp, "from"),
-                    )
-                    .with_hint_opt(did_you_mean(&inp.from, ids.iter().copied())),
+                    Diagnostic::new(format!("unknown input \"{}\"", inp.from), place.at("from"))
+                        .with_hint_opt(did_you_mean(&inp.from, ids.iter().copied())),
                 );
                 continue;
             };
@@ -412,7 +440,7 @@ impl Validator<'_> {
                     self.err(
                         Diagnostic::new(
                             format!("unknown grouping \"{other}\""),
-                            input_at(inp, "grouping"),
+                            place.at("grouping"),
                         )
                         .with_hint(hint),
                     );
@@ -427,7 +455,7 @@ impl Validator<'_> {
                 self.err(
                     Diagnostic::new(
                         format!("{grouping_name} grouping on \"{}\" needs \"fields\"", inp.from),
-                        input_at(inp, "fields").or(input_at(inp, "grouping")),
+                        place.at("fields").or(place.at("grouping")),
                     )
                     .with_hint(format!(
                         "e.g. {{ from = \"{}\", grouping = \"{grouping_name}\", fields = [\"<field>\"] }}",
@@ -439,22 +467,22 @@ impl Validator<'_> {
                     format!(
                         "\"fields\" only applies to fields and partial_key groupings, not \"{grouping_name}\""
                     ),
-                    input_at(inp, "fields"),
+                    place.at("fields"),
                 ));
             }
-            if seen.insert((from, stream.to_string()), ()).is_some() {
+            if !seen.insert((from, stream.to_string())) {
                 self.err(Diagnostic::new(
                     format!(
                         "{} subscribes to stream \"{stream}\" of \"{}\" twice",
                         kind_of(c),
                         inp.from
                     ),
-                    input_at(inp, "from"),
+                    place.at("from"),
                 ));
             }
             // Checks against the upstream's declared streams, when they are known.
             if let Some(up) = &known[from].component {
-                self.stream_checks(inp, up, stream, grouping.as_ref(), &fields);
+                self.stream_checks(place, up, stream, grouping.as_ref(), &fields);
             }
             if let Some(grouping) = grouping {
                 out.push((
@@ -463,7 +491,7 @@ impl Validator<'_> {
                         stream: stream.to_string(),
                         grouping,
                     },
-                    input_at(inp, "from").unwrap_or_default(),
+                    place.at("from").unwrap_or_default(),
                 ));
             }
         }
@@ -472,7 +500,7 @@ impl Validator<'_> {
 
     fn stream_checks(
         &mut self,
-        inp: &InputSpec,
+        place: Place<'_>,
         up: &Component,
         stream: &str,
         grouping: Option<&Grouping>,
@@ -492,7 +520,7 @@ impl Validator<'_> {
             self.err(
                 Diagnostic::new(
                     format!("\"{}\" has no stream \"{stream}\"", up.id),
-                    input_at(inp, "stream").or(input_at(inp, "from")),
+                    place.at("stream").or(place.at("from")),
                 )
                 .with_hint(hint),
             );
@@ -503,7 +531,7 @@ impl Validator<'_> {
                 self.err(
                     Diagnostic::new(
                         format!("stream \"{stream}\" of \"{}\" has no field \"{f}\"", up.id),
-                        input_at(inp, "fields"),
+                        place.at("fields"),
                     )
                     .with_hint(fields_hint(f, decl)),
                 );
@@ -516,7 +544,7 @@ impl Validator<'_> {
                         "direct grouping on stream \"{stream}\" of \"{}\", which is not direct",
                         up.id
                     ),
-                    input_at(inp, "grouping"),
+                    place.at("grouping"),
                 )
                 .with_hint("only a stream declared direct can be grouped direct"),
             ),
@@ -527,7 +555,7 @@ impl Validator<'_> {
                         up.id,
                         g.name()
                     ),
-                    input_at(inp, "grouping").or(input_at(inp, "from")),
+                    place.at("grouping").or(place.at("from")),
                 ),
             ),
             _ => {}
@@ -582,5 +610,192 @@ fn fields_hint(f: &str, decl: &StreamDecl) -> String {
     match closest(f, decl.fields.iter().map(String::as_str)) {
         Some(c) => format!("did you mean \"{c}\"? {list}"),
         None => list,
+    }
+}
+
+/// A component type's config issue as a one-line diagnostic about a key.
+///
+/// Issues from [`crate::parse_config`] carry serde's and toml's texts: `unknown field
+/// `sed`, expected `count` or `seed``, `invalid type: string "x", expected u64` followed by
+/// a line `in `seed``. They become `unknown key "sed"` (with a did-you-mean hint),
+/// `missing key "count"`, `invalid type for "seed": expected u64, found string "x"`; other
+/// texts keep their words, on one line, prefixed with the key they are about.
+fn tidy(issue: ConfigIssue) -> ConfigIssue {
+    let whole = issue.message.trim();
+    // toml names the key path of an error inside a value on a last line `in `a.b``.
+    let (text, path) = match whole.rsplit_once('\n') {
+        Some((head, last)) => match last
+            .trim()
+            .strip_prefix("in `")
+            .and_then(|p| p.strip_suffix('`'))
+        {
+            Some(p) => (head.trim(), Some(p.to_string())),
+            None => (whole, None),
+        },
+        None => (whole, None),
+    };
+    let top = |p: &str| p.split('.').next().unwrap_or(p).to_string();
+    let ticked: Vec<&str> = text.split('`').skip(1).step_by(2).collect();
+    if text.starts_with("unknown field") {
+        if let Some((key, expected)) = ticked.split_first() {
+            let hint = did_you_mean(key, expected.iter().copied()).unwrap_or_else(|| {
+                if expected.is_empty() {
+                    "this component type takes no config keys".to_string()
+                } else {
+                    format!("known keys: {}", expected.join(", "))
+                }
+            });
+            // Inside a nested table, toml names the table and serde the key.
+            let shown = match &path {
+                Some(p) => format!("{p}.{key}"),
+                None => key.to_string(),
+            };
+            return ConfigIssue::key(top(&shown), format!("unknown key \"{shown}\""))
+                .with_hint(hint);
+        }
+    }
+    if text.starts_with("missing field") {
+        if let Some(key) = ticked.first() {
+            let shown = match &path {
+                Some(p) => format!("{p}.{key}"),
+                None => key.to_string(),
+            };
+            return ConfigIssue {
+                key: path.as_deref().map(top),
+                message: format!("missing key \"{shown}\""),
+                hint: issue.hint,
+            };
+        }
+    }
+    if let Some(p) = &path {
+        for (prefix, what) in [("invalid type: ", "type"), ("invalid value: ", "value")] {
+            let Some((found, expected)) = text
+                .strip_prefix(prefix)
+                .and_then(|rest| rest.rsplit_once(", expected "))
+            else {
+                continue;
+            };
+            // serde's data model names; a topology file has tables and arrays.
+            let found = match found {
+                "map" => "table",
+                "sequence" => "array",
+                other => other,
+            };
+            return ConfigIssue {
+                key: Some(top(p)),
+                message: format!("invalid {what} for \"{p}\": expected {expected}, found {found}"),
+                hint: issue.hint,
+            };
+        }
+    }
+    let one_line = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let message = match &path {
+        Some(p) if !one_line.contains(&format!("`{p}`")) => format!("\"{p}\": {one_line}"),
+        _ => one_line,
+    };
+    ConfigIssue {
+        key: path.as_deref().map(top).or(issue.key),
+        message,
+        hint: issue.hint,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tidied(message: &str, key: Option<&str>) -> (Option<String>, String, Option<String>) {
+        let t = tidy(ConfigIssue {
+            key: key.map(str::to_string),
+            message: message.to_string(),
+            hint: None,
+        });
+        (t.key, t.message, t.hint)
+    }
+
+    fn some(s: &str) -> Option<String> {
+        Some(s.to_string())
+    }
+
+    #[test]
+    fn serde_texts_become_short_messages_about_a_key() {
+        assert_eq!(
+            tidied(
+                "unknown field `sed`, expected `count` or `seed`",
+                Some("sed")
+            ),
+            (
+                some("sed"),
+                "unknown key \"sed\"".into(),
+                some("did you mean \"seed\"?")
+            )
+        );
+        assert_eq!(
+            tidied("unknown field `x`, expected `count` or `seed`", None),
+            (
+                some("x"),
+                "unknown key \"x\"".into(),
+                some("known keys: count, seed")
+            )
+        );
+        assert_eq!(
+            tidied("missing field `command`", Some("command")),
+            (None, "missing key \"command\"".into(), None)
+        );
+        assert_eq!(
+            tidied(
+                "invalid value: integer `0`, expected a nonzero u64\nin `window_secs`",
+                None
+            ),
+            (
+                some("window_secs"),
+                "invalid value for \"window_secs\": expected a nonzero u64, found integer `0`"
+                    .into(),
+                None
+            )
+        );
+        assert_eq!(
+            tidied(
+                "invalid type: sequence, expected a string\nin `prefix`",
+                None
+            ),
+            (
+                some("prefix"),
+                "invalid type for \"prefix\": expected a string, found array".into(),
+                None
+            )
+        );
+    }
+
+    #[test]
+    fn other_texts_keep_their_words_on_one_line() {
+        assert_eq!(
+            tidied(
+                "`command` needs at least the program, e.g. [\"python3\", \"bolt.py\"]\nin `command`",
+                Some("command")
+            ),
+            (
+                some("command"),
+                "`command` needs at least the program, e.g. [\"python3\", \"bolt.py\"]".into(),
+                None
+            )
+        );
+        assert_eq!(
+            tidied(
+                "expected a value, found the end at column 8 of \"count >\"\nin `where`",
+                None
+            ),
+            (
+                some("where"),
+                "\"where\": expected a value, found the end at column 8 of \"count >\"".into(),
+                None
+            )
+        );
+        assert_eq!(tidied("two\nlines", None), (None, "two lines".into(), None));
     }
 }

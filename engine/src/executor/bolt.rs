@@ -1,0 +1,336 @@
+//! The bolt executor: executes input batches, acks or fails each input, ticks, wakes,
+//! and ends its stream when every upstream task has ended theirs.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, TryRecvError};
+
+use super::{panic_text, worth_logging, Output};
+use crate::component::{Anchoring, Bolt, BoltOutput, Emitter, TaskContext};
+use crate::route::{AckerMsg, Inbound};
+use crate::runtime::StopHandle;
+use crate::summary::Counts;
+use crate::tuple::{Anchors, MsgId, TaskId, Tuple, Values};
+
+/// Why a bolt failed an input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reason {
+    Explicit,
+    Panic,
+}
+
+/// The bolt's emitter: the output plus the input being executed.
+pub(crate) struct BoltCore {
+    pub(crate) out: Output,
+    /// Acking state of the input being executed (empty outside `execute`).
+    current: Anchors,
+    /// Address of the input being executed, to recognize `ack`/`fail` of it.
+    current_addr: usize,
+    /// The input was deferred, acked or failed by the bolt during `execute`.
+    handled: bool,
+}
+
+impl BoltCore {
+    pub(crate) fn new(out: Output) -> BoltCore {
+        BoltCore {
+            out,
+            current: Anchors::new(),
+            current_addr: 0,
+            handled: false,
+        }
+    }
+
+    fn is_current(&self, t: &Tuple) -> bool {
+        self.current_addr != 0 && std::ptr::eq(t, self.current_addr as *const Tuple)
+    }
+
+    fn fail_with(&mut self, t: &Tuple, reason: Reason) {
+        for &(root, _) in &t.anchors {
+            self.out.acker_msg(root, AckerMsg::Fail { root });
+        }
+        let c = &mut self.out.counts;
+        c.failed += 1;
+        match reason {
+            Reason::Explicit => c.failed_by.explicit += 1,
+            Reason::Panic => c.failed_by.panic += 1,
+        }
+    }
+
+    fn ack_input(&mut self, t: &Tuple) {
+        for &(root, id) in &t.anchors {
+            self.out.ack_xor(root, id);
+        }
+        self.out.counts.acked += 1;
+    }
+}
+
+/// XORs `edge` into the child's id for `root`.
+fn put_xor(child: &mut Anchors, root: u64, edge: u64) {
+    match child.iter_mut().find(|(r, _)| *r == root) {
+        Some((_, id)) => *id ^= edge,
+        None => child.push((root, edge)),
+    }
+}
+
+impl Emitter for BoltCore {
+    fn emit(
+        &mut self,
+        stream: &str,
+        anchors: Anchoring<'_>,
+        _msg_id: Option<MsgId>,
+        direct: Option<TaskId>,
+        values: Values,
+    ) -> &[TaskId] {
+        let info = self.out.select(stream, &values, direct);
+        self.out.counts.emitted += 1;
+        if self.out.targets.is_empty() {
+            return &[];
+        }
+        let untracked = !self.out.tracking
+            || match anchors {
+                Anchoring::None => true,
+                Anchoring::Input => self.current.is_empty(),
+                Anchoring::Tuples(ts) => ts.iter().all(|t| t.anchors.is_empty()),
+            };
+        if untracked {
+            self.out
+                .send_to_targets(info, values, |_, _| Anchors::new());
+        } else if let Anchoring::Tuples(ts) = anchors {
+            // Storm: a new edge id per anchor; the child's id in a tree is the XOR of the
+            // edges of its anchors in that tree.
+            self.out.send_to_targets(info, values, |out, _| {
+                let mut child = Anchors::new();
+                for a in ts.iter().filter(|a| !a.anchors.is_empty()) {
+                    let edge = out.next_id();
+                    for &(root, _) in &a.anchors {
+                        put_xor(&mut child, root, edge);
+                        out.ack_xor(root, edge);
+                    }
+                }
+                child
+            });
+        } else {
+            let current = &self.current;
+            self.out.send_to_targets(info, values, |out, _| {
+                let edge = out.next_id();
+                let mut child = Anchors::new();
+                for &(root, _) in current {
+                    child.push((root, edge));
+                    out.ack_xor(root, edge);
+                }
+                child
+            });
+        }
+        &self.out.targets
+    }
+
+    fn ack(&mut self, tuple: &Tuple) {
+        if self.is_current(tuple) {
+            self.handled = true;
+        }
+        self.ack_input(tuple);
+    }
+
+    fn fail(&mut self, tuple: &Tuple) {
+        if self.is_current(tuple) {
+            self.handled = true;
+        }
+        self.fail_with(tuple, Reason::Explicit);
+    }
+
+    fn defer(&mut self) {
+        self.handled = true;
+    }
+}
+
+/// Everything a bolt task runs with.
+pub(crate) struct BoltExecutor {
+    pub(crate) bolt: Box<dyn Bolt>,
+    pub(crate) core: BoltCore,
+    pub(crate) inbox: Receiver<Inbound>,
+    pub(crate) ctx: TaskContext,
+    /// Number of upstream tasks; the stream ends after an end-of-stream from each.
+    pub(crate) upstream: usize,
+    pub(crate) tick: Option<Duration>,
+    pub(crate) wake: Arc<AtomicBool>,
+    pub(crate) stop: StopHandle,
+    pub(crate) errors: Arc<Mutex<Vec<String>>>,
+}
+
+impl BoltExecutor {
+    fn count_error(&mut self, what: &str, text: &str) {
+        self.core.out.counts.errors += 1;
+        let n = self.core.out.counts.errors;
+        if worth_logging(n) {
+            tracing::warn!(
+                component = %self.ctx.component,
+                task = self.ctx.task,
+                errors = n,
+                "Bolt `{what}` failed: {text}"
+            );
+        }
+    }
+
+    fn execute(&mut self, t: &Tuple) {
+        self.core.current.clone_from(&t.anchors);
+        self.core.current_addr = t as *const Tuple as usize;
+        self.core.handled = false;
+        let bolt = &mut self.bolt;
+        let core = &mut self.core;
+        let r = catch_unwind(AssertUnwindSafe(|| {
+            bolt.execute(t, &mut BoltOutput { inner: core })
+        }));
+        self.core.out.counts.executed += 1;
+        let handled = self.core.handled;
+        self.core.current.clear();
+        self.core.current_addr = 0;
+        match r {
+            Ok(Ok(())) => {
+                if !handled {
+                    self.core.ack_input(t);
+                }
+            }
+            Ok(Err(e)) => {
+                if !handled {
+                    self.core.fail_with(t, Reason::Explicit);
+                }
+                let n = self.core.out.counts.failed;
+                if worth_logging(n) {
+                    tracing::warn!(
+                        component = %self.ctx.component,
+                        task = self.ctx.task,
+                        failed = n,
+                        "Bolt failed a tuple: {e}"
+                    );
+                }
+            }
+            Err(p) => {
+                if !handled {
+                    self.core.fail_with(t, Reason::Panic);
+                }
+                let n = self.core.out.counts.failed_by.panic;
+                if worth_logging(n) {
+                    tracing::error!(
+                        component = %self.ctx.component,
+                        task = self.ctx.task,
+                        panics = n,
+                        "Bolt panicked executing a tuple: {}",
+                        panic_text(&*p)
+                    );
+                }
+            }
+        }
+    }
+
+    /// Calls `tick`, `wake` or `finish`.
+    fn call(&mut self, what: &str) {
+        let bolt = &mut self.bolt;
+        let core = &mut self.core;
+        let r = catch_unwind(AssertUnwindSafe(|| {
+            let mut out = BoltOutput { inner: core };
+            match what {
+                "tick" => bolt.tick(&mut out),
+                "wake" => bolt.wake(&mut out),
+                _ => bolt.finish(&mut out),
+            }
+        }));
+        match r {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => self.count_error(what, &e.to_string()),
+            Err(p) => self.count_error(what, &panic_text(&*p)),
+        }
+    }
+
+    /// Runs the task to its end; returns its counts.
+    pub(crate) fn run(mut self) -> Counts {
+        let bolt = &mut self.bolt;
+        let ctx = &self.ctx;
+        let ok = match catch_unwind(AssertUnwindSafe(|| bolt.prepare(ctx))) {
+            Ok(Ok(())) => true,
+            Ok(Err(e)) => self.broken(&e.to_string()),
+            Err(p) => self.broken(&panic_text(&*p)),
+        };
+        let mut ended = 0;
+        let mut next_tick = self.tick.filter(|_| ok).map(|p| Instant::now() + p);
+        loop {
+            let msg = match self.inbox.try_recv() {
+                Ok(m) => Some(m),
+                Err(TryRecvError::Disconnected) => break,
+                Err(TryRecvError::Empty) => {
+                    self.core.out.flush_all(Instant::now());
+                    match next_tick {
+                        Some(at) => match self.inbox.recv_deadline(at) {
+                            Ok(m) => Some(m),
+                            Err(RecvTimeoutError::Timeout) => None,
+                            Err(RecvTimeoutError::Disconnected) => break,
+                        },
+                        None => match self.inbox.recv() {
+                            Ok(m) => Some(m),
+                            Err(_) => break,
+                        },
+                    }
+                }
+            };
+            match msg {
+                Some(Inbound::Batch(mut batch)) => {
+                    for t in batch.drain(..) {
+                        if ok {
+                            self.execute(&t);
+                        } else {
+                            self.core.out.counts.executed += 1;
+                            self.core.fail_with(&t, Reason::Explicit);
+                        }
+                    }
+                    self.core.out.recycle(batch);
+                    self.core.out.flush_acks();
+                }
+                Some(Inbound::Eos(_)) => {
+                    ended += 1;
+                    if ended >= self.upstream {
+                        if ok {
+                            self.call("finish");
+                        }
+                        break;
+                    }
+                }
+                Some(Inbound::Wake) | None => {}
+            }
+            if ok && self.wake.swap(false, Ordering::AcqRel) {
+                self.call("wake");
+            }
+            let now = Instant::now();
+            if let (Some(at), Some(period)) = (next_tick, self.tick) {
+                if now >= at {
+                    self.call("tick");
+                    next_tick = Some((at + period).max(now));
+                }
+            }
+            self.core.out.maybe_flush(now);
+        }
+        self.core.out.end_stream();
+        let bolt = &mut self.bolt;
+        if let Err(p) = catch_unwind(AssertUnwindSafe(|| bolt.cleanup())) {
+            self.count_error("cleanup", &panic_text(&*p));
+        }
+        self.core.out.flush_all(Instant::now());
+        self.core.out.counts
+    }
+
+    /// `prepare` failed: record it and stop the topology; inputs are failed from now on.
+    fn broken(&mut self, text: &str) -> bool {
+        let message = format!(
+            "bolt `{}` task {} failed to prepare: {text}",
+            self.ctx.component, self.ctx.task
+        );
+        tracing::error!(component = %self.ctx.component, task = self.ctx.task, "{message}");
+        self.core.out.counts.errors += 1;
+        if let Ok(mut e) = self.errors.lock() {
+            e.push(message);
+        }
+        self.stop.stop();
+        false
+    }
+}

@@ -1,0 +1,374 @@
+//! Executors: one thread per task running its user code, and the output machinery they
+//! share — stream lookup, grouping, per-destination batches and the acker buffer.
+//!
+//! An executor never sends one tuple at a time: it keeps one outgoing batch per
+//! destination task and sends it when full, before it blocks (waiting for input, for
+//! `max_spout_pending`, on an idle spout) and at least every flush interval. Acker
+//! messages are coalesced per tree root during a batch and always sent before (or with)
+//! the data that carries the children they announce, so an acker never sees a child's
+//! ack before its creation from the same sender.
+
+pub(crate) mod acker;
+pub(crate) mod bolt;
+pub(crate) mod spout;
+
+use std::any::Any;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+use rand::rngs::SmallRng;
+use rand::Rng;
+use smallvec::SmallVec;
+
+use crate::acker::IdMap;
+use crate::grouping::Router;
+use crate::route::{AckerIn, AckerMsg, Inbound, Route};
+use crate::summary::{Counts, SharedCounts};
+use crate::tuple::{Anchors, StreamInfo, TaskId, Tuple, Values};
+
+/// One declared output stream of a task and its subscriptions.
+pub(crate) struct StreamOut {
+    pub(crate) name: String,
+    pub(crate) info: &'static StreamInfo,
+    pub(crate) direct: bool,
+    pub(crate) routers: Vec<Router>,
+}
+
+/// Empty batch vectors, shared by a worker's executors so a batch is not an allocation.
+#[derive(Clone)]
+pub(crate) struct Pool {
+    tx: Sender<Vec<Tuple>>,
+    rx: Receiver<Vec<Tuple>>,
+}
+
+impl Pool {
+    pub(crate) fn new(capacity: usize) -> Pool {
+        let (tx, rx) = crossbeam_channel::bounded(capacity);
+        Pool { tx, rx }
+    }
+}
+
+struct Dest {
+    id: TaskId,
+    buf: Vec<Tuple>,
+    route: Route<Inbound>,
+}
+
+#[derive(Default)]
+struct AckBuf {
+    msgs: Vec<AckerMsg>,
+    xors: IdMap<u64>,
+}
+
+/// Everything an [`Output`] needs, built by the runtime for one task.
+pub(crate) struct OutputSpec {
+    pub(crate) task: TaskId,
+    pub(crate) component: String,
+    pub(crate) streams: Vec<StreamOut>,
+    pub(crate) dests: Vec<(TaskId, Route<Inbound>)>,
+    /// Acker routes in acker order; empty with acking off.
+    pub(crate) ackers: Vec<(TaskId, Route<AckerIn>)>,
+    pub(crate) tracking: bool,
+    pub(crate) batch: usize,
+    pub(crate) flush_interval: Duration,
+    pub(crate) pool: Pool,
+    pub(crate) shared: Arc<SharedCounts>,
+}
+
+/// A task's side of emitting: routing, batching, acker buffers, counters.
+pub(crate) struct Output {
+    pub(crate) task: TaskId,
+    pub(crate) component: String,
+    streams: Vec<StreamOut>,
+    /// Task id -> index into `dests`.
+    slots: Vec<u32>,
+    dests: Vec<Dest>,
+    pub(crate) targets: SmallVec<[TaskId; 8]>,
+    /// Acking on with at least one acker: tuples get ids.
+    pub(crate) tracking: bool,
+    ackers: Vec<(TaskId, Route<AckerIn>)>,
+    acks: Vec<AckBuf>,
+    acks_dirty: bool,
+    pub(crate) rng: SmallRng,
+    batch: usize,
+    flush_interval: Duration,
+    last_flush: Instant,
+    pool: Pool,
+    spare: Vec<Vec<Tuple>>,
+    pub(crate) counts: Counts,
+    shared: Arc<SharedCounts>,
+}
+
+const NO_SLOT: u32 = u32::MAX;
+
+impl Output {
+    pub(crate) fn new(spec: OutputSpec) -> Output {
+        let max = spec.dests.iter().map(|d| d.0).max().unwrap_or(0) as usize;
+        let mut slots = vec![NO_SLOT; max + 1];
+        let dests: Vec<Dest> = spec
+            .dests
+            .into_iter()
+            .enumerate()
+            .map(|(i, (id, route))| {
+                slots[id as usize] = i as u32;
+                Dest {
+                    id,
+                    buf: Vec::with_capacity(spec.batch),
+                    route,
+                }
+            })
+            .collect();
+        Output {
+            task: spec.task,
+            component: spec.component,
+            streams: spec.streams,
+            slots,
+            dests,
+            targets: SmallVec::new(),
+            tracking: spec.tracking && !spec.ackers.is_empty(),
+            acks: spec.ackers.iter().map(|_| AckBuf::default()).collect(),
+            ackers: spec.ackers,
+            acks_dirty: false,
+            rng: rand::make_rng(),
+            batch: spec.batch.max(1),
+            flush_interval: spec.flush_interval,
+            last_flush: Instant::now(),
+            pool: spec.pool,
+            spare: Vec::new(),
+            counts: Counts::default(),
+            shared: spec.shared,
+        }
+    }
+
+    /// Finds `stream`, checks the values against its fields and routes them into
+    /// `self.targets`. Panics (caught around user code) on a contract violation.
+    pub(crate) fn select(
+        &mut self,
+        stream: &str,
+        values: &Values,
+        direct: Option<TaskId>,
+    ) -> &'static StreamInfo {
+        let Output {
+            streams,
+            targets,
+            component,
+            ..
+        } = self;
+        let Some(s) = streams.iter_mut().find(|s| s.name == stream) else {
+            let declared: Vec<&str> = streams.iter().map(|s| s.name.as_str()).collect();
+            panic!(
+                "`{component}` emitted on stream `{stream}`, which it does not declare \
+                 (declared: {})",
+                if declared.is_empty() {
+                    "none".to_string()
+                } else {
+                    declared.join(", ")
+                }
+            );
+        };
+        if values.len() != s.info.fields.len() {
+            panic!(
+                "`{component}` emitted {} value(s) on stream `{stream}`, which declares {} \
+                 field(s): {}",
+                values.len(),
+                s.info.fields.len(),
+                s.info.fields.join(", ")
+            );
+        }
+        match (s.direct, direct) {
+            (true, None) => panic!(
+                "`{component}` emitted on direct stream `{stream}` without a task: use \
+                 emit_direct"
+            ),
+            (false, Some(t)) => panic!(
+                "`{component}` called emit_direct to task {t} on stream `{stream}`, which is \
+                 not declared direct"
+            ),
+            _ => {}
+        }
+        targets.clear();
+        for r in &mut s.routers {
+            r.route(values, direct, targets);
+        }
+        if let (Some(t), true) = (direct, targets.is_empty() && !s.routers.is_empty()) {
+            panic!(
+                "`{component}` called emit_direct to task {t} on stream `{stream}`, but task \
+                 {t} does not subscribe to it"
+            );
+        }
+        s.info
+    }
+
+    /// Sends one tuple per target, `anchors(k)` giving the acking state of the copy for
+    /// the k-th target.
+    #[inline]
+    pub(crate) fn send_to_targets(
+        &mut self,
+        info: &'static StreamInfo,
+        values: Values,
+        mut anchors: impl FnMut(&mut Self, usize) -> Anchors,
+    ) {
+        let n = self.targets.len();
+        let mut values = Some(values);
+        for k in 0..n {
+            let to = self.targets[k];
+            let anchors = anchors(self, k);
+            let values = if k + 1 == n {
+                values.take().unwrap_or_default()
+            } else {
+                values.clone().unwrap_or_default()
+            };
+            self.push(
+                to,
+                Tuple {
+                    values,
+                    source: info,
+                    source_task: self.task,
+                    anchors,
+                },
+            );
+        }
+    }
+
+    #[inline]
+    fn push(&mut self, to: TaskId, tuple: Tuple) {
+        let slot = self.slots.get(to as usize).copied().unwrap_or(NO_SLOT);
+        if slot == NO_SLOT {
+            return;
+        }
+        self.counts.transferred += 1;
+        let d = &mut self.dests[slot as usize];
+        d.buf.push(tuple);
+        if d.buf.len() >= self.batch {
+            self.flush_dest(slot as usize);
+        }
+    }
+
+    fn take_vec(&mut self) -> Vec<Tuple> {
+        self.spare
+            .pop()
+            .or_else(|| self.pool.rx.try_recv().ok())
+            .unwrap_or_else(|| Vec::with_capacity(self.batch))
+    }
+
+    /// Gives an emptied batch vector back for reuse.
+    pub(crate) fn recycle(&mut self, mut v: Vec<Tuple>) {
+        v.clear();
+        if self.spare.len() < 4 {
+            self.spare.push(v);
+        } else {
+            let _ = self.pool.tx.try_send(v);
+        }
+    }
+
+    fn flush_dest(&mut self, slot: usize) {
+        self.flush_acks();
+        if self.dests[slot].buf.is_empty() {
+            return;
+        }
+        let fresh = self.take_vec();
+        let d = &mut self.dests[slot];
+        let full = std::mem::replace(&mut d.buf, fresh);
+        if let Err(e) = d.route.send(d.id, Inbound::Batch(full)) {
+            tracing::warn!(task = self.task, error = %e, "Dropped a batch.");
+        }
+    }
+
+    /// XORs `x` into the acker buffer of tree `root`.
+    #[inline]
+    pub(crate) fn ack_xor(&mut self, root: u64, x: u64) {
+        let n = self.acks.len() as u64;
+        if n == 0 {
+            return;
+        }
+        *self.acks[(root % n) as usize].xors.entry(root).or_insert(0) ^= x;
+        self.acks_dirty = true;
+    }
+
+    /// Queues a message for the acker of `root`.
+    #[inline]
+    pub(crate) fn acker_msg(&mut self, root: u64, msg: AckerMsg) {
+        let n = self.acks.len() as u64;
+        if n == 0 {
+            return;
+        }
+        self.acks[(root % n) as usize].msgs.push(msg);
+        self.acks_dirty = true;
+    }
+
+    /// Sends the acker buffers.
+    pub(crate) fn flush_acks(&mut self) {
+        if !self.acks_dirty {
+            return;
+        }
+        self.acks_dirty = false;
+        for (b, (id, route)) in self.acks.iter_mut().zip(&self.ackers) {
+            if b.msgs.is_empty() && b.xors.is_empty() {
+                continue;
+            }
+            let cap = b.msgs.len() + b.xors.len();
+            let mut msgs = std::mem::replace(&mut b.msgs, Vec::with_capacity(cap));
+            msgs.extend(
+                b.xors
+                    .drain()
+                    .filter(|&(_, x)| x != 0)
+                    .map(|(root, xor)| AckerMsg::Xor { root, xor }),
+            );
+            if !msgs.is_empty() {
+                let _ = route.send(*id, AckerIn::Batch(msgs));
+            }
+        }
+    }
+
+    /// Sends every buffer and publishes the counters.
+    pub(crate) fn flush_all(&mut self, now: Instant) {
+        self.flush_acks();
+        for slot in 0..self.dests.len() {
+            if !self.dests[slot].buf.is_empty() {
+                self.flush_dest(slot);
+            }
+        }
+        self.last_flush = now;
+        self.shared.publish(&self.counts);
+    }
+
+    /// Flushes when the flush interval has passed since the last flush.
+    #[inline]
+    pub(crate) fn maybe_flush(&mut self, now: Instant) {
+        if now.duration_since(self.last_flush) >= self.flush_interval {
+            self.flush_all(now);
+        }
+    }
+
+    /// Flushes, then tells every downstream task that this task is done.
+    pub(crate) fn end_stream(&mut self) {
+        self.flush_all(Instant::now());
+        for d in &self.dests {
+            let _ = d.route.send(d.id, Inbound::Eos(self.task));
+        }
+    }
+
+    /// A fresh random tuple id.
+    #[inline]
+    pub(crate) fn next_id(&mut self) -> u64 {
+        self.rng.next_u64()
+    }
+}
+
+/// The text of a panic payload.
+pub(crate) fn panic_text(p: &(dyn Any + Send)) -> String {
+    if let Some(s) = p.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = p.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "a panic without a message".to_string()
+    }
+}
+
+/// Whether to log the n-th occurrence of a recurring problem: the first ten, then every
+/// power of two, so a failing bolt does not flood the log.
+pub(crate) fn worth_logging(n: u64) -> bool {
+    n <= 10 || n.is_power_of_two()
+}

@@ -1,0 +1,343 @@
+//! The spout executor: calls `next_tuple`, tracks pending trees, delivers acks and fails.
+
+use std::collections::VecDeque;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError};
+use smallvec::SmallVec;
+
+use super::{panic_text, worth_logging, Output};
+use crate::acker::IdMap;
+use crate::component::{Anchoring, Emitter, Poll, Spout, SpoutOutput, TaskContext};
+use crate::route::{AckerMsg, SpoutMsg};
+use crate::runtime::StopHandle;
+use crate::summary::Counts;
+use crate::tuple::{Anchors, MsgId, TaskId, Tuple, Values};
+
+/// The trees a spout task emitted that are neither acked nor failed yet.
+#[derive(Default)]
+struct Pending {
+    map: IdMap<MsgId>,
+    /// (deadline, root) in emit order; entries of trees already done are skipped.
+    order: VecDeque<(Instant, u64)>,
+}
+
+impl Pending {
+    fn insert(&mut self, root: u64, id: MsgId, deadline: Instant) {
+        self.map.insert(root, id);
+        self.order.push_back((deadline, root));
+    }
+
+    fn remove(&mut self, root: u64) -> Option<MsgId> {
+        let id = self.map.remove(&root)?;
+        if self.order.len() > 2 * self.map.len() + 64 {
+            let map = &self.map;
+            self.order.retain(|(_, r)| map.contains_key(r));
+        }
+        Some(id)
+    }
+
+    /// Removes the trees whose deadline passed; returns their message ids.
+    fn expire(&mut self, now: Instant, out: &mut Vec<MsgId>) {
+        while let Some(&(deadline, root)) = self.order.front() {
+            if deadline > now {
+                break;
+            }
+            self.order.pop_front();
+            if let Some(id) = self.map.remove(&root) {
+                out.push(id);
+            }
+        }
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        self.order.front().map(|e| e.0)
+    }
+
+    fn len(&self) -> usize {
+        self.map.len()
+    }
+}
+
+/// The spout's emitter: the output plus the pending trees.
+pub(crate) struct SpoutCore {
+    pub(crate) out: Output,
+    pending: Pending,
+    /// Message ids to ack right away (no receivers, or acking off).
+    ack_now: Vec<MsgId>,
+    now: Instant,
+    timeout: Duration,
+}
+
+impl SpoutCore {
+    pub(crate) fn new(out: Output, timeout: Duration) -> SpoutCore {
+        SpoutCore {
+            out,
+            pending: Pending::default(),
+            ack_now: Vec::new(),
+            now: Instant::now(),
+            timeout,
+        }
+    }
+}
+
+impl Emitter for SpoutCore {
+    fn emit(
+        &mut self,
+        stream: &str,
+        _anchors: Anchoring<'_>,
+        msg_id: Option<MsgId>,
+        direct: Option<TaskId>,
+        values: Values,
+    ) -> &[TaskId] {
+        let info = self.out.select(stream, &values, direct);
+        self.out.counts.emitted += 1;
+        let n = self.out.targets.len();
+        match msg_id {
+            Some(id) if n > 0 && self.out.tracking => {
+                let root = self.out.next_id();
+                let mut edges: SmallVec<[u64; 8]> = SmallVec::with_capacity(n);
+                let mut xor = 0;
+                for _ in 0..n {
+                    let e = self.out.next_id();
+                    xor ^= e;
+                    edges.push(e);
+                }
+                // The init goes to the acker buffer first: it is flushed before the data.
+                let spout = self.out.task;
+                self.out
+                    .acker_msg(root, AckerMsg::Init { root, xor, spout });
+                self.pending.insert(root, id, self.now + self.timeout);
+                self.out.send_to_targets(info, values, |_, k| {
+                    let mut a = Anchors::new();
+                    a.push((root, edges[k]));
+                    a
+                });
+            }
+            Some(id) => {
+                // Nobody receives it, or nothing tracks it: it is done now (Storm acks
+                // right after the emit when there are no ackers).
+                self.ack_now.push(id);
+                self.out
+                    .send_to_targets(info, values, |_, _| Anchors::new());
+            }
+            None => self
+                .out
+                .send_to_targets(info, values, |_, _| Anchors::new()),
+        }
+        &self.out.targets
+    }
+
+    fn ack(&mut self, _tuple: &Tuple) {}
+
+    fn fail(&mut self, _tuple: &Tuple) {}
+
+    fn defer(&mut self) {}
+}
+
+/// Everything a spout task runs with.
+pub(crate) struct SpoutExecutor {
+    pub(crate) spout: Box<dyn Spout>,
+    pub(crate) core: SpoutCore,
+    pub(crate) ctl: Receiver<SpoutMsg>,
+    pub(crate) ctx: TaskContext,
+    pub(crate) max_pending: Option<usize>,
+    pub(crate) stop: StopHandle,
+    pub(crate) errors: Arc<Mutex<Vec<String>>>,
+}
+
+struct State {
+    active: bool,
+    stopping: bool,
+    done: bool,
+}
+
+/// How long an idle spout waits before calling `next_tuple` again (unless woken).
+const IDLE_WAIT: Duration = Duration::from_millis(1);
+
+/// Longest wait for control messages when nothing else is due.
+const MAX_WAIT: Duration = Duration::from_millis(100);
+
+impl SpoutExecutor {
+    fn count_error(&mut self, what: &str, text: &str) {
+        self.core.out.counts.errors += 1;
+        let n = self.core.out.counts.errors;
+        if worth_logging(n) {
+            tracing::warn!(
+                component = %self.ctx.component,
+                task = self.ctx.task,
+                errors = n,
+                "Spout `{what}` failed: {text}"
+            );
+        }
+    }
+
+    fn call_ack(&mut self, id: MsgId) {
+        let spout = &mut self.spout;
+        if let Err(p) = catch_unwind(AssertUnwindSafe(|| spout.ack(id))) {
+            self.count_error("ack", &panic_text(&*p));
+        }
+    }
+
+    fn call_fail(&mut self, id: MsgId, st: &mut State) {
+        st.done = false;
+        let spout = &mut self.spout;
+        if let Err(p) = catch_unwind(AssertUnwindSafe(|| spout.fail(id))) {
+            self.count_error("fail", &panic_text(&*p));
+        }
+    }
+
+    fn set_active(&mut self, on: bool, st: &mut State) {
+        if st.active == on {
+            return;
+        }
+        st.active = on;
+        let spout = &mut self.spout;
+        let r = catch_unwind(AssertUnwindSafe(|| {
+            if on {
+                spout.activate()
+            } else {
+                spout.deactivate()
+            }
+        }));
+        if let Err(p) = r {
+            self.count_error(if on { "activate" } else { "deactivate" }, &panic_text(&*p));
+        }
+    }
+
+    fn handle(&mut self, msg: SpoutMsg, st: &mut State) {
+        match msg {
+            SpoutMsg::Acked(roots) => {
+                for r in roots {
+                    if let Some(id) = self.core.pending.remove(r) {
+                        self.core.out.counts.acked += 1;
+                        self.call_ack(id);
+                    }
+                }
+            }
+            SpoutMsg::Failed(roots) => {
+                for r in roots {
+                    if let Some(id) = self.core.pending.remove(r) {
+                        self.core.out.counts.failed += 1;
+                        self.core.out.counts.failed_by.explicit += 1;
+                        self.call_fail(id, st);
+                    }
+                }
+            }
+            SpoutMsg::Activate if !st.stopping => self.set_active(true, st),
+            SpoutMsg::Activate => {}
+            SpoutMsg::Deactivate => self.set_active(false, st),
+            SpoutMsg::Stop => {
+                st.stopping = true;
+                self.set_active(false, st);
+            }
+            SpoutMsg::Wake => {}
+        }
+    }
+
+    /// Runs the task to its end; returns its counts.
+    pub(crate) fn run(mut self) -> Counts {
+        let mut st = State {
+            active: false,
+            stopping: false,
+            done: false,
+        };
+        let spout = &mut self.spout;
+        let ctx = &self.ctx;
+        match catch_unwind(AssertUnwindSafe(|| spout.open(ctx))) {
+            Ok(Ok(())) => self.set_active(true, &mut st),
+            Ok(Err(e)) => self.broken(&e.to_string()),
+            Err(p) => self.broken(&panic_text(&*p)),
+        }
+        let mut expired = Vec::new();
+        loop {
+            let now = Instant::now();
+            self.core.now = now;
+            while let Ok(msg) = self.ctl.try_recv() {
+                self.handle(msg, &mut st);
+            }
+            for id in std::mem::take(&mut self.core.ack_now) {
+                self.core.out.counts.acked += 1;
+                self.call_ack(id);
+            }
+            self.core.pending.expire(now, &mut expired);
+            for id in expired.drain(..) {
+                self.core.out.counts.failed += 1;
+                self.core.out.counts.failed_by.timeout += 1;
+                self.call_fail(id, &mut st);
+            }
+            let pending = self.core.pending.len();
+            if (st.stopping || st.done) && pending == 0 && self.core.ack_now.is_empty() {
+                break;
+            }
+            let room = self.max_pending.is_none_or(|m| pending < m);
+            if st.active && !st.done && room {
+                let spout = &mut self.spout;
+                let core = &mut self.core;
+                let r = catch_unwind(AssertUnwindSafe(|| {
+                    spout.next_tuple(&mut SpoutOutput { inner: core })
+                }));
+                let idle = match r {
+                    Ok(Ok(Poll::Ready)) => false,
+                    Ok(Ok(Poll::Idle)) => true,
+                    Ok(Ok(Poll::Done)) => {
+                        st.done = true;
+                        false
+                    }
+                    Ok(Err(e)) => {
+                        self.count_error("next_tuple", &e.to_string());
+                        true
+                    }
+                    Err(p) => {
+                        self.count_error("next_tuple", &panic_text(&*p));
+                        true
+                    }
+                };
+                if idle {
+                    self.core.out.flush_all(now);
+                    if let Ok(msg) = self.ctl.recv_timeout(IDLE_WAIT) {
+                        self.handle(msg, &mut st);
+                    }
+                } else {
+                    self.core.out.maybe_flush(now);
+                }
+            } else {
+                self.core.out.flush_all(now);
+                let wait = self
+                    .core
+                    .pending
+                    .next_deadline()
+                    .map_or(MAX_WAIT, |d| d.saturating_duration_since(now))
+                    .min(MAX_WAIT);
+                match self.ctl.recv_timeout(wait) {
+                    Ok(msg) => self.handle(msg, &mut st),
+                    Err(RecvTimeoutError::Timeout) => {}
+                    Err(RecvTimeoutError::Disconnected) => st.stopping = true,
+                }
+            }
+        }
+        self.core.out.end_stream();
+        let spout = &mut self.spout;
+        if let Err(p) = catch_unwind(AssertUnwindSafe(|| spout.close())) {
+            self.count_error("close", &panic_text(&*p));
+        }
+        self.core.out.flush_all(Instant::now());
+        self.core.out.counts
+    }
+
+    /// `open` failed: record it, stop the topology, and end this task's stream.
+    fn broken(&mut self, text: &str) {
+        let message = format!(
+            "spout `{}` task {} failed to open: {text}",
+            self.ctx.component, self.ctx.task
+        );
+        tracing::error!(component = %self.ctx.component, task = self.ctx.task, "{message}");
+        self.core.out.counts.errors += 1;
+        if let Ok(mut e) = self.errors.lock() {
+            e.push(message);
+        }
+        self.stop.stop();
+    }
+}

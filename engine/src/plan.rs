@@ -1,0 +1,157 @@
+//! The physical plan: every task of a topology, its id, and the worker that runs it.
+//!
+//! Task ids follow Storm: from 1, in component order (spouts first, then bolts, as in
+//! [`Topology::components`]), each component's tasks consecutive; acker tasks come after
+//! every component task. Tasks are spread over the workers round-robin in task-id order,
+//! so each component's tasks land on different workers; acker `i` runs in worker
+//! `i % workers`. The plan is a pure function of the topology: every process that plans
+//! the same topology gets the same plan.
+
+use serde::Serialize;
+use topo_dsl::{ComponentIdx, Topology};
+
+use crate::tuple::TaskId;
+
+/// What a task runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskRole {
+    /// Task `index` of the component at this index of [`Topology::components`].
+    Component(ComponentIdx),
+    /// An acker (a system task).
+    Acker,
+}
+
+/// One task of the plan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct TaskSlot {
+    /// Its id, unique in the topology.
+    pub id: TaskId,
+    /// What it runs.
+    pub role: TaskRole,
+    /// Its index among its component's tasks (or among the ackers), from 0.
+    pub index: usize,
+    /// The worker it runs in, `0..workers`.
+    pub worker: usize,
+}
+
+/// Every task of a topology, placed in workers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PhysicalPlan {
+    workers: usize,
+    tasks: Vec<TaskSlot>,
+    component_tasks: Vec<Vec<TaskId>>,
+    ackers: Vec<TaskId>,
+}
+
+impl PhysicalPlan {
+    /// Plans `topology` over its `workers` setting.
+    pub fn new(topology: &Topology) -> Self {
+        let settings = topology.settings();
+        let workers = settings.workers.max(1);
+        let mut tasks = Vec::with_capacity(topology.task_count() + settings.ackers);
+        let mut component_tasks = Vec::with_capacity(topology.components().len());
+        for (c, component) in topology.components().iter().enumerate() {
+            let mut ids = Vec::with_capacity(component.parallelism);
+            for index in 0..component.parallelism {
+                let id = tasks.len() as TaskId + 1;
+                tasks.push(TaskSlot {
+                    id,
+                    role: TaskRole::Component(c),
+                    index,
+                    worker: tasks.len() % workers,
+                });
+                ids.push(id);
+            }
+            component_tasks.push(ids);
+        }
+        let ackers = if settings.acking { settings.ackers } else { 0 };
+        let mut acker_ids = Vec::with_capacity(ackers);
+        for index in 0..ackers {
+            let id = tasks.len() as TaskId + 1;
+            tasks.push(TaskSlot {
+                id,
+                role: TaskRole::Acker,
+                index,
+                worker: index % workers,
+            });
+            acker_ids.push(id);
+        }
+        PhysicalPlan {
+            workers,
+            tasks,
+            component_tasks,
+            ackers: acker_ids,
+        }
+    }
+
+    /// Number of workers.
+    pub fn workers(&self) -> usize {
+        self.workers
+    }
+
+    /// Every task, by id (task `id` is at index `id - 1`).
+    pub fn tasks(&self) -> &[TaskSlot] {
+        &self.tasks
+    }
+
+    /// The task with id `id`.
+    pub fn task(&self, id: TaskId) -> Option<&TaskSlot> {
+        (id as usize).checked_sub(1).and_then(|i| self.tasks.get(i))
+    }
+
+    /// The task ids of component `c`.
+    pub fn component_tasks(&self, c: ComponentIdx) -> &[TaskId] {
+        self.component_tasks.get(c).map_or(&[], Vec::as_slice)
+    }
+
+    /// The task ids of every component, by component index.
+    pub fn all_component_tasks(&self) -> &[Vec<TaskId>] {
+        &self.component_tasks
+    }
+
+    /// The acker task ids (empty with acking off).
+    pub fn ackers(&self) -> &[TaskId] {
+        &self.ackers
+    }
+
+    /// The worker task `id` runs in.
+    pub fn worker_of(&self, id: TaskId) -> Option<usize> {
+        self.task(id).map(|t| t.worker)
+    }
+
+    /// The tasks of worker `w`.
+    pub fn worker_tasks(&self, w: usize) -> impl Iterator<Item = &TaskSlot> + '_ {
+        self.tasks.iter().filter(move |t| t.worker == w)
+    }
+
+    /// The acker that tracks the tree of `root` (a tuple tree's random root id).
+    pub fn acker_for(&self, root: u64) -> Option<TaskId> {
+        match self.ackers.len() {
+            0 => None,
+            n => Some(self.ackers[(root % n as u64) as usize]),
+        }
+    }
+}
+
+impl PhysicalPlan {
+    /// The plan as text, one line per worker, naming each task's component:
+    /// `worker 0: 1 sentences[0], 3 split[1], 7 __acker[0]`.
+    pub fn render(&self, topology: &Topology) -> String {
+        let mut out = String::new();
+        for w in 0..self.workers {
+            let names: Vec<String> = self
+                .worker_tasks(w)
+                .map(|t| match t.role {
+                    TaskRole::Component(c) => {
+                        let id = topology.components().get(c).map_or("?", |c| c.id.as_str());
+                        format!("{} {id}[{}]", t.id, t.index)
+                    }
+                    TaskRole::Acker => format!("{} __acker[{}]", t.id, t.index),
+                })
+                .collect();
+            out.push_str(&format!("worker {w}: {}\n", names.join(", ")));
+        }
+        out
+    }
+}

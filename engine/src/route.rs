@@ -1,0 +1,129 @@
+//! The messages between tasks and the seam where a task in another worker plugs in.
+//!
+//! Every executor sends through a [`Route`] per destination task: a local queue for a
+//! task of the same worker (tuples move, never serialized) or a [`RemoteSender`] that the
+//! transport provides for a task in another worker. Three kinds of inbox exist:
+//! - a bolt's data inbox ([`Inbound`]): bounded, so a slow bolt slows its producers;
+//! - an acker's inbox ([`AckerMsg`] batches) and a spout's control inbox ([`SpoutMsg`]):
+//!   unbounded, so acking never blocks a sender (they are bounded in practice by
+//!   `max_spout_pending` and the data queues).
+
+use std::sync::Arc;
+
+use crossbeam_channel::Sender;
+use serde::{Deserialize, Serialize};
+
+use crate::tuple::{TaskId, Tuple};
+
+/// What a bolt task receives.
+#[derive(Debug)]
+pub enum Inbound {
+    /// Tuples, in the order their producer emitted them.
+    Batch(Vec<Tuple>),
+    /// The upstream task with this id will send nothing more.
+    Eos(TaskId),
+    /// Someone called the bolt's [`crate::Notifier`].
+    Wake,
+}
+
+/// A message to an acker task about one tuple tree (identified by its random root id).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AckerMsg {
+    /// A spout task emitted a tracked tuple: the XOR of its edge ids.
+    Init {
+        /// The tree's root id.
+        root: u64,
+        /// XOR of the ids of the tuples the spout sent.
+        xor: u64,
+        /// The spout task to tell when the tree completes or fails.
+        spout: TaskId,
+    },
+    /// Ids created and acked in the tree, XORed together.
+    Xor {
+        /// The tree's root id.
+        root: u64,
+        /// The XOR to apply.
+        xor: u64,
+    },
+    /// A bolt failed a tuple of the tree: fail the whole tree now.
+    Fail {
+        /// The tree's root id.
+        root: u64,
+    },
+}
+
+/// What an acker task receives.
+#[derive(Debug)]
+pub enum AckerIn {
+    /// Messages from one sender, in order.
+    Batch(Vec<AckerMsg>),
+    /// Stop (every component task has stopped).
+    Stop,
+}
+
+/// What a spout task receives besides time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SpoutMsg {
+    /// These trees (root ids) completed.
+    Acked(Vec<u64>),
+    /// These trees failed.
+    Failed(Vec<u64>),
+    /// Start calling `next_tuple` again.
+    Activate,
+    /// Stop calling `next_tuple`.
+    Deactivate,
+    /// Deactivate, drain pending trees (bounded by the message timeout), then end the
+    /// stream.
+    Stop,
+    /// Someone called the spout's [`crate::Notifier`].
+    Wake,
+}
+
+/// The destination task is gone (its worker stopped).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("task {0} is gone")]
+pub struct Gone(pub TaskId);
+
+/// Sends messages to tasks of another worker. The transport implements it; `send` of
+/// [`Inbound`] data may block for flow control (credits), the other kinds must not.
+pub trait RemoteSender<T>: Send + Sync {
+    /// Sends `msg` to task `to`.
+    fn send(&self, to: TaskId, msg: T) -> Result<(), Gone>;
+}
+
+/// How an executor reaches one destination task.
+pub enum Route<T> {
+    /// A task of this worker: its queue.
+    Local(Sender<T>),
+    /// A task of another worker.
+    Remote(Arc<dyn RemoteSender<T>>),
+}
+
+impl<T> Clone for Route<T> {
+    fn clone(&self) -> Self {
+        match self {
+            Route::Local(s) => Route::Local(s.clone()),
+            Route::Remote(r) => Route::Remote(Arc::clone(r)),
+        }
+    }
+}
+
+impl<T> std::fmt::Debug for Route<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Route::Local(_) => f.write_str("Route::Local"),
+            Route::Remote(_) => f.write_str("Route::Remote"),
+        }
+    }
+}
+
+impl<T> Route<T> {
+    /// Sends `msg` to task `to`; blocks while a bounded local queue is full.
+    #[inline]
+    pub fn send(&self, to: TaskId, msg: T) -> Result<(), Gone> {
+        match self {
+            Route::Local(s) => s.send(msg).map_err(|_| Gone(to)),
+            Route::Remote(r) => r.send(to, msg),
+        }
+    }
+}

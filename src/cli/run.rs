@@ -1,0 +1,141 @@
+//! `topo run FILE`: runs a topology in this process until it ends, is stopped, or its
+//! time is up, then prints a per-component summary.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Args;
+use topo_engine::{Registry, RunOptions};
+
+use super::{EXIT_INVALID, EXIT_OK, EXIT_USAGE};
+
+/// Arguments of `topo run`.
+#[derive(Debug, Args)]
+pub(crate) struct RunArgs {
+    /// The `*.topo.toml` file.
+    file: PathBuf,
+    /// Stop after this long (`500ms`, `30s`, `2m`, `1h`): spouts are deactivated and
+    /// in-flight trees drain, as on Ctrl-C.
+    #[arg(long = "for", value_name = "DURATION", value_parser = parse_duration)]
+    run_for: Option<Duration>,
+    /// Print the summary as one JSON object instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Print the physical plan (which task runs in which worker) and exit.
+    #[arg(long)]
+    plan: bool,
+}
+
+/// Parses `500ms`, `30s`, `2m`, `1h` (a decimal number and a unit).
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
+    let bad =
+        || format!("invalid duration `{text}`: use a number and a unit, like 500ms, 30s, 2m or 1h");
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .ok_or_else(bad)?;
+    let (number, unit) = text.split_at(split);
+    let number: f64 = number.parse().map_err(|_| bad())?;
+    let secs = match unit {
+        "ms" => number / 1000.0,
+        "s" => number,
+        "m" => number * 60.0,
+        "h" => number * 3600.0,
+        _ => return Err(bad()),
+    };
+    Duration::try_from_secs_f64(secs).map_err(|_| bad())
+}
+
+/// Runs `topo run`; returns the exit code.
+pub(crate) fn run(registry: &Registry, args: RunArgs) -> i32 {
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .try_init();
+    let topology = match super::load_file(&args.file, registry) {
+        Ok(t) => Arc::new(t),
+        Err(code) => return code,
+    };
+    if args.plan {
+        print!(
+            "{}",
+            topo_engine::PhysicalPlan::new(&topology).render(&topology)
+        );
+        return EXIT_OK;
+    }
+    let base_dir = args
+        .file
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+    let options = RunOptions {
+        base_dir,
+        ..RunOptions::default()
+    };
+    let running = match topo_engine::start(Arc::clone(&topology), registry, options) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_INVALID;
+        }
+    };
+    let stop = running.stop_handle();
+    let installed = topo_engine::signal::on_shutdown_signal(move |n| {
+        if n == 1 {
+            eprintln!("Stopping: draining in-flight tuples (press Ctrl-C again to quit now).");
+            stop.stop();
+        } else {
+            std::process::exit(130);
+        }
+    });
+    if let Err(e) = installed {
+        tracing::warn!(error = %e, "Cannot handle Ctrl-C; stop with --for.");
+    }
+    if let Some(d) = args.run_for {
+        if !running.wait_timeout(d) {
+            running.stop();
+        }
+    }
+    let summary = running.wait();
+    if args.json {
+        match serde_json::to_string(&summary) {
+            Ok(j) => println!("{j}"),
+            Err(e) => {
+                eprintln!("error: cannot write the summary: {e}");
+                return EXIT_USAGE;
+            }
+        }
+    } else {
+        println!("{summary}");
+    }
+    if summary.errors.is_empty() {
+        EXIT_OK
+    } else {
+        for e in &summary.errors {
+            eprintln!("error: {e}");
+        }
+        EXIT_USAGE
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_take_a_unit() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1.5h"), Ok(Duration::from_secs(5400)));
+        assert_eq!(
+            parse_duration("30"),
+            Err("invalid duration `30`: use a number and a unit, like 500ms, 30s, 2m or 1h".into())
+        );
+        assert!(parse_duration("5 s").is_err());
+        assert!(parse_duration("ms").is_err());
+    }
+}
