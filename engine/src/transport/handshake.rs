@@ -542,6 +542,41 @@ mod tests {
         );
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_peer_times_out_the_handshake() {
+        let (ours, theirs) = tokio::io::duplex(1024);
+        let (r, w) = tokio::io::split(ours);
+        let mut reader = FramedRead::new(r, FrameCodec::new(256));
+        let mut writer = FramedWrite::new(w, FrameCodec::new(256));
+        let timeout = std::time::Duration::from_secs(5);
+        let started = tokio::time::Instant::now();
+        let (result, claimed) = accept_within(id(2, b"s"), timeout, &mut reader, &mut writer).await;
+        assert!(matches!(result, Err(HandshakeError::TimedOut)));
+        assert_eq!(
+            result.map_err(|e| e.to_string()),
+            Err("handshake timed out".into())
+        );
+        assert_eq!(claimed, None);
+        assert_eq!(started.elapsed(), timeout);
+        drop(theirs);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_peer_that_stops_after_hello_is_timed_out_and_named() {
+        let (ours, theirs) = tokio::io::duplex(1024);
+        let (r, w) = tokio::io::split(ours);
+        let mut reader = FramedRead::new(r, FrameCodec::new(256));
+        let mut writer = FramedWrite::new(w, FrameCodec::new(256));
+        let (_, hello) = Handshake::dial(id(1, b"s"), 2, [1; NONCE_LEN]);
+        let (_their_r, their_w) = tokio::io::split(theirs);
+        let mut their_writer = FramedWrite::new(their_w, FrameCodec::new(256));
+        their_writer.send(hello).await.expect("hello sent");
+        let timeout = std::time::Duration::from_secs(5);
+        let (result, claimed) = accept_within(id(2, b"s"), timeout, &mut reader, &mut writer).await;
+        assert!(matches!(result, Err(HandshakeError::TimedOut)));
+        assert_eq!(claimed, Some(1));
+    }
+
     #[test]
     fn reflected_answer_is_rejected() {
         // The acceptor's own answer, sent back to it, must not authenticate the dialer.
