@@ -11,6 +11,8 @@
 //!   remote transport plugs into; [`acker`]: Storm's XOR tree tracking.
 //! - [`summary`]: per-task counts and the run summary; [`signal`]: Ctrl-C and SIGTERM.
 //! - [`transport`]: frames and authenticated, credit-limited TCP connections between workers.
+//! - [`wire`]: the runtime's messages as transport payloads (tuple batches, acker and
+//!   control messages).
 //! - `executor` (private): the spout, bolt and acker executor threads.
 //!
 //! # Example
@@ -73,6 +75,7 @@ pub mod summary;
 pub mod transport;
 pub mod tuple;
 pub mod value;
+pub mod wire;
 
 pub use component::{
     Bolt, BoltOutput, Error, Notifier, Poll, Result, Spout, SpoutOutput, TaskContext,
