@@ -66,6 +66,7 @@ pub mod acker;
 pub mod component;
 mod executor;
 pub mod grouping;
+pub mod launcher;
 pub mod plan;
 pub mod registry;
 pub mod route;
@@ -76,6 +77,7 @@ pub mod transport;
 pub mod tuple;
 pub mod value;
 pub mod wire;
+pub mod worker;
 
 pub use component::{
     Bolt, BoltOutput, Error, Notifier, Poll, Result, Spout, SpoutOutput, TaskContext,
