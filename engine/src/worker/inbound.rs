@@ -30,6 +30,9 @@ struct Dispatch {
     waiting: Vec<Waiting>,
     remote: Arc<Remote>,
     seen_up: Vec<bool>,
+    /// (task, upstream task) of every end-of-stream delivered: peers send them again
+    /// after any reconnect, and a bolt must count each upstream task's end once.
+    eos_seen: std::collections::HashSet<(u32, u32)>,
     worker: usize,
     bad: u64,
 }
@@ -63,6 +66,7 @@ pub(crate) fn spawn(
         waiting: (0..n).map(|_| VecDeque::new()).collect(),
         remote,
         seen_up: vec![false; workers],
+        eos_seen: Default::default(),
         worker,
         bad: 0,
     };
@@ -110,6 +114,11 @@ impl Dispatch {
                     Ok(m) => m,
                     Err(e) => return self.malformed(from, &e),
                 };
+                if let Inbound::Eos(up) = msg {
+                    if !self.eos_seen.insert((dest_task, up)) {
+                        return;
+                    }
+                }
                 let t = dest_task as usize;
                 let Some(Some(tx)) = self.data.get(t) else {
                     tracing::warn!(

@@ -7,8 +7,9 @@
 //! the spouts, what comes after goes to the new worker. Acker and control messages never
 //! wait: while the peer is away they are dropped, and the trees they concern time out.
 //!
-//! Every end-of-stream sent is remembered, and sent again when a restarted worker
-//! connects: its new tasks must still see the end of every upstream stream.
+//! Every end-of-stream sent is remembered, and sent again whenever a worker reconnects:
+//! if it restarted, its new tasks must still see the end of every upstream stream; if it
+//! only reconnected, its inbound side drops the ones it already delivered.
 
 use std::sync::Mutex;
 use std::time::Duration;
