@@ -12,7 +12,7 @@
 //! - [`summary`]: per-task counts and the run summary; [`signal`]: Ctrl-C and SIGTERM.
 //! - [`transport`]: frames and authenticated, credit-limited TCP connections between workers.
 //! - [`wire`]: the runtime's messages as transport payloads (tuple batches, acker and
-//!   control messages).
+//!   control messages); [`worker`]: a worker's bridge between runtime and transport.
 //! - `executor` (private): the spout, bolt and acker executor threads.
 //!
 //! # Example
@@ -76,6 +76,7 @@ pub mod transport;
 pub mod tuple;
 pub mod value;
 pub mod wire;
+pub mod worker;
 
 pub use component::{
     Bolt, BoltOutput, Error, Notifier, Poll, Result, Spout, SpoutOutput, TaskContext,
