@@ -207,13 +207,13 @@ mod tests {
             .expect_err("bad condition");
         assert_eq!(
             err[0].message,
-            "\"where\": expected a value, found the end at column 8 of \"count >\""
+            "expected a value, found the end at column 8 of \"count >\"\nin `where`"
         );
         let err =
             parse_config::<MapConfig>(&table("fields = ['upper(word)']")).expect_err("unnamed");
         assert_eq!(
             err[0].message,
-            "\"fields\": a computed value needs a name: write `upper(word) as NAME` at column 1 of \"upper(word)\""
+            "a computed value needs a name: write `upper(word) as NAME` at column 1 of \"upper(word)\"\nin `fields`"
         );
     }
 }

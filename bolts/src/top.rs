@@ -213,7 +213,7 @@ mod tests {
         let err = topo_dsl::parse_config::<Config>(&table).expect_err("zero");
         assert_eq!(
             err[0].message,
-            "invalid value for \"window_secs\": expected a nonzero u64, found integer `0`"
+            "invalid value: integer `0`, expected a nonzero u64\nin `window_secs`"
         );
     }
 }

@@ -396,7 +396,7 @@ mod tests {
     fn an_empty_command_is_a_config_error() {
         assert_eq!(
             config("command = []").expect_err("empty"),
-            "\"command\": `command` needs at least the program, e.g. [\"python3\", \"bolt.py\"]"
+            "`command` needs at least the program, e.g. [\"python3\", \"bolt.py\"]\nin `command`"
         );
         assert_eq!(
             config("command = ['x']\noutputs = ['a']\ndirect = ['b']").expect_err("undeclared"),
@@ -408,6 +408,6 @@ mod tests {
         );
         assert!(config("command = ['x']\nheartbeat = 3")
             .expect_err("unknown key")
-            .starts_with("unknown key \"heartbeat\""));
+            .starts_with("unknown field `heartbeat`"));
     }
 }
