@@ -33,6 +33,6 @@ pub use component::{
 pub use plan::PhysicalPlan;
 pub use registry::Registry;
 pub use runtime::{start, RunOptions, RunningTopology, StartError, StopHandle};
-pub use summary::{ComponentSummary, Counts, FailReasons, RunSummary, TaskSummary};
+pub use summary::{ComponentSummary, Counts, FailReasons, Latency, RunSummary, TaskSummary};
 pub use tuple::{MsgId, StreamInfo, TaskId, Tuple, Values};
 pub use value::Value;
