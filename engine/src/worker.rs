@@ -55,15 +55,17 @@ impl RemoteSender<AckerIn> for Peers {
         let AckerIn::Batch(msgs) = msg else {
             return Ok(());
         };
-        let bytes = wire::encode_acker(to, &msgs).map_err(|_| Gone(to))?;
-        self.sender(to)?.send_acker(bytes).map_err(|_| Gone(to))
+        let bytes = wire::encode_acker(&msgs).map_err(|_| Gone(to))?;
+        self.sender(to)?.send_acker(to, bytes).map_err(|_| Gone(to))
     }
 }
 
 impl RemoteSender<SpoutMsg> for Peers {
     fn send(&self, to: TaskId, msg: SpoutMsg) -> Result<(), Gone> {
-        let bytes = wire::encode_control(to, &msg).map_err(|_| Gone(to))?;
-        self.sender(to)?.send_control(bytes).map_err(|_| Gone(to))
+        let bytes = wire::encode_control(&msg).map_err(|_| Gone(to))?;
+        self.sender(to)?
+            .send_control(to, bytes)
+            .map_err(|_| Gone(to))
     }
 }
 
@@ -98,9 +100,9 @@ struct Dispatcher {
 }
 
 impl Dispatcher {
-    fn handle(&mut self, msg: transport::Inbound) {
+    fn handle(&mut self, msg: transport::Delivery) {
         match msg {
-            transport::Inbound::Data {
+            transport::Delivery::Data {
                 from,
                 dest_task,
                 payload,
@@ -109,8 +111,12 @@ impl Dispatcher {
                 Ok(m) => self.deliver(dest_task, m, grant),
                 Err(e) => tracing::warn!(peer = from, error = %e, "Dropped a data frame."),
             },
-            transport::Inbound::Acker { from, payload } => match wire::decode_acker(&payload) {
-                Ok((to, msgs)) => match self.ackers.get(&to) {
+            transport::Delivery::Acker {
+                from,
+                dest_task: to,
+                payload,
+            } => match wire::decode_acker(&payload) {
+                Ok(msgs) => match self.ackers.get(&to) {
                     Some(tx) => {
                         let _ = tx.send(AckerIn::Batch(msgs));
                     }
@@ -120,8 +126,12 @@ impl Dispatcher {
                 },
                 Err(e) => tracing::warn!(peer = from, error = %e, "Dropped an acker frame."),
             },
-            transport::Inbound::Control { from, payload } => match wire::decode_control(&payload) {
-                Ok((to, m)) => match self.spouts.get(&to) {
+            transport::Delivery::Control {
+                from,
+                dest_task: to,
+                payload,
+            } => match wire::decode_control(&payload) {
+                Ok(m) => match self.spouts.get(&to) {
                     Some(tx) => {
                         let _ = tx.send(m);
                     }
@@ -131,8 +141,8 @@ impl Dispatcher {
                 },
                 Err(e) => tracing::warn!(peer = from, error = %e, "Dropped a control frame."),
             },
-            transport::Inbound::PeerUp { peer } => tracing::info!(peer, "Peer connected."),
-            transport::Inbound::PeerDown { peer } => tracing::warn!(peer, "Peer disconnected."),
+            transport::Delivery::PeerUp { peer } => tracing::info!(peer, "Peer connected."),
+            transport::Delivery::PeerDown { peer } => tracing::warn!(peer, "Peer disconnected."),
         }
     }
 
@@ -179,7 +189,7 @@ impl Dispatcher {
 /// Starts a thread that delivers what peers send (`inbound`, from [`Transport::start`])
 /// into `inboxes`; it ends when the transport shuts down.
 pub fn dispatch(
-    inbound: Receiver<transport::Inbound>,
+    inbound: Receiver<transport::Delivery>,
     inboxes: &Inboxes,
     topology: Arc<Topology>,
 ) -> std::io::Result<JoinHandle<()>> {
