@@ -68,7 +68,7 @@ fn attacks() -> Vec<(&'static str, Vec<u8>, bool)> {
             x as u8
         })
         .collect();
-    let fingerprint = topo_engine::worker::fingerprint(TOPOLOGY, 3);
+    let fingerprint = topo_engine::launcher::worker::fingerprint(TOPOLOGY, 3);
     let mut truncated = 100u32.to_be_bytes().to_vec();
     truncated.extend_from_slice(b"only ten b");
     let mut bad_auth = hello(fingerprint, 0);

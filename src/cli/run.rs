@@ -43,7 +43,7 @@ pub(crate) struct PlanArgs {
 
 /// The log filter when `RUST_LOG` is not set: warnings, and the supervisor's and the
 /// workers' info lines (ports, plan, restarts).
-pub(crate) const DEFAULT_LOG: &str = "warn,topo_engine::launcher=info,topo_engine::worker=info";
+pub(crate) const DEFAULT_LOG: &str = "warn,topo_engine::launcher=info";
 
 /// Runs `topo plan`; returns the exit code.
 pub(crate) fn plan(registry: &Registry, args: &PlanArgs) -> i32 {

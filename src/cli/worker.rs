@@ -22,5 +22,5 @@ pub(crate) fn run(registry: Registry, args: &Args) -> i32 {
         )
         .try_init();
     tracing::debug!(index = ?args.index, "Worker process started.");
-    topo_engine::worker::run(&registry)
+    topo_engine::launcher::worker::run(&registry)
 }

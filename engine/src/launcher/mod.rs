@@ -21,6 +21,17 @@
 //! Tuple trees through it fail (by timeout) and their spouts replay them. More than
 //! [`LaunchOptions::max_restarts`] restarts of one worker end the run with an error.
 //! The summary counts what the last incarnation of each worker did.
+//!
+//! # Layout
+//! - this module: the supervisor, [`launch`].
+//! - [`worker`]: the worker process and the control protocol between the two.
+//! - `remote`: the runtime's senders to tasks of other workers (they wait out a
+//!   restarting peer and remember the ends of streams they sent).
+//! - `inbound`: the thread that hands what peers send to the local inboxes.
+
+mod inbound;
+mod remote;
+pub mod worker;
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
@@ -39,7 +50,7 @@ use tracing::{info, warn};
 
 use crate::plan::PhysicalPlan;
 use crate::summary::{ComponentSummary, Counts, RunSummary};
-use crate::worker::{fingerprint, hex, FromWorker, ToWorker};
+use worker::{fingerprint, hex, FromWorker, ToWorker};
 
 /// How to launch the workers.
 #[derive(Debug, Clone)]
@@ -215,7 +226,7 @@ pub fn launch(topology: &Topology, opts: &LaunchOptions) -> Result<RunSummary, L
         sup.kill_all();
     }
     let summaries = result?;
-    let mut summary = merge(&sup.plan, summaries);
+    let mut summary = merge(summaries);
     summary.elapsed_secs = started.elapsed().as_secs_f64();
     Ok(summary)
 }
@@ -467,43 +478,91 @@ impl Supervisor<'_> {
     }
 }
 
-/// One summary from the workers' summaries: each task's counts come from the worker that
-/// ran it.
-fn merge(plan: &PhysicalPlan, summaries: Vec<RunSummary>) -> RunSummary {
-    let mut base = summaries.first().cloned().unwrap_or(RunSummary {
+/// One summary from the workers' summaries (each lists the tasks that ran in it): every
+/// component's tasks from all workers, in task order, and their sums.
+fn merge(summaries: Vec<RunSummary>) -> RunSummary {
+    let mut out = RunSummary {
         topology: String::new(),
         elapsed_secs: 0.0,
         components: Vec::new(),
         errors: Vec::new(),
-    });
-    base.errors = summaries.iter().flat_map(|s| s.errors.clone()).collect();
-    for c in &mut base.components {
-        let mut total = Counts::default();
-        let mut latency = None;
-        let mut samples = 0;
-        for t in &mut c.tasks {
-            let w = plan.worker_of(t.task).unwrap_or(0);
-            t.worker = w;
-            if let Some(theirs) = summaries
-                .get(w)
-                .and_then(|s| s.component(&c.id))
-                .and_then(|cs: &ComponentSummary| cs.tasks.iter().find(|x| x.task == t.task))
-            {
-                t.counts = theirs.counts;
-            }
-            total.add(&t.counts);
-        }
-        // Complete latency: the worker with the most samples speaks for the component.
-        for s in &summaries {
-            if let Some(l) = s.component(&c.id).and_then(|cs| cs.complete_latency) {
-                if l.samples > samples {
-                    samples = l.samples;
-                    latency = Some(l);
+    };
+    for s in summaries {
+        out.topology = s.topology;
+        out.errors.extend(s.errors);
+        for c in s.components {
+            let mine = match out.components.iter_mut().find(|m| m.id == c.id) {
+                Some(m) => m,
+                None => {
+                    out.components.push(ComponentSummary {
+                        id: c.id.clone(),
+                        kind: c.kind.clone(),
+                        total: Counts::default(),
+                        complete_latency: None,
+                        tasks: Vec::new(),
+                    });
+                    out.components.last_mut().expect("just pushed")
+                }
+            };
+            mine.total.add(&c.total);
+            mine.tasks.extend(c.tasks);
+            // Complete latency: the worker with the most samples speaks for the component.
+            if let Some(l) = c.complete_latency {
+                if mine.complete_latency.is_none_or(|m| l.samples > m.samples) {
+                    mine.complete_latency = Some(l);
                 }
             }
         }
-        c.total = total;
-        c.complete_latency = latency;
     }
-    base
+    for c in &mut out.components {
+        c.tasks.sort_by_key(|t| t.task);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::summary::TaskSummary;
+
+    fn summary(tasks: &[(u32, usize, u64)]) -> RunSummary {
+        RunSummary {
+            topology: "t".into(),
+            elapsed_secs: 1.0,
+            components: vec![ComponentSummary {
+                id: "c".into(),
+                kind: "bolt".into(),
+                total: Counts {
+                    executed: tasks.iter().map(|t| t.2).sum(),
+                    ..Counts::default()
+                },
+                complete_latency: None,
+                tasks: tasks
+                    .iter()
+                    .map(|&(task, worker, executed)| TaskSummary {
+                        task,
+                        worker,
+                        counts: Counts {
+                            executed,
+                            ..Counts::default()
+                        },
+                    })
+                    .collect(),
+            }],
+            errors: vec![format!("from {}", tasks[0].1)],
+        }
+    }
+
+    #[test]
+    fn summaries_merge_task_by_task() {
+        let m = merge(vec![
+            summary(&[(1, 0, 5), (3, 0, 7)]),
+            summary(&[(2, 1, 11)]),
+        ]);
+        let c = m.component("c").unwrap();
+        assert_eq!(c.total.executed, 23);
+        let tasks: Vec<(u32, usize)> = c.tasks.iter().map(|t| (t.task, t.worker)).collect();
+        assert_eq!(tasks, [(1, 0), (2, 1), (3, 0)]);
+        assert_eq!(m.errors, ["from 0", "from 1"]);
+    }
 }

@@ -134,7 +134,7 @@ impl RemoteSender<AckerIn> for Remote {
             return Ok(());
         };
         let peer = self.peer(to)?;
-        let Ok(payload) = wire::encode_acker(to, &msgs) else {
+        let Ok(payload) = wire::encode_acker(&msgs) else {
             return Ok(());
         };
         match peer.send_acker(to, payload) {
@@ -148,7 +148,7 @@ impl RemoteSender<AckerIn> for Remote {
 impl RemoteSender<SpoutMsg> for Remote {
     fn send(&self, to: TaskId, msg: SpoutMsg) -> Result<(), Gone> {
         let peer = self.peer(to)?;
-        let payload = match wire::encode_control(to, &msg) {
+        let payload = match wire::encode_control(&msg) {
             Ok(p) => p,
             Err(_) => return Ok(()),
         };

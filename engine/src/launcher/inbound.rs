@@ -144,7 +144,7 @@ impl Dispatch {
                 dest_task,
                 payload,
             } => match wire::decode_acker(&payload) {
-                Ok((_, msgs)) => {
+                Ok(msgs) => {
                     if let Some(Some(tx)) = self.ackers.get(dest_task as usize) {
                         let _ = tx.send(AckerIn::Batch(msgs));
                     }
@@ -156,7 +156,7 @@ impl Dispatch {
                 dest_task,
                 payload,
             } => match wire::decode_control(&payload) {
-                Ok((_, msg)) => {
+                Ok(msg) => {
                     if let Some(Some(tx)) = self.spouts.get(dest_task as usize) {
                         let _ = tx.send(msg);
                     }

@@ -23,12 +23,6 @@
 //! The secret travels on stdin only, never in argv or the environment. EOF on stdin
 //! means the supervisor is gone: the worker exits at once.
 //!
-//! # Layout
-//! - `remote`: the runtime's senders to tasks of other workers.
-//! - `inbound`: the thread that hands what peers send to local inboxes.
-
-mod inbound;
-mod remote;
 
 use std::io::{BufRead, Write};
 use std::net::SocketAddr;
@@ -39,6 +33,7 @@ use std::time::Duration;
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use serde::{Deserialize, Serialize};
 
+use super::{inbound, remote};
 use crate::registry::Registry;
 use crate::runtime::{self, Remotes, RunOptions};
 use crate::summary::RunSummary;
