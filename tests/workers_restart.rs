@@ -15,6 +15,19 @@ const IDS: usize = 4000;
 
 #[test]
 fn a_killed_worker_is_restarted_and_every_id_still_arrives() {
+    lose_worker_1(libc::SIGKILL, "Worker exited; restarting it.");
+}
+
+/// A stopped process neither exits nor heartbeats: after the heartbeat timeout (10 s) the
+/// supervisor kills and replaces it.
+#[test]
+fn a_frozen_worker_is_replaced_and_every_id_still_arrives() {
+    lose_worker_1(libc::SIGSTOP, "Worker stopped heartbeating; restarting it.");
+}
+
+/// Runs the topology, sends `signal` to worker 1 mid-run, checks the restart is logged as
+/// `log` and that every id arrives.
+fn lose_worker_1(signal: i32, log: &str) {
     let dir = tempfile::tempdir().expect("temp dir");
     let pipe = dir.path().join("ids.pipe");
     mkfifo(&pipe);
@@ -63,10 +76,10 @@ inputs = ["relay"]
         || sink_strings(&out, "word").len() >= 100,
     );
 
-    // Kill worker 1 (a relay task, a sink task, an acker) with SIGKILL.
+    // Worker 1 runs a relay task, a sink task and an acker.
     let (victim, _) = workers[1];
     // SAFETY: kill(2) on a worker process this test's topo started.
-    assert_eq!(unsafe { libc::kill(victim, libc::SIGKILL) }, 0);
+    assert_eq!(unsafe { libc::kill(victim, signal) }, 0);
     wait_until(
         "worker 1 was restarted and runs",
         || topo.stderr(),
@@ -85,7 +98,7 @@ inputs = ["relay"]
     let (code, stdout, stderr) = topo.wait();
     assert_eq!(code, 0, "stdout: {stdout}\nstderr: {stderr}");
     assert!(
-        stderr.contains("restarting it"),
+        stderr.contains(log),
         "the restart is logged: {stderr}"
     );
     let got = sink_strings(&out, "word");

@@ -350,13 +350,16 @@ impl Supervisor<'_> {
     fn restart(&mut self, w: usize, why: &str) -> Result<(), LaunchError> {
         let old = &mut self.slots[w];
         let _ = old.child.kill();
-        let status = old.child.wait();
+        let status = old
+            .child
+            .wait()
+            .map_or_else(|e| e.to_string(), |s| s.to_string());
         let restarts = old.restarts + 1;
         let incarnation = old.incarnation + 1;
         warn!(
             worker = w,
             pid = old.pid,
-            ?status,
+            %status,
             restarts,
             "Worker {why}; restarting it."
         );
