@@ -420,11 +420,13 @@ struct ChildResult {
     errors: Vec<String>,
 }
 
-/// A finished child: its result and its peak RSS from `wait4`.
+/// A finished child: its result, its peak RSS and its CPU time (user + system) from
+/// `wait4`.
 #[derive(Debug)]
 struct Run {
     result: ChildResult,
     rss_kib: u64,
+    cpu_secs: f64,
 }
 
 /// The child side: `__bench-child baseline N` or `__bench-child topology W A N RATE`.
@@ -602,7 +604,7 @@ fn spawn(args: &[String]) -> Result<Run, String> {
             .read_to_string(&mut out)
             .map_err(|e| format!("cannot read the child's output: {e}"))?;
     }
-    let (status, rss_kib) = wait4(child.id())?;
+    let (status, rss_kib, cpu_secs) = wait4(child.id())?;
     if status != 0 {
         return Err(format!("child {args:?} exited with status {status}"));
     }
@@ -611,11 +613,16 @@ fn spawn(args: &[String]) -> Result<Run, String> {
         .find_map(|l| l.strip_prefix("RESULT "))
         .ok_or_else(|| format!("child {args:?} printed no RESULT line"))?;
     let result = serde_json::from_str(json).map_err(|e| format!("bad RESULT line: {e}"))?;
-    Ok(Run { result, rss_kib })
+    Ok(Run {
+        result,
+        rss_kib,
+        cpu_secs,
+    })
 }
 
-/// Waits for `pid`; returns its exit status (or 128 + signal) and its `ru_maxrss` (KiB).
-fn wait4(pid: u32) -> Result<(i32, u64), String> {
+/// Waits for `pid`; returns its exit status (or 128 + signal), its `ru_maxrss` (KiB) and
+/// its CPU time in seconds (`ru_utime + ru_stime`, its waited-for children included).
+fn wait4(pid: u32) -> Result<(i32, u64, f64), String> {
     let mut status: libc::c_int = 0;
     // SAFETY: rusage is plain data that wait4 fills; zeroed is a valid value.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
@@ -635,7 +642,12 @@ fn wait4(pid: u32) -> Result<(i32, u64), String> {
     } else {
         128 + libc::WTERMSIG(status)
     };
-    Ok((code, usage.ru_maxrss.max(0) as u64))
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    Ok((
+        code,
+        usage.ru_maxrss.max(0) as u64,
+        secs(usage.ru_utime) + secs(usage.ru_stime),
+    ))
 }
 
 /// Runs `config` once in a child; `rate` > 0 makes it a latency run.
@@ -667,14 +679,18 @@ fn run_config(config: Config, n: u64, rate: f64, multi: bool) -> Result<Run, Str
         .stdout(Stdio::null())
         .spawn()
         .map_err(|e| format!("cannot start topo run: {e}"))?;
-    let (status, rss_kib) = wait4(child.id())?;
+    let (status, rss_kib, cpu_secs) = wait4(child.id())?;
     let secs = t0.elapsed().as_secs_f64();
     if status != 0 {
         return Err(format!("topo run exited with status {status}"));
     }
     let mut result = collect(dir.path())?;
     result.secs = secs;
-    Ok(Run { result, rss_kib })
+    Ok(Run {
+        result,
+        rss_kib,
+        cpu_secs,
+    })
 }
 
 const SKIPPED: &str = "skipped (multi-process workers not built yet)";
@@ -717,6 +733,8 @@ fn percentile(sorted: &[u32], p: f64) -> f64 {
 #[derive(Default)]
 struct Measured {
     words_per_sec: Vec<f64>,
+    /// CPU nanoseconds (all threads, user + system) per word, per run.
+    cpu_ns_per_word: Vec<f64>,
     /// Peak RSS per worker (MiB), max over the runs.
     rss_mib: Vec<(usize, f64)>,
     latency: Option<Latency>,
@@ -803,6 +821,7 @@ fn parent() -> i32 {
             Ok((w, r)) => {
                 eprintln!("  run {rep} baseline: {w:.0} words/s");
                 base.words_per_sec.push(w);
+                base.cpu_ns_per_word.push(cpu_ns(&r));
                 merge_rss(&mut base.rss_mib, rss_of(&r, 1));
             }
             Err(e) => base.errors.push(e),
@@ -817,6 +836,7 @@ fn parent() -> i32 {
                     Ok(w) => {
                         eprintln!("  run {rep} {what}: {w:.0} words/s");
                         m.words_per_sec.push(w);
+                        m.cpu_ns_per_word.push(cpu_ns(&r));
                         merge_rss(&mut m.rss_mib, rss_of(&r, config.workers));
                     }
                     Err(e) => m.errors.push(e),
@@ -872,6 +892,11 @@ fn parent() -> i32 {
     report(&plan, &base, &measured)
 }
 
+/// CPU time per word counted, in nanoseconds.
+fn cpu_ns(run: &Run) -> f64 {
+    run.cpu_secs * 1e9 / run.result.tally.total.max(1) as f64
+}
+
 fn merge_rss(into: &mut Vec<(usize, f64)>, from: Vec<(usize, f64)>) {
     for (w, mib) in from {
         match into.iter_mut().find(|(x, _)| *x == w) {
@@ -897,37 +922,40 @@ fn report(plan: &Plan, base: &Measured, measured: &[(Config, Measured)]) -> i32 
         plan.sentences, plan.reps
     );
     println!(
-        "{:<24} {:>12} {:>12} {:>12} {:>7} {:>14} {:>8} {:>8}",
-        "configuration", "median", "min", "max", "ratio", "RSS MiB/worker", "p50 ms", "p99 ms"
+        "{:<24} {:>12} {:>12} {:>12} {:>7} {:>8} {:>14} {:>8} {:>8}",
+        "configuration",
+        "median",
+        "min",
+        "max",
+        "ratio",
+        "CPU ns/w",
+        "RSS MiB/worker",
+        "p50 ms",
+        "p99 ms"
     );
-    let row = |name: &str, s: &Stats, ratio: f64, rss: &str, lat: Option<&Latency>| {
-        let (p50, p99) = lat.map_or((String::from("-"), String::from("-")), |l| {
-            (format!("{:.2}", l.p50_ms), format!("{:.2}", l.p99_ms))
-        });
+    let row = |name: &str, s: &Stats, ratio: f64, m: &Measured| {
+        let (p50, p99) = m
+            .latency
+            .as_ref()
+            .map_or((String::from("-"), String::from("-")), |l| {
+                (format!("{:.2}", l.p50_ms), format!("{:.2}", l.p99_ms))
+            });
+        let cpu = stats(m.cpu_ns_per_word.clone()).map_or(f64::NAN, |c| c.median);
         println!(
-            "{name:<24} {:>12.0} {:>12.0} {:>12.0} {ratio:>7.3} {rss:>14} {p50:>8} {p99:>8}",
-            s.median, s.min, s.max
+            "{name:<24} {:>12.0} {:>12.0} {:>12.0} {ratio:>7.3} {cpu:>8.1} {:>14} {p50:>8} {p99:>8}",
+            s.median,
+            s.min,
+            s.max,
+            rss_text(&m.rss_mib)
         );
     };
     if let Some(b) = &base_stats {
-        row(
-            "baseline (plain loop)",
-            b,
-            1.0,
-            &rss_text(&base.rss_mib),
-            None,
-        );
+        row("baseline (plain loop)", b, 1.0, base);
     }
     for (config, m) in measured {
         match (&m.skipped, stats(m.words_per_sec.clone()), &base_stats) {
             (Some(why), _, _) => println!("{:<24} {why}", config.label()),
-            (None, Some(s), Some(b)) => row(
-                &config.label(),
-                &s,
-                s.median / b.median,
-                &rss_text(&m.rss_mib),
-                m.latency.as_ref(),
-            ),
+            (None, Some(s), Some(b)) => row(&config.label(), &s, s.median / b.median, m),
             _ => println!("{:<24} no valid run", config.label()),
         }
     }
