@@ -189,3 +189,66 @@ fn word_counts_equal_a_reference_computed_directly() {
     assert_eq!(*latest.lock().unwrap(), expect);
     assert_eq!(summary.counts("sentences").acked, SENTENCES);
 }
+
+#[test]
+fn ctrl_c_drains_in_flight_trees_and_exits_cleanly() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    // The example without its console bolt, unbounded.
+    let text = std::fs::read_to_string(EXAMPLE).unwrap();
+    let text = &text[..text.find("[bolts.print]").unwrap()];
+    let file = dir.path().join("unbounded.topo.toml");
+    std::fs::write(&file, text).unwrap();
+    /// Ends the child even when an assertion fails first.
+    struct Guard(std::process::Child);
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut guard = Guard(
+        Command::new(env!("CARGO_BIN_EXE_topo"))
+            .args(["run", file.to_str().unwrap(), "--json", "--for", "120s"])
+            .env("RUST_LOG", "topo_engine=info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let child = &mut guard.0;
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("Topology started.") {
+        line.clear();
+        assert!(stderr.read_line(&mut line).unwrap() > 0, "topo ended early");
+    }
+    let kill = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let mut rest = String::new();
+    stderr.read_to_string(&mut rest).unwrap();
+    let mut out = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "stderr: {rest}");
+    assert!(
+        rest.contains("Stopping: draining in-flight tuples"),
+        "{rest}"
+    );
+    let summary: Summary = serde_json::from_str(out.trim()).unwrap();
+    let sentences = summary
+        .components
+        .iter()
+        .find(|c| c.id == "sentences")
+        .unwrap();
+    assert_eq!(sentences.acked, sentences.emitted);
+    assert_eq!(sentences.failed, 0);
+}

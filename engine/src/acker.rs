@@ -68,50 +68,59 @@ impl Default for Acker {
 }
 
 impl Acker {
-    fn find(&mut self, root: u64) -> Option<(usize, &mut Entry)> {
-        let i = self.buckets.iter().position(|b| b.contains_key(&root))?;
-        self.buckets[i].get_mut(&root).map(|e| (i, e))
-    }
-
-    fn entry(&mut self, root: u64) -> (usize, &mut Entry) {
-        let i = self
-            .buckets
-            .iter()
-            .position(|b| b.contains_key(&root))
-            .unwrap_or(0);
-        (i, self.buckets[i].entry(root).or_default())
-    }
-
     /// Applies one message; returns the tree's outcome if it completed or failed.
     pub(crate) fn apply(&mut self, msg: AckerMsg) -> Option<Outcome> {
-        let (root, bucket, e) = match msg {
-            AckerMsg::Init { root, xor, spout } => {
-                let (i, e) = self.entry(root);
-                e.xor ^= xor;
-                e.spout = spout;
-                (root, i, *e)
+        let (root, update) = match msg {
+            AckerMsg::Init { root, xor, spout } => (
+                root,
+                Entry {
+                    xor,
+                    spout,
+                    failed: false,
+                },
+            ),
+            AckerMsg::Xor { root, xor } => (
+                root,
+                Entry {
+                    xor,
+                    ..Entry::default()
+                },
+            ),
+            AckerMsg::Fail { root } => (
+                root,
+                Entry {
+                    failed: true,
+                    ..Entry::default()
+                },
+            ),
+        };
+        let merge = |e: &mut Entry| {
+            e.xor ^= update.xor;
+            e.failed |= update.failed;
+            if update.spout != 0 {
+                e.spout = update.spout;
             }
-            AckerMsg::Xor { root, xor } => {
-                let (i, e) = self.entry(root);
-                e.xor ^= xor;
-                (root, i, *e)
+        };
+        // Most messages find their tree in the newest bucket: one lookup.
+        let mut found = None;
+        for (i, bucket) in self.buckets.iter_mut().enumerate() {
+            if let Some(e) = bucket.get_mut(&root) {
+                merge(e);
+                found = Some((i, *e));
+                break;
             }
-            AckerMsg::Fail { root } => match self.find(root) {
-                Some((i, e)) => {
-                    e.failed = true;
-                    (root, i, *e)
-                }
-                None => {
-                    self.buckets[0].insert(
-                        root,
-                        Entry {
-                            failed: true,
-                            ..Entry::default()
-                        },
-                    );
+        }
+        let (bucket, e) = match found {
+            Some(f) => f,
+            None => {
+                let mut e = Entry::default();
+                merge(&mut e);
+                if e.spout == 0 || (!e.failed && e.xor != 0) {
+                    self.buckets[0].insert(root, e);
                     return None;
                 }
-            },
+                (usize::MAX, e)
+            }
         };
         if e.spout == 0 {
             return None;
@@ -129,7 +138,9 @@ impl Acker {
         } else {
             return None;
         };
-        self.buckets[bucket].remove(&root);
+        if let Some(b) = self.buckets.get_mut(bucket) {
+            b.remove(&root);
+        }
         Some(outcome)
     }
 

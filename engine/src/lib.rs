@@ -12,6 +12,53 @@
 //! - [`summary`]: per-task counts and the run summary; [`signal`]: Ctrl-C and SIGTERM.
 //! - [`transport`]: frames and authenticated, credit-limited TCP connections between workers.
 //! - `executor` (private): the spout, bolt and acker executor threads.
+//!
+//! # Example
+//! A spout of three numbers and a bolt that doubles them, run to completion:
+//! ```
+//! use std::sync::Arc;
+//! use topo_dsl::{StreamDecl, Topology};
+//! use topo_engine::{Bolt, BoltOutput, Poll, Registry, Result, Spout, SpoutOutput, Tuple};
+//!
+//! #[derive(serde::Deserialize)]
+//! struct NoConfig {}
+//!
+//! struct Three(i64);
+//! impl Spout for Three {
+//!     fn next_tuple(&mut self, out: &mut SpoutOutput<'_>) -> Result<Poll> {
+//!         if self.0 == 3 { return Ok(Poll::Done) }
+//!         self.0 += 1;
+//!         out.emit_id(self.0 as u64, [self.0]);
+//!         Ok(Poll::Ready)
+//!     }
+//! }
+//!
+//! struct Double;
+//! impl Bolt for Double {
+//!     fn execute(&mut self, input: &Tuple, out: &mut BoltOutput<'_>) -> Result<()> {
+//!         let n = input.get(0).and_then(|v| v.as_int()).ok_or("not a number")?;
+//!         out.emit([n * 2]);
+//!         Ok(())
+//!     }
+//! }
+//!
+//! let mut registry = Registry::new();
+//! registry.spout("three", "1, 2, 3", |_: &NoConfig| vec![StreamDecl::default_stream(["n"])],
+//!     |_| Ok(Three(0)));
+//! registry.bolt("double", "n * 2", |_: &NoConfig| vec![StreamDecl::default_stream(["n"])],
+//!     |_| Ok(Double));
+//! let topology = Topology::builder("doubles")
+//!     .spout("numbers", "three")
+//!     .bolt("double", "double").shuffle("numbers")
+//!     .build(&registry)
+//!     .unwrap();
+//! let summary = topo_engine::start(Arc::new(topology), &registry, Default::default())
+//!     .unwrap()
+//!     .wait();
+//! assert_eq!(summary.counts("double").emitted, 3);
+//! assert_eq!(summary.counts("numbers").acked, 3);
+//! println!("{summary}");
+//! ```
 
 pub mod acker;
 pub mod component;
@@ -33,6 +80,6 @@ pub use component::{
 pub use plan::PhysicalPlan;
 pub use registry::Registry;
 pub use runtime::{start, RunOptions, RunningTopology, StartError, StopHandle};
-pub use summary::{ComponentSummary, Counts, FailReasons, RunSummary, TaskSummary};
+pub use summary::{ComponentSummary, Counts, FailReasons, Latency, RunSummary, TaskSummary};
 pub use tuple::{MsgId, StreamInfo, TaskId, Tuple, Values};
 pub use value::Value;

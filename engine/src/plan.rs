@@ -155,3 +155,55 @@ impl PhysicalPlan {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use topo_dsl::{Catalog, ComponentType, ConfigIssue, Kind, StreamDecl};
+
+    struct Any(Kind);
+    impl ComponentType for Any {
+        fn kind(&self) -> Kind {
+            self.0
+        }
+        fn description(&self) -> &str {
+            ""
+        }
+        fn configure(&self, _: &toml::Table) -> Result<Vec<StreamDecl>, Vec<ConfigIssue>> {
+            Ok(vec![StreamDecl::default_stream(["x"])])
+        }
+    }
+    struct Types;
+    impl Catalog for Types {
+        fn component_type(&self, name: &str) -> Option<&dyn ComponentType> {
+            match name {
+                "source" => Some(&Any(Kind::Spout)),
+                _ => Some(&Any(Kind::Bolt)),
+            }
+        }
+        fn type_names(&self) -> Vec<String> {
+            vec!["source".into(), "any".into()]
+        }
+    }
+
+    #[test]
+    fn ids_follow_component_order_and_tasks_spread_round_robin() {
+        let t = Topology::builder("t")
+            .workers(3)
+            .spout("s", "source")
+            .parallelism(2)
+            .bolt("b", "any")
+            .parallelism(3)
+            .shuffle("s")
+            .build(&Types)
+            .unwrap();
+        let plan = PhysicalPlan::new(&t);
+        assert_eq!(plan.component_tasks(0), [1, 2]);
+        assert_eq!(plan.component_tasks(1), [3, 4, 5]);
+        assert_eq!(plan.ackers(), [6, 7, 8], "one acker per worker");
+        let workers: Vec<usize> = plan.tasks().iter().map(|t| t.worker).collect();
+        assert_eq!(workers, [0, 1, 2, 0, 1, 0, 1, 2]);
+        assert_eq!(plan, PhysicalPlan::new(&t), "deterministic");
+        assert_eq!(plan.acker_for(7), Some(7), "7 % 3 = 1: the second acker");
+    }
+}

@@ -46,7 +46,7 @@ use crate::grouping::Router;
 use crate::plan::{PhysicalPlan, TaskRole};
 use crate::registry::Registry;
 use crate::route::{AckerIn, Inbound, RemoteSender, Route, SpoutMsg};
-use crate::summary::{ComponentSummary, Counts, RunSummary, SharedCounts, TaskSummary};
+use crate::summary::{ComponentSummary, Counts, Histogram, RunSummary, SharedCounts, TaskSummary};
 use crate::tuple::{StreamInfo, TaskId};
 
 /// How to run a topology.
@@ -189,6 +189,7 @@ pub struct RunningTopology {
     shared: Vec<(TaskId, Arc<SharedCounts>)>,
     queues: Vec<(TaskId, Sender<Inbound>)>,
     inboxes: Inboxes,
+    latencies: Vec<(TaskId, Arc<Mutex<Histogram>>)>,
     stop: StopHandle,
     done: Receiver<()>,
     errors: Arc<Mutex<Vec<String>>>,
@@ -308,13 +309,20 @@ impl RunningTopology {
                 })
                 .collect();
             let mut total = Counts::default();
+            let mut latency = Histogram::default();
             for t in &tasks {
                 total.add(&t.counts);
+                for (_, h) in self.latencies.iter().filter(|(id, _)| *id == t.task) {
+                    if let Ok(h) = h.lock() {
+                        latency.merge(&h);
+                    }
+                }
             }
             ComponentSummary {
                 id,
                 kind: kind.to_string(),
                 total,
+                complete_latency: latency.latency(),
                 tasks,
             }
         };
@@ -473,6 +481,7 @@ pub fn start(
     let mut tasks = Vec::new();
     let mut shared = Vec::new();
     let mut queues = Vec::new();
+    let mut latencies = Vec::new();
     for slot in plan.tasks().iter().filter(|s| here(s.id)) {
         let TaskRole::Component(c) = slot.role else {
             continue;
@@ -572,7 +581,10 @@ pub fn start(
                     max_pending: settings.max_spout_pending.filter(|_| settings.acking),
                     stop: stop.clone(),
                     errors: Arc::clone(&errors),
+                    latency: Histogram::default(),
+                    latency_out: Arc::default(),
                 };
+                latencies.push((task, Arc::clone(&exec.latency_out)));
                 Box::new(move || exec.run())
             }
             Some(Instance::Bolt(bolt)) => {
@@ -653,6 +665,7 @@ pub fn start(
         shared,
         queues,
         inboxes,
+        latencies,
         stop,
         done,
         errors,

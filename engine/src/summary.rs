@@ -95,6 +95,103 @@ impl SharedCounts {
     }
 }
 
+/// Complete latencies (spout emit to tree acked), in log-linear buckets of
+/// microseconds: exact below 8 µs, then 8 buckets per power of two (within 12.5 %).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Histogram {
+    buckets: Vec<u64>,
+    count: u64,
+    sum_us: u64,
+    max_us: u64,
+}
+
+impl Histogram {
+    fn index(us: u64) -> usize {
+        if us < 8 {
+            us as usize
+        } else {
+            let exp = 63 - us.leading_zeros() as usize;
+            (exp - 2) * 8 + ((us >> (exp - 3)) & 7) as usize
+        }
+    }
+
+    /// The largest value of bucket `i`.
+    fn upper(i: usize) -> u64 {
+        if i < 8 {
+            i as u64
+        } else {
+            let exp = i / 8 + 2;
+            let sub = (i % 8) as u64;
+            ((8 + sub + 1) << (exp - 3)) - 1
+        }
+    }
+
+    /// Records one latency.
+    pub(crate) fn record(&mut self, d: std::time::Duration) {
+        let us = d.as_micros().min(u128::from(u64::MAX)) as u64;
+        let i = Self::index(us);
+        if self.buckets.len() <= i {
+            self.buckets.resize(i + 1, 0);
+        }
+        self.buckets[i] += 1;
+        self.count += 1;
+        self.sum_us += us;
+        self.max_us = self.max_us.max(us);
+    }
+
+    /// Adds `other` into `self`.
+    pub(crate) fn merge(&mut self, other: &Histogram) {
+        if self.buckets.len() < other.buckets.len() {
+            self.buckets.resize(other.buckets.len(), 0);
+        }
+        for (a, b) in self.buckets.iter_mut().zip(&other.buckets) {
+            *a += b;
+        }
+        self.count += other.count;
+        self.sum_us += other.sum_us;
+        self.max_us = self.max_us.max(other.max_us);
+    }
+
+    fn quantile_us(&self, q: f64) -> u64 {
+        let rank = ((self.count as f64) * q).ceil().max(1.0) as u64;
+        let mut seen = 0;
+        for (i, n) in self.buckets.iter().enumerate() {
+            seen += n;
+            if seen >= rank {
+                return Self::upper(i).min(self.max_us);
+            }
+        }
+        self.max_us
+    }
+
+    /// The summary of what was recorded, `None` when nothing was.
+    pub(crate) fn latency(&self) -> Option<Latency> {
+        let ms = |us: u64| us as f64 / 1000.0;
+        (self.count > 0).then(|| Latency {
+            samples: self.count,
+            mean_ms: self.sum_us as f64 / self.count as f64 / 1000.0,
+            p50_ms: ms(self.quantile_us(0.50)),
+            p99_ms: ms(self.quantile_us(0.99)),
+            max_ms: ms(self.max_us),
+        })
+    }
+}
+
+/// Complete latency of a spout's trees: from the emit to the ack.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Latency {
+    /// Trees measured.
+    pub samples: u64,
+    /// Mean, in milliseconds.
+    pub mean_ms: f64,
+    /// Median (upper bound of its bucket, within 12.5 %).
+    pub p50_ms: f64,
+    /// 99th percentile (upper bound of its bucket, within 12.5 %).
+    pub p99_ms: f64,
+    /// Largest.
+    pub max_ms: f64,
+}
+
 /// One task's counts.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct TaskSummary {
@@ -117,6 +214,9 @@ pub struct ComponentSummary {
     /// Sum over its tasks.
     #[serde(flatten)]
     pub total: Counts,
+    /// Complete latency of its acked trees (spouts with acking on).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub complete_latency: Option<Latency>,
     /// Each task.
     pub tasks: Vec<TaskSummary>,
 }
@@ -187,10 +287,54 @@ impl fmt::Display for RunSummary {
                 t.failed_by.panic,
             )?;
         }
+        for c in &self.components {
+            if let Some(l) = &c.complete_latency {
+                writeln!(
+                    f,
+                    "complete latency of `{}`: mean {:.3} ms, p50 {:.3} ms, p99 {:.3} ms, \
+                     max {:.3} ms",
+                    c.id, l.mean_ms, l.p50_ms, l.p99_ms, l.max_ms
+                )?;
+            }
+        }
         write!(f, "{} in {:.3}s", self.topology, self.elapsed_secs)?;
         for e in &self.errors {
             write!(f, "\nerror: {e}")?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn buckets_bound_their_values_within_an_eighth() {
+        for us in [
+            0, 1, 7, 8, 9, 15, 16, 17, 100, 1000, 4999, 123_456, 10_000_000,
+        ] {
+            let i = Histogram::index(us);
+            assert!(Histogram::upper(i) >= us, "{us}");
+            assert!(i == 0 || Histogram::upper(i - 1) < us, "{us}");
+            assert!(
+                Histogram::upper(i) as f64 <= us as f64 * 1.125 + 1.0,
+                "{us}"
+            );
+        }
+    }
+
+    #[test]
+    fn quantiles_of_a_known_distribution() {
+        let mut h = Histogram::default();
+        for ms in 1..=100 {
+            h.record(Duration::from_millis(ms));
+        }
+        let l = h.latency().unwrap();
+        assert_eq!(l.samples, 100);
+        assert!((50.0..=50.0 * 1.125).contains(&l.p50_ms), "{l:?}");
+        assert!((99.0..=100.0).contains(&l.p99_ms), "{l:?}");
+        assert_eq!(l.max_ms, 100.0);
     }
 }

@@ -349,3 +349,59 @@ fn a_tuple_anchored_to_two_inputs_completes_both_trees_only_when_acked() {
     );
     assert_eq!(summary.counts("numbers").failed_by.timeout, 0);
 }
+
+/// Emits every input three times, anchored.
+struct Fan;
+
+impl Bolt for Fan {
+    fn execute(&mut self, input: &Tuple, out: &mut BoltOutput<'_>) -> Result<()> {
+        for _ in 0..3 {
+            out.emit([n_of(input)]);
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn a_failure_deep_in_the_tree_fails_the_spout_message_not_acks_it() {
+    let log = Log::default();
+    let mut r = Registry::new();
+    numbers(&mut r, &log);
+    r.bolt(
+        "fan",
+        "emits three copies",
+        |_: &NoConfig| vec![StreamDecl::default_stream(["n"])],
+        |_| Ok(Fan),
+    );
+    r.bolt(
+        "fail_tenth",
+        "fails every 10th once",
+        |_: &NoConfig| vec![StreamDecl::default_stream(["n"])],
+        |_| Ok(FailTenth::default()),
+    );
+    let t = Topology::builder("deep")
+        .spout("numbers", "numbers")
+        .set("count", 2000)
+        .bolt("fan", "fan")
+        .parallelism(2)
+        .shuffle("numbers")
+        .bolt("pass", "fan")
+        .parallelism(2)
+        .shuffle("fan")
+        .bolt("check", "fail_tenth")
+        .parallelism(3)
+        .fields("pass", ["n"])
+        .build(&r)
+        .unwrap();
+    let summary = run(t, &r);
+    let log = log.lock().unwrap();
+    let failed: BTreeSet<u64> = log.failed.iter().copied().collect();
+    assert_eq!(
+        failed,
+        (0..2000).step_by(10).collect(),
+        "no tree completed early"
+    );
+    let acked: BTreeSet<u64> = log.acked.iter().copied().collect();
+    assert_eq!((acked.len(), log.acked.len()), (2000, 2000));
+    assert_eq!(summary.counts("check").executed, 2000 * 9 + 200 * 9);
+}

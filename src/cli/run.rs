@@ -2,11 +2,12 @@
 //! time is up, then prints a per-component summary.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use clap::Args;
-use topo_engine::{Registry, RunOptions};
+use topo_engine::{Registry, RunOptions, StopHandle};
 
 use super::{EXIT_INVALID, EXIT_OK, EXIT_USAGE};
 
@@ -75,6 +76,24 @@ pub(crate) fn run(registry: &Registry, args: RunArgs) -> i32 {
         base_dir,
         ..RunOptions::default()
     };
+    // Handlers go in before the start, so a signal at any moment stops the run.
+    let requested = Arc::new(AtomicBool::new(false));
+    let handle: Arc<Mutex<Option<StopHandle>>> = Arc::default();
+    let (r, h) = (Arc::clone(&requested), Arc::clone(&handle));
+    let installed = topo_engine::signal::on_shutdown_signal(move |n| {
+        if n == 1 {
+            eprintln!("Stopping: draining in-flight tuples (press Ctrl-C again to quit now).");
+            r.store(true, Ordering::SeqCst);
+            if let Some(stop) = h.lock().ok().and_then(|h| h.clone()) {
+                stop.stop();
+            }
+        } else {
+            std::process::exit(130);
+        }
+    });
+    if let Err(e) = installed {
+        tracing::warn!(error = %e, "Cannot handle Ctrl-C; stop with --for.");
+    }
     let running = match topo_engine::start(Arc::clone(&topology), registry, options) {
         Ok(r) => r,
         Err(e) => {
@@ -82,17 +101,11 @@ pub(crate) fn run(registry: &Registry, args: RunArgs) -> i32 {
             return EXIT_INVALID;
         }
     };
-    let stop = running.stop_handle();
-    let installed = topo_engine::signal::on_shutdown_signal(move |n| {
-        if n == 1 {
-            eprintln!("Stopping: draining in-flight tuples (press Ctrl-C again to quit now).");
-            stop.stop();
-        } else {
-            std::process::exit(130);
-        }
-    });
-    if let Err(e) = installed {
-        tracing::warn!(error = %e, "Cannot handle Ctrl-C; stop with --for.");
+    if let Ok(mut h) = handle.lock() {
+        *h = Some(running.stop_handle());
+    }
+    if requested.load(Ordering::SeqCst) {
+        running.stop();
     }
     if let Some(d) = args.run_for {
         if !running.wait_timeout(d) {

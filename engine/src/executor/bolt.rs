@@ -31,6 +31,10 @@ pub(crate) struct BoltCore {
     current_addr: usize,
     /// The input was deferred, acked or failed by the bolt during `execute`.
     handled: bool,
+    /// XOR of the edge ids of children anchored to the current input when it belongs to
+    /// exactly one tree: applied with the input's ack in one buffer update (Storm sends a
+    /// child's creation with its anchor's ack, too).
+    children: u64,
 }
 
 impl BoltCore {
@@ -40,6 +44,18 @@ impl BoltCore {
             current: Anchors::new(),
             current_addr: 0,
             handled: false,
+            children: 0,
+        }
+    }
+
+    /// Moves the children's creation XOR into the acker buffer (before anything that may
+    /// send the input's ack separately).
+    fn fold_children(&mut self) {
+        if self.children != 0 {
+            if let Some(&(root, _)) = self.current.first() {
+                self.out.ack_xor(root, self.children);
+            }
+            self.children = 0;
         }
     }
 
@@ -112,6 +128,16 @@ impl Emitter for BoltCore {
                 }
                 child
             });
+        } else if self.current.len() == 1 && !self.handled {
+            let children = &mut self.children;
+            let root = self.current[0].0;
+            self.out.send_to_targets(info, values, |out, _| {
+                let edge = out.next_id();
+                *children ^= edge;
+                let mut child = Anchors::new();
+                child.push((root, edge));
+                child
+            });
         } else {
             let current = &self.current;
             self.out.send_to_targets(info, values, |out, _| {
@@ -130,6 +156,7 @@ impl Emitter for BoltCore {
     fn ack(&mut self, tuple: &Tuple) {
         if self.is_current(tuple) {
             self.handled = true;
+            self.fold_children();
         }
         self.ack_input(tuple);
     }
@@ -185,8 +212,31 @@ impl BoltExecutor {
         }));
         self.core.out.counts.executed += 1;
         let handled = self.core.handled;
+        let children = std::mem::take(&mut self.core.children);
         self.core.current.clear();
         self.core.current_addr = 0;
+        match (r, t.anchors.first()) {
+            (Ok(Ok(())), Some(&(root, id))) if !handled && t.anchors.len() == 1 => {
+                // The common case: one tree, one buffer update for the ack and children.
+                self.core.out.ack_xor(root, id ^ children);
+                self.core.out.counts.acked += 1;
+            }
+            (r, _) => self.finish_execute(t, r, handled, children),
+        }
+    }
+
+    fn finish_execute(
+        &mut self,
+        t: &Tuple,
+        r: std::thread::Result<crate::component::Result<()>>,
+        handled: bool,
+        children: u64,
+    ) {
+        if children != 0 {
+            if let Some(&(root, _)) = t.anchors.first() {
+                self.core.out.ack_xor(root, children);
+            }
+        }
         match r {
             Ok(Ok(())) => {
                 if !handled {

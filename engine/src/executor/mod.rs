@@ -143,6 +143,7 @@ impl Output {
 
     /// Finds `stream`, checks the values against its fields and routes them into
     /// `self.targets`. Panics (caught around user code) on a contract violation.
+    #[inline]
     pub(crate) fn select(
         &mut self,
         stream: &str,
@@ -156,46 +157,20 @@ impl Output {
             ..
         } = self;
         let Some(s) = streams.iter_mut().find(|s| s.name == stream) else {
-            let declared: Vec<&str> = streams.iter().map(|s| s.name.as_str()).collect();
-            panic!(
-                "`{component}` emitted on stream `{stream}`, which it does not declare \
-                 (declared: {})",
-                if declared.is_empty() {
-                    "none".to_string()
-                } else {
-                    declared.join(", ")
-                }
-            );
+            undeclared(component, stream, streams);
         };
         if values.len() != s.info.fields.len() {
-            panic!(
-                "`{component}` emitted {} value(s) on stream `{stream}`, which declares {} \
-                 field(s): {}",
-                values.len(),
-                s.info.fields.len(),
-                s.info.fields.join(", ")
-            );
+            wrong_arity(component, stream, values.len(), &s.info.fields);
         }
-        match (s.direct, direct) {
-            (true, None) => panic!(
-                "`{component}` emitted on direct stream `{stream}` without a task: use \
-                 emit_direct"
-            ),
-            (false, Some(t)) => panic!(
-                "`{component}` called emit_direct to task {t} on stream `{stream}`, which is \
-                 not declared direct"
-            ),
-            _ => {}
+        if s.direct != direct.is_some() {
+            wrong_direct(component, stream, direct);
         }
         targets.clear();
         for r in &mut s.routers {
             r.route(values, direct, targets);
         }
         if let (Some(t), true) = (direct, targets.is_empty() && !s.routers.is_empty()) {
-            panic!(
-                "`{component}` called emit_direct to task {t} on stream `{stream}`, but task \
-                 {t} does not subscribe to it"
-            );
+            not_subscribed(component, stream, t);
         }
         s.info
     }
@@ -210,6 +185,22 @@ impl Output {
         mut anchors: impl FnMut(&mut Self, usize) -> Anchors,
     ) {
         let n = self.targets.len();
+        if n == 1 {
+            // The common case: one receiver, the values move.
+            let to = self.targets[0];
+            let anchors = anchors(self, 0);
+            let source_task = self.task;
+            self.push(
+                to,
+                Tuple {
+                    values,
+                    source: info,
+                    source_task,
+                    anchors,
+                },
+            );
+            return;
+        }
         let mut values = Some(values);
         for k in 0..n {
             let to = self.targets[k];
@@ -354,6 +345,54 @@ impl Output {
     pub(crate) fn next_id(&mut self) -> u64 {
         self.rng.next_u64()
     }
+}
+
+#[cold]
+#[inline(never)]
+fn undeclared(component: &str, stream: &str, streams: &[StreamOut]) -> ! {
+    let declared: Vec<&str> = streams.iter().map(|s| s.name.as_str()).collect();
+    panic!(
+        "`{component}` emitted on stream `{stream}`, which it does not declare (declared: {})",
+        if declared.is_empty() {
+            "none".to_string()
+        } else {
+            declared.join(", ")
+        }
+    );
+}
+
+#[cold]
+#[inline(never)]
+fn wrong_arity(component: &str, stream: &str, got: usize, fields: &[String]) -> ! {
+    panic!(
+        "`{component}` emitted {got} value(s) on stream `{stream}`, which declares {} \
+         field(s): {}",
+        fields.len(),
+        fields.join(", ")
+    );
+}
+
+#[cold]
+#[inline(never)]
+fn wrong_direct(component: &str, stream: &str, direct: Option<TaskId>) -> ! {
+    match direct {
+        None => panic!(
+            "`{component}` emitted on direct stream `{stream}` without a task: use emit_direct"
+        ),
+        Some(t) => panic!(
+            "`{component}` called emit_direct to task {t} on stream `{stream}`, which is not \
+             declared direct"
+        ),
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn not_subscribed(component: &str, stream: &str, t: TaskId) -> ! {
+    panic!(
+        "`{component}` called emit_direct to task {t} on stream `{stream}`, but task {t} does \
+         not subscribe to it"
+    );
 }
 
 /// The text of a panic payload.

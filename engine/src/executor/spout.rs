@@ -13,24 +13,26 @@ use crate::acker::IdMap;
 use crate::component::{Anchoring, Emitter, Poll, Spout, SpoutOutput, TaskContext};
 use crate::route::{AckerMsg, SpoutMsg};
 use crate::runtime::StopHandle;
-use crate::summary::Counts;
+use crate::summary::{Counts, Histogram};
 use crate::tuple::{Anchors, MsgId, TaskId, Tuple, Values};
 
 /// The trees a spout task emitted that are neither acked nor failed yet.
 #[derive(Default)]
 struct Pending {
-    map: IdMap<MsgId>,
+    /// Root -> (message id, deadline).
+    map: IdMap<(MsgId, Instant)>,
     /// (deadline, root) in emit order; entries of trees already done are skipped.
     order: VecDeque<(Instant, u64)>,
 }
 
 impl Pending {
     fn insert(&mut self, root: u64, id: MsgId, deadline: Instant) {
-        self.map.insert(root, id);
+        self.map.insert(root, (id, deadline));
         self.order.push_back((deadline, root));
     }
 
-    fn remove(&mut self, root: u64) -> Option<MsgId> {
+    /// Removes a tree; returns its message id and deadline.
+    fn remove(&mut self, root: u64) -> Option<(MsgId, Instant)> {
         let id = self.map.remove(&root)?;
         if self.order.len() > 2 * self.map.len() + 64 {
             let map = &self.map;
@@ -46,7 +48,7 @@ impl Pending {
                 break;
             }
             self.order.pop_front();
-            if let Some(id) = self.map.remove(&root) {
+            if let Some((id, _)) = self.map.remove(&root) {
                 out.push(id);
             }
         }
@@ -146,6 +148,9 @@ pub(crate) struct SpoutExecutor {
     pub(crate) max_pending: Option<usize>,
     pub(crate) stop: StopHandle,
     pub(crate) errors: Arc<Mutex<Vec<String>>>,
+    /// Complete latencies, handed over when the task ends.
+    pub(crate) latency: Histogram,
+    pub(crate) latency_out: Arc<Mutex<Histogram>>,
 }
 
 struct State {
@@ -210,16 +215,21 @@ impl SpoutExecutor {
     fn handle(&mut self, msg: SpoutMsg, st: &mut State) {
         match msg {
             SpoutMsg::Acked(roots) => {
+                let now = Instant::now();
                 for r in roots {
-                    if let Some(id) = self.core.pending.remove(r) {
+                    if let Some((id, deadline)) = self.core.pending.remove(r) {
                         self.core.out.counts.acked += 1;
+                        let emitted = deadline.checked_sub(self.core.timeout);
+                        if let Some(e) = emitted {
+                            self.latency.record(now.saturating_duration_since(e));
+                        }
                         self.call_ack(id);
                     }
                 }
             }
             SpoutMsg::Failed(roots) => {
                 for r in roots {
-                    if let Some(id) = self.core.pending.remove(r) {
+                    if let Some((id, _)) = self.core.pending.remove(r) {
                         self.core.out.counts.failed += 1;
                         self.core.out.counts.failed_by.explicit += 1;
                         self.call_fail(id, st);
@@ -324,6 +334,9 @@ impl SpoutExecutor {
             self.count_error("close", &panic_text(&*p));
         }
         self.core.out.flush_all(Instant::now());
+        if let Ok(mut h) = self.latency_out.lock() {
+            h.merge(&self.latency);
+        }
         self.core.out.counts
     }
 
