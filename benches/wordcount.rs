@@ -416,6 +416,9 @@ struct ChildResult {
     /// Complete latencies of a latency run, sorted (µs).
     #[serde(default)]
     latency_us: Vec<u32>,
+    /// The engine's own complete latency of the spout (p50, p99 in ms), when it reports one.
+    #[serde(default)]
+    engine_latency_ms: Option<(f64, f64)>,
     failed: u64,
     errors: Vec<String>,
 }
@@ -488,6 +491,10 @@ fn run_in_process(config: Config, n: u64, rate: f64) -> Result<ChildResult, Stri
     let mut result = collect(dir.path())?;
     result.secs = secs;
     result.failed = summary.counts("sentences").failed;
+    result.engine_latency_ms = summary
+        .component("sentences")
+        .and_then(|c| c.complete_latency)
+        .map(|l| (l.p50_ms, l.p99_ms));
     result.errors = summary.errors;
     Ok(result)
 }
@@ -749,6 +756,7 @@ struct Latency {
     p50_ms: f64,
     p99_ms: f64,
     max_ms: f64,
+    engine: Option<(f64, f64)>,
 }
 
 /// Checks a run against the reference; returns its words per second.
@@ -880,6 +888,7 @@ fn parent() -> i32 {
                             p50_ms: ms(50.0),
                             p99_ms: ms(99.0),
                             max_ms: ms(100.0),
+                            engine: r.result.engine_latency_ms,
                         });
                     }
                     Err(e) => m.errors.push(e),
@@ -961,8 +970,11 @@ fn report(plan: &Plan, base: &Measured, measured: &[(Config, Measured)]) -> i32 
     }
     for (config, m) in measured {
         if let Some(l) = &m.latency {
+            let engine = l.engine.map_or(String::new(), |(p50, p99)| {
+                format!("; the engine's histogram: p50 {p50:.2} ms, p99 {p99:.2} ms")
+            });
             println!(
-                "latency {}: {} messages at {:.0} words/s offered ({:.0} achieved): p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms (emit -> ack)",
+                "latency {}: {} messages at {:.0} words/s offered ({:.0} achieved): p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms (emit -> ack){engine}",
                 config.label(),
                 l.samples,
                 l.rate_words,
