@@ -97,10 +97,7 @@ inputs = ["relay"]
 
     let (code, stdout, stderr) = topo.wait();
     assert_eq!(code, 0, "stdout: {stdout}\nstderr: {stderr}");
-    assert!(
-        stderr.contains(log),
-        "the restart is logged: {stderr}"
-    );
+    assert!(stderr.contains(log), "the restart is logged: {stderr}");
     let got = sink_strings(&out, "word");
     let want: BTreeSet<String> = ids.into_iter().collect();
     let missing: Vec<&String> = want.difference(&got).collect();
