@@ -423,12 +423,12 @@ impl Supervisor<'_> {
                 }
                 return Ok(out);
             }
+            // An exit shows as EOF on the worker's stdout (after its last lines); silence
+            // past the heartbeat timeout means it hangs.
             for w in 0..self.slots.len() {
-                let s = &mut self.slots[w];
+                let s = &self.slots[w];
                 if s.summary.is_none() && s.last_seen.elapsed() > self.opts.heartbeat_timeout {
                     self.restart(w, "stopped heartbeating")?;
-                } else if s.summary.is_none() && matches!(s.child.try_wait(), Ok(Some(_))) {
-                    // Its stdout may still hold lines; the EOF event restarts it.
                 }
             }
         }
