@@ -2,7 +2,7 @@
 //! between tasks with Storm's acking.
 //!
 //! # Layout
-//! - [`value`], [`tuple`]: the data model.
+//! - [`value`], [`tuple`](mod@tuple): the data model.
 //! - [`component`]: the `Spout` and `Bolt` traits, their collectors and `TaskContext`.
 //! - [`registry`]: component types by name.
 //! - [`plan`]: the physical plan, tasks placed in workers.
@@ -11,6 +11,8 @@
 //!   remote transport plugs into; [`acker`]: Storm's XOR tree tracking.
 //! - [`summary`]: per-task counts and the run summary; [`signal`]: Ctrl-C and SIGTERM.
 //! - [`transport`]: frames and authenticated, credit-limited TCP connections between workers.
+//! - [`wire`]: the runtime's messages as transport payloads (tuple batches, acker and
+//!   control messages); [`worker`]: a worker's bridge between runtime and transport.
 //! - `executor` (private): the spout, bolt and acker executor threads.
 //!
 //! # Example
@@ -73,6 +75,8 @@ pub mod summary;
 pub mod transport;
 pub mod tuple;
 pub mod value;
+pub mod wire;
+pub mod worker;
 
 pub use component::{
     Bolt, BoltOutput, Error, Notifier, Poll, Result, Spout, SpoutOutput, TaskContext,

@@ -62,7 +62,7 @@ pub enum AckerIn {
 }
 
 /// What a spout task receives besides time.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SpoutMsg {
     /// These trees (root ids) completed.
     Acked(Vec<u64>),

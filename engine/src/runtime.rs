@@ -299,9 +299,12 @@ impl RunningTopology {
                 .map(|(_, c)| *c)
                 .unwrap_or_default()
         };
+        // Only the tasks that ran here (all of them unless one worker was started).
+        let ran_here = |t: &&TaskId| by_task.iter().any(|(id, _)| id == *t);
         let summarize = |id: String, kind: &str, tasks: &[TaskId]| {
             let tasks: Vec<TaskSummary> = tasks
                 .iter()
+                .filter(ran_here)
                 .map(|&t| TaskSummary {
                     task: t,
                     worker: self.plan.worker_of(t).unwrap_or(0),
@@ -474,7 +477,9 @@ pub fn start(
     };
     let errors = Arc::new(Mutex::new(Vec::new()));
     let component_tasks = Arc::new(plan.all_component_tasks().to_vec());
-    let pool = Pool::new(1024);
+    // Spare batch vectors kept for reuse: a few per task is plenty (each holds up to a
+    // batch of tuples, so this also bounds what the pool retains).
+    let pool = Pool::new(64);
     let (done_tx, done) = crossbeam_channel::bounded::<()>(0);
     let mut rng = rand::rng();
 

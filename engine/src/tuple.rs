@@ -69,6 +69,35 @@ impl std::ops::Deref for Values {
     }
 }
 
+impl serde::Serialize for Values {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Values {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Seq;
+        impl<'de> serde::de::Visitor<'de> for Seq {
+            type Value = Values;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a list of tuple values")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Values, A::Error> {
+                let mut vs = SmallVec::new();
+                while let Some(v) = seq.next_element::<Value>()? {
+                    vs.push(v);
+                }
+                Ok(Values(vs))
+            }
+        }
+        d.deserialize_seq(Seq)
+    }
+}
+
 /// Builds [`Values`] from expressions of mixed types: `values!["word", 3]`.
 #[macro_export]
 macro_rules! values {

@@ -98,6 +98,8 @@ pub(crate) struct Output {
     spare: Vec<Vec<Tuple>>,
     pub(crate) counts: Counts,
     shared: Arc<SharedCounts>,
+    /// Batches a route refused (their receiver is gone).
+    dropped: u64,
 }
 
 const NO_SLOT: u32 = u32::MAX;
@@ -138,6 +140,7 @@ impl Output {
             spare: Vec::new(),
             counts: Counts::default(),
             shared: spec.shared,
+            dropped: 0,
         }
     }
 
@@ -262,7 +265,11 @@ impl Output {
         let d = &mut self.dests[slot];
         let full = std::mem::replace(&mut d.buf, fresh);
         if let Err(e) = d.route.send(d.id, Inbound::Batch(full)) {
-            tracing::warn!(task = self.task, error = %e, "Dropped a batch.");
+            // The receiver's worker is gone: what the batch carried times out and replays.
+            self.dropped += 1;
+            if worth_logging(self.dropped) {
+                tracing::warn!(task = self.task, error = %e, dropped = self.dropped, "Dropped a batch.");
+            }
         }
     }
 
