@@ -34,8 +34,10 @@ fn frame() -> impl Strategy<Value = Frame> {
         bytes(40).prop_map(|mac| Frame::Auth { mac }),
         (any::<u32>(), bytes(300))
             .prop_map(|(dest_task, payload)| Frame::Data { dest_task, payload }),
-        bytes(300).prop_map(|payload| Frame::Acker { payload }),
-        bytes(300).prop_map(|payload| Frame::Control { payload }),
+        (any::<u32>(), bytes(300))
+            .prop_map(|(dest_task, payload)| Frame::Acker { dest_task, payload }),
+        (any::<u32>(), bytes(300))
+            .prop_map(|(dest_task, payload)| Frame::Control { dest_task, payload }),
         any::<u32>().prop_map(|bytes| Frame::Credit { bytes }),
         Just(Frame::Heartbeat),
         Just(Frame::Goodbye),
@@ -175,6 +177,7 @@ fn credit_exact_bytes() {
 fn encoder_refuses_a_frame_over_the_maximum() {
     let mut codec = FrameCodec::new(100);
     let frame = Frame::Control {
+        dest_task: 0,
         payload: Bytes::from(vec![0u8; 100]),
     };
     let err = codec
@@ -182,7 +185,7 @@ fn encoder_refuses_a_frame_over_the_maximum() {
         .expect_err("too long");
     assert_eq!(
         err.to_string(),
-        "cannot encode frame: Control frame of 112 bytes is over the maximum of 100 bytes"
+        "cannot encode frame: Control frame of 113 bytes is over the maximum of 100 bytes"
     );
 }
 

@@ -17,7 +17,7 @@ use topo_engine::transport::frame::{
     Frame, FrameCodec, Hello, HANDSHAKE_MAX_FRAME_LEN, MAGIC, PROTOCOL_VERSION,
 };
 use topo_engine::transport::handshake::{self, Identity};
-use topo_engine::transport::{CloseReason, Counters, Inbound};
+use topo_engine::transport::{CloseReason, Counters, Delivery};
 use transport_support::*;
 
 /// Worker 2 is the target; worker 0 its legitimate peer; worker 1's address is dead, so a
@@ -303,6 +303,13 @@ async fn a_wrong_hmac_is_closed_and_counted_once() {
     while let Ok(Some(Ok(_))) = tokio::time::timeout(PATIENCE, reader.next()).await {}
 
     assert_closed(&counters, &before, CloseReason::BadAuth, 1);
+    let claimed = c.b.transport.peer_counters(1).expect("worker 1");
+    assert_eq!(
+        claimed.handshake_failures(),
+        1,
+        "counted against the worker it claimed"
+    );
+    assert_eq!(claimed.connects(), 0);
     c.assert_healthy().await;
     c.stop().await;
 }
@@ -352,6 +359,10 @@ async fn bad_frames_after_the_handshake_are_closed_and_counted_once() {
     let before = snapshot(&counters);
     after_handshake(&c, &framed(&Frame::Goodbye)).await;
     assert_eq!(snapshot(&counters), before);
+    let posing = c.b.transport.peer_counters(1).expect("worker 1");
+    assert_eq!((posing.connects(), posing.faults()), (6, 5));
+    let legit = c.b.transport.peer_counters(0).expect("worker 0");
+    assert_eq!(legit.faults(), 0);
     c.assert_healthy().await;
     c.stop().await;
 }
@@ -442,8 +453,8 @@ async fn a_silent_peer_is_timed_out() {
 
 #[test]
 fn inbound_is_a_plain_std_channel() {
-    // The runtime's executors are std threads: Inbound must cross threads.
+    // The runtime's executors are std threads: Delivery must cross threads.
     fn assert_send<T: Send>() {}
-    assert_send::<Inbound>();
+    assert_send::<Delivery>();
     assert_send::<topo_engine::transport::PeerSender>();
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::net::TcpListener;
-use topo_engine::transport::{CloseReason, Inbound, SendError};
+use topo_engine::transport::{CloseReason, Delivery, SendError};
 use transport_support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -22,23 +22,45 @@ async fn two_workers_exchange_every_kind_of_frame() {
     let to_b = a.transport.sender(1).expect("peer 1");
     blocking(move || {
         to_b.send_data(5, Bytes::from_static(b"one"))?;
-        to_b.send_acker(Bytes::from_static(b"ack"))?;
-        to_b.send_control(Bytes::from_static(b"ctl"))?;
+        to_b.send_acker(8, Bytes::from_static(b"ack"))?;
+        to_b.send_control(0, Bytes::from_static(b"ctl"))?;
         to_b.send_data(6, Bytes::from_static(b"two"))
     })
     .await
     .expect("sent");
 
-    assert_eq!(expect_data(&b.inbound).await, (0, 5, b"one".to_vec()));
-    match b.next().await {
-        Inbound::Acker { from: 0, payload } => assert_eq!(&payload[..], b"ack"),
-        other => panic!("expected Acker, got {other:?}"),
+    // Data keeps its order; acker and control frames may overtake it (they go first).
+    let mut data = Vec::new();
+    let mut urgent = Vec::new();
+    for _ in 0..4 {
+        match b.next().await {
+            Delivery::Data {
+                from,
+                dest_task,
+                payload,
+                ..
+            } => data.push((from, dest_task, payload.to_vec())),
+            Delivery::Acker {
+                from,
+                dest_task,
+                payload,
+            } => urgent.push(("acker", from, dest_task, payload.to_vec())),
+            Delivery::Control {
+                from,
+                dest_task,
+                payload,
+            } => urgent.push(("control", from, dest_task, payload.to_vec())),
+            other => panic!("expected a frame, got {other:?}"),
+        }
     }
-    match b.next().await {
-        Inbound::Control { from: 0, payload } => assert_eq!(&payload[..], b"ctl"),
-        other => panic!("expected Control, got {other:?}"),
-    }
-    assert_eq!(expect_data(&b.inbound).await, (0, 6, b"two".to_vec()));
+    assert_eq!(data, vec![(0, 5, b"one".to_vec()), (0, 6, b"two".to_vec())]);
+    assert_eq!(
+        urgent,
+        vec![
+            ("acker", 0, 8, b"ack".to_vec()),
+            ("control", 0, 0, b"ctl".to_vec())
+        ]
+    );
 
     let to_a = b.transport.sender(0).expect("peer 0");
     blocking(move || to_a.send_data(1, Bytes::from_static(b"back")))
@@ -84,7 +106,7 @@ async fn a_receiver_that_does_not_consume_blocks_its_sender() {
     expect_up(&a.inbound, 1).await;
     expect_up(&b.inbound, 0).await;
 
-    // Each 100-byte batch costs 117 bytes of credit: 9 fit in (overdraw by one) a 1000 window.
+    // Each 100-byte batch costs 120 bytes of credit: 9 fit in (overdraw by one) a 1000 window.
     let to_b = a.transport.sender(1).expect("peer 1");
     let batch = Bytes::from(vec![7u8; 100]);
     let mut sent = 0;
@@ -105,13 +127,13 @@ async fn a_receiver_that_does_not_consume_blocks_its_sender() {
     let mut held = Vec::new();
     for _ in 0..sent {
         match b.next().await {
-            Inbound::Data { grant, .. } => held.push(grant),
+            Delivery::Data { grant, .. } => held.push(grant),
             other => panic!("expected Data, got {other:?}"),
         }
     }
     let held_bytes: u32 = held.iter().map(|g| g.bytes()).sum();
     assert!(
-        held_bytes <= WINDOW + 117,
+        held_bytes <= WINDOW + 120,
         "receiver holds at most one window and one frame"
     );
     assert_eq!(
@@ -204,30 +226,30 @@ async fn oversized_payloads_are_refused_and_acks_bypass_credit() {
     expect_up(&b.inbound, 0).await;
 
     let to_b = a.transport.sender(1).expect("peer 1");
-    assert_eq!(to_b.max_payload(), 1024 - 17);
+    assert_eq!(to_b.max_payload(), 1024 - 20);
     let err = to_b
-        .try_send_data(1, Bytes::from(vec![0u8; 1008]))
+        .try_send_data(1, Bytes::from(vec![0u8; 1005]))
         .expect_err("too large");
     assert_eq!(
         err,
         SendError::TooLarge {
-            len: 1008,
-            max: 1007
+            len: 1005,
+            max: 1004
         }
     );
     assert_eq!(
         err.to_string(),
-        "payload of 1008 bytes is over the maximum of 1007 bytes"
+        "payload of 1005 bytes is over the maximum of 1004 bytes"
     );
 
     // The largest payload fits in one frame, even though it is over the whole window.
     let big = to_b.clone();
-    blocking(move || big.send_data(1, Bytes::from(vec![1u8; 1007])))
+    blocking(move || big.send_data(1, Bytes::from(vec![1u8; 1004])))
         .await
         .expect("sent");
     let grant = match b.next().await {
-        Inbound::Data { payload, grant, .. } => {
-            assert_eq!(payload.len(), 1007);
+        Delivery::Data { payload, grant, .. } => {
+            assert_eq!(payload.len(), 1004);
             grant
         }
         other => panic!("expected Data, got {other:?}"),
@@ -241,11 +263,15 @@ async fn oversized_payloads_are_refused_and_acks_bypass_credit() {
     .await;
     assert_eq!(timed_out, Err(SendError::NoCredit { peer: 1 }));
     let ack = to_b.clone();
-    blocking(move || ack.send_acker(Bytes::from_static(b"ack")))
+    blocking(move || ack.send_acker(8, Bytes::from_static(b"ack")))
         .await
         .expect("acks need no credit");
     match b.next().await {
-        Inbound::Acker { from: 0, payload } => assert_eq!(&payload[..], b"ack"),
+        Delivery::Acker {
+            from: 0,
+            dest_task: 8,
+            payload,
+        } => assert_eq!(&payload[..], b"ack"),
         other => panic!("expected Acker, got {other:?}"),
     }
 

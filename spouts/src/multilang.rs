@@ -6,10 +6,10 @@
 //! without an output, so they are queued and sent (each waiting for its `sync`, its
 //! emits handled) at the start of the next `next_tuple`; `activate` and `deactivate` too.
 //! The child's message ids (any JSON value) are mapped to the engine's `u64` ids and
-//! back. A child that sends no `sync` within `timeout_secs` is killed; one that dies is
-//! started again (at most once a second), and the ids of the old one are forgotten. A
-//! child that exits with status 0 ends the spout's stream (a bounded source; Storm would
-//! restart it).
+//! back. A child silent for `timeout_secs` while a command waits for its `sync` is
+//! killed; one that dies is started again (at most once a second), and the ids of the old
+//! one are forgotten. A child that exits with status 0 ends the spout's stream (a bounded
+//! source; Storm would restart it).
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
@@ -195,11 +195,13 @@ impl SpoutCore {
             return Outcome::Lost;
         };
         child.send(cmd);
-        let deadline = Instant::now() + self.config.timeout();
         let mut emitted = 0;
         loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let msg = self.child.as_ref().and_then(|c| c.recv(left));
+            // The timeout is the longest silence: a child still emitting is alive.
+            let msg = self
+                .child
+                .as_ref()
+                .and_then(|c| c.recv(self.config.timeout()));
             let (component, task) = (self.setup.component.as_str(), self.setup.task);
             match msg {
                 Some(Incoming::Msg(m)) => {

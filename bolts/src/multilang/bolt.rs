@@ -298,6 +298,7 @@ impl BoltCore {
     /// The child is gone or hung: kill it and fail what it had.
     fn lost(&mut self, out: &mut dyn Collector) {
         self.heartbeat = None;
+        self.hung = Arc::new(AtomicBool::new(false));
         if let Some(mut child) = self.child.take() {
             child.kill();
         }

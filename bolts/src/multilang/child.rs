@@ -30,6 +30,9 @@ pub const END: &str = "end";
 /// The least time a child gets to answer the handshake.
 pub const HANDSHAKE_MIN: Duration = Duration::from_secs(10);
 
+/// How long a child that closed its output gets to exit before it is killed.
+pub const EXIT_WAIT: Duration = Duration::from_secs(2);
+
 /// What the reader thread hands over.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Incoming {
@@ -272,19 +275,37 @@ impl Child {
         (Arc::clone(&self.last_sync), self.started)
     }
 
-    /// Waits for the child to exit (after it closed its stdout) and describes how it did.
-    pub fn reap(&mut self) -> String {
+    /// After the child closed its stdout: waits up to [`EXIT_WAIT`] for it to exit (it
+    /// is killed if it has not) and returns how it ended, `None` when it was killed.
+    pub fn wait_exit(&mut self) -> Option<std::process::ExitStatus> {
         self.to_child = None;
-        match self.process.wait() {
-            Ok(s) => s.to_string(),
-            Err(e) => format!("wait failed: {e}"),
+        let deadline = Instant::now() + EXIT_WAIT;
+        loop {
+            match self.process.try_wait() {
+                Ok(Some(status)) => return Some(status),
+                Ok(None) if Instant::now() < deadline => {
+                    // Polling: std has no wait with a timeout, and the child is exiting.
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                _ => {
+                    self.kill();
+                    return None;
+                }
+            }
         }
     }
 
-    /// Whether the child exited with status 0, waiting for it (call after `Closed`).
+    /// Waits for the child to exit (after it closed its stdout) and describes how it did.
+    pub fn reap(&mut self) -> String {
+        match self.wait_exit() {
+            Some(status) => status.to_string(),
+            None => format!("killed: still running {EXIT_WAIT:?} after closing its output"),
+        }
+    }
+
+    /// Whether the child exited with status 0 (call after `Closed`).
     pub fn exited_cleanly(&mut self) -> bool {
-        self.to_child = None;
-        self.process.wait().is_ok_and(|s| s.success())
+        self.wait_exit().is_some_and(|s| s.success())
     }
 
     /// Kills the child's process group and reaps it.

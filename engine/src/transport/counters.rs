@@ -192,6 +192,8 @@ pub struct PeerCounters {
     bytes_out: AtomicU64,
     connects: AtomicU64,
     disconnects: AtomicU64,
+    faults: AtomicU64,
+    handshake_failures: AtomicU64,
     dropped_frames: AtomicU64,
 }
 
@@ -226,6 +228,17 @@ impl PeerCounters {
         self.disconnects.load(Ordering::Relaxed)
     }
 
+    /// Authenticated connections to this peer closed for a fault (not `Goodbye`/shutdown).
+    pub fn faults(&self) -> u64 {
+        self.faults.load(Ordering::Relaxed)
+    }
+
+    /// Handshakes with this peer that failed: dialing it, or after it named itself when it
+    /// dialed us.
+    pub fn handshake_failures(&self) -> u64 {
+        self.handshake_failures.load(Ordering::Relaxed)
+    }
+
     /// Queued outbound frames thrown away because their connection ended first.
     pub fn dropped_frames(&self) -> u64 {
         self.dropped_frames.load(Ordering::Relaxed)
@@ -247,6 +260,14 @@ impl PeerCounters {
 
     pub(crate) fn count_disconnect(&self) {
         self.disconnects.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn count_fault(&self) {
+        self.faults.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn count_handshake_failure(&self) {
+        self.handshake_failures.fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn count_dropped(&self, n: u64) {

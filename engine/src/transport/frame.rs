@@ -15,15 +15,17 @@
 //!   Hello     {"Hello":  [magic u32, version u16, fingerprint u64, worker u32, nonce bin32]}
 //!   Auth      {"Auth":   [mac bin32]}
 //!   Data      {"Data":   [dest_task u32, payload bin]}
-//!   Acker     {"Acker":  [payload bin]}
-//!   Control   {"Control":[payload bin]}
+//!   Acker     {"Acker":  [dest_task u32, payload bin]}
+//!   Control   {"Control":[dest_task u32, payload bin]}
 //!   Credit    {"Credit": [bytes u32]}
 //!   "Heartbeat"
 //!   "Goodbye"
 //! ```
 //!
 //! A `Data` frame carries one batch of tuples for one destination task, already encoded by
-//! the runtime: the transport never looks inside a payload.
+//! the runtime: the transport never looks inside a payload. `Acker` and `Control` frames are
+//! addressed to a task the same way; task ids start at 1, so `dest_task` 0 may stand for the
+//! receiving worker itself.
 //!
 //! Decoding never panics: a length over the maximum, a body that is not exactly one
 //! `Frame`, or a stream that ends inside a frame is a [`FrameError`].
@@ -71,11 +73,15 @@ pub enum Frame {
     },
     /// Acker traffic (init, ack, fail, complete). Not flow-controlled.
     Acker {
+        /// The acker task (or spout task) the message is for.
+        dest_task: u32,
         /// The runtime's encoding of the acker message.
         payload: Bytes,
     },
-    /// A control message of the runtime (e.g. shutdown of a topology). Not flow-controlled.
+    /// A control message of the runtime (acks to spouts, shutdown). Not flow-controlled.
     Control {
+        /// The task the message is for; 0 for the receiving worker itself.
+        dest_task: u32,
         /// The runtime's encoding of the control message.
         payload: Bytes,
     },
@@ -260,10 +266,11 @@ impl Encoder<Frame> for FrameCodec {
     }
 }
 
-/// Bytes a `Data` frame with this payload occupies in a body, over the payload itself.
+/// Most bytes a `Data`, `Acker` or `Control` frame body takes beyond its payload.
 ///
-/// Variant tag, array header, task id and bin header: at most 1 + 5 + 1 + 5 + 5 bytes.
-pub const DATA_OVERHEAD: usize = 17;
+/// Map header, variant name (`"Control"` is the longest), array header, task id and bin
+/// header: at most 1 + 8 + 1 + 5 + 5 bytes.
+pub const FRAME_OVERHEAD: usize = 20;
 
 #[cfg(test)]
 mod tests {
@@ -297,13 +304,25 @@ mod tests {
     }
 
     #[test]
-    fn data_overhead_bounds_the_largest_header() {
-        let frame = Frame::Data {
-            dest_task: u32::MAX,
-            payload: Bytes::from(vec![0u8; 70_000]),
-        };
-        let body = frame.encode_body().expect("encodes");
-        assert!(body.len() - 70_000 <= DATA_OVERHEAD);
+    fn frame_overhead_bounds_every_payload_frame() {
+        let payload = Bytes::from(vec![0u8; 70_000]);
+        let dest_task = u32::MAX;
+        let frames = [
+            Frame::Data {
+                dest_task,
+                payload: payload.clone(),
+            },
+            Frame::Acker {
+                dest_task,
+                payload: payload.clone(),
+            },
+            Frame::Control { dest_task, payload },
+        ];
+        let worst = frames
+            .iter()
+            .map(|f| f.encode_body().expect("encodes").len() - 70_000)
+            .max();
+        assert_eq!(worst, Some(FRAME_OVERHEAD));
     }
 
     #[test]

@@ -152,6 +152,7 @@ pub struct Handshake {
     nonce: [u8; NONCE_LEN],
     peer_nonce: [u8; NONCE_LEN],
     state: State,
+    claimed: Option<u32>,
 }
 
 /// What to do after a frame was accepted.
@@ -178,6 +179,7 @@ impl Handshake {
             nonce,
             peer_nonce: [0; NONCE_LEN],
             state: State::AwaitHello,
+            claimed: None,
         };
         let hello = hs.hello();
         (hs, hello)
@@ -191,12 +193,19 @@ impl Handshake {
             nonce,
             peer_nonce: [0; NONCE_LEN],
             state: State::AwaitHello,
+            claimed: None,
         }
     }
 
     /// True once the peer is authenticated.
     pub fn is_done(&self) -> bool {
         self.state == State::Done
+    }
+
+    /// The worker index the peer's `Hello` gave, once it passed the identity checks (not
+    /// yet authenticated until [`is_done`](Self::is_done)).
+    pub fn claimed_peer(&self) -> Option<u32> {
+        self.claimed
     }
 
     fn hello(&self) -> Frame {
@@ -223,6 +232,7 @@ impl Handshake {
             (State::AwaitHello, Frame::Hello(hello)) => {
                 let peer = self.check_hello(&hello)?;
                 self.state = State::AwaitAuth { peer };
+                self.claimed = Some(peer);
                 match self.role {
                     Role::Acceptor => Ok(Step::Continue(vec![
                         self.hello(),
@@ -442,6 +452,25 @@ where
     drive(&mut hs, reader, writer).await
 }
 
+/// Runs the acceptor's side within `timeout`; also returns the worker index the peer
+/// claimed, if it got that far, so a failure can be counted against that peer.
+pub(crate) async fn accept_within<R, W>(
+    id: Identity,
+    timeout: std::time::Duration,
+    reader: &mut FramedRead<R, FrameCodec>,
+    writer: &mut FramedWrite<W, FrameCodec>,
+) -> (Result<u32, HandshakeError>, Option<u32>)
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut hs = Handshake::accept(id, nonce());
+    let result = tokio::time::timeout(timeout, drive(&mut hs, reader, writer))
+        .await
+        .unwrap_or(Err(HandshakeError::TimedOut));
+    (result, hs.claimed_peer())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -511,6 +540,41 @@ mod tests {
             err.to_string(),
             "unexpected Heartbeat frame during the handshake, expected Hello"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_peer_times_out_the_handshake() {
+        let (ours, theirs) = tokio::io::duplex(1024);
+        let (r, w) = tokio::io::split(ours);
+        let mut reader = FramedRead::new(r, FrameCodec::new(256));
+        let mut writer = FramedWrite::new(w, FrameCodec::new(256));
+        let timeout = std::time::Duration::from_secs(5);
+        let started = tokio::time::Instant::now();
+        let (result, claimed) = accept_within(id(2, b"s"), timeout, &mut reader, &mut writer).await;
+        assert!(matches!(result, Err(HandshakeError::TimedOut)));
+        assert_eq!(
+            result.map_err(|e| e.to_string()),
+            Err("handshake timed out".into())
+        );
+        assert_eq!(claimed, None);
+        assert_eq!(started.elapsed(), timeout);
+        drop(theirs);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_peer_that_stops_after_hello_is_timed_out_and_named() {
+        let (ours, theirs) = tokio::io::duplex(1024);
+        let (r, w) = tokio::io::split(ours);
+        let mut reader = FramedRead::new(r, FrameCodec::new(256));
+        let mut writer = FramedWrite::new(w, FrameCodec::new(256));
+        let (_, hello) = Handshake::dial(id(1, b"s"), 2, [1; NONCE_LEN]);
+        let (_their_r, their_w) = tokio::io::split(theirs);
+        let mut their_writer = FramedWrite::new(their_w, FrameCodec::new(256));
+        their_writer.send(hello).await.expect("hello sent");
+        let timeout = std::time::Duration::from_secs(5);
+        let (result, claimed) = accept_within(id(2, b"s"), timeout, &mut reader, &mut writer).await;
+        assert!(matches!(result, Err(HandshakeError::TimedOut)));
+        assert_eq!(claimed, Some(1));
     }
 
     #[test]

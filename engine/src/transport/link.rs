@@ -1,13 +1,14 @@
 //! The runtime's side of a peer: a blocking, credit-limited sender, and what arrives.
 //!
-//! Credit is counted in bytes of `Data` payload (plus [`DATA_OVERHEAD`] per frame). A fresh
+//! Credit is counted in bytes of `Data` payload (plus [`FRAME_OVERHEAD`] per frame). A fresh
 //! connection starts with the configured window; each `Data` frame spends its cost; the
 //! receiver grants the cost back (a `Credit` frame) only when the runtime drops the
 //! [`CreditGrant`] that came with the frame. A sender with no credit left blocks, so a
 //! receiver that falls behind stops its senders, and both sides hold at most about one window
-//! per connection. `Acker` and `Control` frames spend no credit: they must never wait behind
-//! data (acks unblock spouts), and their volume is bounded above the transport by
-//! `max_spout_pending`.
+//! per connection. `Acker` and `Control` frames spend no credit and never block: they go on
+//! a separate unbounded lane that the connection writes ahead of data, because acks must
+//! never wait behind data (they are what unblocks spouts); their volume is bounded above the
+//! transport by `max_spout_pending`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -17,7 +18,7 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, Notify};
 
 use super::counters::PeerCounters;
-use super::frame::{Frame, DATA_OVERHEAD};
+use super::frame::{Frame, FRAME_OVERHEAD};
 
 /// Why a frame could not be handed to the transport.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -63,14 +64,20 @@ pub(crate) struct Link {
     state: Mutex<LinkState>,
     changed: Condvar,
     queue: mpsc::Sender<Frame>,
+    urgent: mpsc::UnboundedSender<Frame>,
     pub(crate) counters: Arc<PeerCounters>,
 }
 
 impl Link {
-    pub(crate) fn new(peer: u32, max_frame_len: usize, queue: mpsc::Sender<Frame>) -> Arc<Link> {
+    pub(crate) fn new(
+        peer: u32,
+        max_frame_len: usize,
+        queue: mpsc::Sender<Frame>,
+        urgent: mpsc::UnboundedSender<Frame>,
+    ) -> Arc<Link> {
         Arc::new(Link {
             peer,
-            max_payload: max_frame_len.saturating_sub(DATA_OVERHEAD),
+            max_payload: max_frame_len.saturating_sub(FRAME_OVERHEAD),
             state: Mutex::new(LinkState {
                 connected: false,
                 closed: false,
@@ -78,6 +85,7 @@ impl Link {
             }),
             changed: Condvar::new(),
             queue,
+            urgent,
             counters: Arc::new(PeerCounters::default()),
         })
     }
@@ -171,7 +179,7 @@ impl Link {
 
 /// The cost of a `Data` payload in credit.
 pub(crate) fn data_cost(len: usize) -> u32 {
-    u32::try_from(len.saturating_add(DATA_OVERHEAD)).unwrap_or(u32::MAX)
+    u32::try_from(len.saturating_add(FRAME_OVERHEAD)).unwrap_or(u32::MAX)
 }
 
 /// Sends frames to one peer worker; cheap to clone, for the runtime's std threads.
@@ -273,18 +281,24 @@ impl PeerSender {
         self.data(dest_task, payload, Some(Instant::now()), false)
     }
 
-    /// Sends an acker message. Spends no credit; blocks only while the send queue is full.
-    pub fn send_acker(&self, payload: Bytes) -> Result<(), SendError> {
-        self.check_len(&payload)?;
-        self.link.acquire(0, None)?;
-        self.link.enqueue(Frame::Acker { payload }, true)
+    /// Sends an acker message to task `dest_task` of the peer. Spends no credit, never
+    /// blocks, and is written ahead of queued data.
+    pub fn send_acker(&self, dest_task: u32, payload: Bytes) -> Result<(), SendError> {
+        self.urgent(Frame::Acker { dest_task, payload })
     }
 
-    /// Sends a control message. Spends no credit; blocks only while the send queue is full.
-    pub fn send_control(&self, payload: Bytes) -> Result<(), SendError> {
-        self.check_len(&payload)?;
+    /// Sends a control message to task `dest_task` of the peer (0: the worker itself).
+    /// Spends no credit, never blocks, and is written ahead of queued data.
+    pub fn send_control(&self, dest_task: u32, payload: Bytes) -> Result<(), SendError> {
+        self.urgent(Frame::Control { dest_task, payload })
+    }
+
+    fn urgent(&self, frame: Frame) -> Result<(), SendError> {
+        if let Frame::Acker { payload, .. } | Frame::Control { payload, .. } = &frame {
+            self.check_len(payload)?;
+        }
         self.link.acquire(0, None)?;
-        self.link.enqueue(Frame::Control { payload }, true)
+        self.link.urgent.send(frame).map_err(|_| SendError::Closed)
     }
 }
 
@@ -353,7 +367,7 @@ impl Drop for CreditGrant {
 
 /// What the transport delivers to the runtime, in order per peer.
 #[derive(Debug)]
-pub enum Inbound {
+pub enum Delivery {
     /// A batch of encoded tuples for one of this worker's tasks.
     Data {
         /// The sending worker.
@@ -369,6 +383,8 @@ pub enum Inbound {
     Acker {
         /// The sending worker.
         from: u32,
+        /// The task it is for.
+        dest_task: u32,
         /// The runtime's encoding.
         payload: Bytes,
     },
@@ -376,6 +392,8 @@ pub enum Inbound {
     Control {
         /// The sending worker.
         from: u32,
+        /// The task it is for (0: this worker).
+        dest_task: u32,
         /// The runtime's encoding.
         payload: Bytes,
     },

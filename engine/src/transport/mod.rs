@@ -8,7 +8,7 @@
 //!   [`FrameCodec`].
 //! - [`handshake`]: identity checks and mutual HMAC-SHA256 authentication.
 //! - [`counters`]: why connections closed ([`Counters`]), traffic per peer ([`PeerCounters`]).
-//! - `link`: [`PeerSender`] (blocking, credit-limited), [`Inbound`], [`CreditGrant`].
+//! - `link`: [`PeerSender`] (blocking, credit-limited), [`Delivery`], [`CreditGrant`].
 //! - `peer`: one driver task per peer: dial or await, serve, reconnect.
 //!
 //! # Connections
@@ -23,30 +23,42 @@
 //! Every connection closed for a fault is logged once and counted once in [`Counters`].
 //!
 //! # Example
-//! ```no_run
-//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-//! use topo_engine::transport::{Inbound, Transport, TransportConfig};
-//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-//! let peers = vec![listener.local_addr()?, "127.0.0.1:7001".parse()?];
-//! let config = TransportConfig::new(0, peers, 0xfeed, b"run secret".to_vec());
-//! let (shutdown_tx, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
-//! let (transport, inbound) = Transport::start(config, listener, async {
-//!     let _ = shutdown_rx.await;
-//! })?;
-//! let to_one = transport.sender(1).expect("worker 1 is a peer");
-//! std::thread::spawn(move || {
-//!     if to_one.wait_connected(std::time::Duration::from_secs(5)) {
-//!         let _ = to_one.send_data(3, bytes::Bytes::from_static(b"batch"));
-//!     }
-//!     while let Ok(msg) = inbound.recv() {
-//!         if let Inbound::Data { payload, grant, .. } = msg {
-//!             let _ = payload; // hand the batch to its executor, then:
+//! Two workers in one process; in `topo run` each is its own process.
+//! ```
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::time::Duration;
+//! use bytes::Bytes;
+//! use topo_engine::transport::{bind, Delivery, Transport, TransportConfig};
+//!
+//! let rt = tokio::runtime::Runtime::new()?;
+//! let _tokio = rt.enter();
+//! let (l0, l1) = rt.block_on(async { Ok::<_, std::io::Error>((bind(None).await?, bind(None).await?)) })?;
+//! let peers = vec![l0.local_addr()?, l1.local_addr()?];
+//! let secret = b"the run's secret".to_vec();
+//! let config = |i| TransportConfig::new(i, peers.clone(), 0xfeed, secret.clone());
+//! let (w0, _) = Transport::start(config(0), l0, std::future::pending())?;
+//! let (w1, inbound) = Transport::start(config(1), l1, std::future::pending())?;
+//!
+//! // An executor thread of worker 0 sends a batch to task 7, which runs in worker 1.
+//! let to_w1 = w0.sender(1).expect("worker 1 is a peer");
+//! assert!(to_w1.wait_connected(Duration::from_secs(10)));
+//! to_w1.send_data(7, Bytes::from_static(b"encoded tuples"))?;
+//!
+//! // Worker 1's runtime takes it, hands it to task 7, then drops the grant: credit flows back.
+//! loop {
+//!     match inbound.recv_timeout(Duration::from_secs(10))? {
+//!         Delivery::Data { from, dest_task, payload, grant } => {
+//!             assert_eq!((from, dest_task, &payload[..]), (0, 7, &b"encoded tuples"[..]));
 //!             drop(grant);
+//!             break;
 //!         }
+//!         Delivery::PeerUp { peer } => assert_eq!(peer, 0),
+//!         other => panic!("unexpected {other:?}"),
 //!     }
-//! });
-//! let _ = shutdown_tx.send(());
-//! transport.join().await;
+//! }
+//! w0.shutdown();
+//! w1.shutdown();
+//! rt.block_on(async { w0.join().await; w1.join().await });
 //! # Ok(()) }
 //! ```
 
@@ -71,10 +83,9 @@ use tracing::{info, warn};
 pub use counters::{CloseReason, Counters, PeerCounters};
 pub use frame::{Frame, FrameCodec, FrameError, HEADER_LEN, MAX_FRAME_LEN};
 pub use handshake::{HandshakeError, Identity};
-pub use link::{CreditGrant, Inbound, PeerSender, SendError};
+pub use link::{CreditGrant, Delivery, PeerSender, SendError};
 
-use frame::DATA_OVERHEAD;
-use handshake::HandshakeError as HsError;
+use frame::FRAME_OVERHEAD;
 use link::Link;
 use peer::{Established, PeerTask};
 
@@ -93,7 +104,7 @@ pub struct TransportConfig {
     pub max_frame_len: usize,
     /// Bytes of `Data` a peer may have in flight to this worker, unconsumed (default 4 MiB).
     pub credit_window: u32,
-    /// Frames each peer's send queue holds (default 1024).
+    /// `Data` frames each peer's send queue holds (default 1024).
     pub queue_frames: usize,
     /// Time a connection has to finish its handshake (default 5 s).
     pub handshake_timeout: Duration,
@@ -157,11 +168,11 @@ impl TransportConfig {
         if self.secret.is_empty() {
             return bad("the secret is empty".into());
         }
-        if self.max_frame_len <= DATA_OVERHEAD || self.max_frame_len > u32::MAX as usize {
+        if self.max_frame_len <= FRAME_OVERHEAD || self.max_frame_len > u32::MAX as usize {
             return bad(format!(
                 "max_frame_len {} is not between {} and {}",
                 self.max_frame_len,
-                DATA_OVERHEAD + 1,
+                FRAME_OVERHEAD + 1,
                 u32::MAX
             ));
         }
@@ -215,7 +226,7 @@ impl Transport {
         config: TransportConfig,
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> Result<(Transport, crossbeam_channel::Receiver<Inbound>), TransportError> {
+    ) -> Result<(Transport, crossbeam_channel::Receiver<Delivery>), TransportError> {
         config.check()?;
         let local_addr = listener.local_addr()?;
         let config = Arc::new(config);
@@ -238,7 +249,8 @@ impl Transport {
                 continue;
             }
             let (queue_tx, queue_rx) = mpsc::channel(config.queue_frames);
-            let link = Link::new(peer, config.max_frame_len, queue_tx);
+            let (urgent_tx, urgent_rx) = mpsc::unbounded_channel();
+            let link = Link::new(peer, config.max_frame_len, queue_tx, urgent_tx);
             let (in_tx, in_rx) = mpsc::channel(4);
             if peer < config.worker {
                 incoming.insert(peer, in_tx);
@@ -251,6 +263,7 @@ impl Transport {
                 identity: identity.clone(),
                 link,
                 queue: queue_rx,
+                urgent: urgent_rx,
                 incoming: in_rx,
                 inbound: inbound_tx.clone(),
                 counters: counters.clone(),
@@ -268,11 +281,16 @@ impl Transport {
                 _ = stop.cancelled() => {}
             }
         }));
+        let peer_counters = links
+            .iter()
+            .map(|(peer, link)| (*peer, link.counters.clone()))
+            .collect();
         tasks.push(tokio::spawn(accept_loop(
             listener,
             config.clone(),
             identity,
             incoming,
+            peer_counters,
             counters.clone(),
             token,
         )));
@@ -335,11 +353,13 @@ async fn accept_loop(
     config: Arc<TransportConfig>,
     identity: Identity,
     incoming: HashMap<u32, mpsc::Sender<Established>>,
+    peers: HashMap<u32, Arc<PeerCounters>>,
     counters: Arc<Counters>,
     shutdown: CancellationToken,
 ) {
     let handshakes = Arc::new(Semaphore::new(config.max_handshakes));
     let incoming = Arc::new(incoming);
+    let peers = Arc::new(peers);
     loop {
         let (stream, addr) = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -365,17 +385,20 @@ async fn accept_loop(
         let config = config.clone();
         let identity = identity.clone();
         let incoming = incoming.clone();
+        let peers = peers.clone();
         let counters = counters.clone();
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
             let (mut reader, mut writer) = peer::framed(stream, config.max_frame_len);
-            let handshake = tokio::time::timeout(
+            let handshake = handshake::accept_within(
+                identity,
                 config.handshake_timeout,
-                handshake::accept(identity, &mut reader, &mut writer),
+                &mut reader,
+                &mut writer,
             );
-            let result = tokio::select! {
+            let (result, claimed) = tokio::select! {
                 _ = shutdown.cancelled() => return,
-                r = handshake => r.unwrap_or(Err(HsError::TimedOut)),
+                r = handshake => r,
             };
             drop(permit);
             match result {
@@ -395,7 +418,10 @@ async fn accept_loop(
                 Err(e) => {
                     let reason = CloseReason::from(&e);
                     counters.count_closed(reason);
-                    warn!(%addr, %reason, error = %e, "Handshake failed; connection closed.");
+                    if let Some(peer) = claimed.and_then(|p| peers.get(&p)) {
+                        peer.count_handshake_failure();
+                    }
+                    warn!(%addr, claimed, %reason, error = %e, "Handshake failed; connection closed.");
                 }
             }
         });

@@ -15,7 +15,7 @@ use tracing::{debug, info, warn};
 use super::counters::{CloseReason, Counters};
 use super::frame::{Frame, FrameCodec, FrameError, HANDSHAKE_MAX_FRAME_LEN};
 use super::handshake::{self, HandshakeError, Identity};
-use super::link::{data_cost, CreditGrant, CreditReturn, Inbound, Link};
+use super::link::{data_cost, CreditGrant, CreditReturn, Delivery, Link};
 use super::TransportConfig;
 
 /// An authenticated connection, ready to carry frames.
@@ -52,9 +52,11 @@ pub(crate) struct PeerTask {
     pub(crate) identity: Identity,
     pub(crate) link: Arc<Link>,
     pub(crate) queue: mpsc::Receiver<Frame>,
+    /// Acker and control frames: unbounded, written ahead of data.
+    pub(crate) urgent: mpsc::UnboundedReceiver<Frame>,
     /// Connections the listener accepted and authenticated from this peer (acceptor side).
     pub(crate) incoming: mpsc::Receiver<Established>,
-    pub(crate) inbound: crossbeam_channel::Sender<Inbound>,
+    pub(crate) inbound: crossbeam_channel::Sender<Delivery>,
     pub(crate) counters: Arc<Counters>,
     pub(crate) shutdown: CancellationToken,
 }
@@ -125,15 +127,28 @@ impl PeerTask {
                 },
             };
             failures = 0;
-            backoff = self.config.connect_backoff.0;
+            let started = tokio::time::Instant::now();
             match self.serve(conn).await {
                 End::Shutdown => break,
                 End::Replaced(conn) => next = Some(*conn),
-                End::Clean | End::Failed(..) => {}
+                End::Clean | End::Failed(..) => {
+                    // A connection that failed soon after it was made backs off before the
+                    // next dial, so a peer that keeps closing us is not redialed in a loop.
+                    if started.elapsed() >= self.config.connect_backoff.1 {
+                        backoff = self.config.connect_backoff.0;
+                    } else if self.dials() {
+                        tokio::select! {
+                            _ = self.shutdown.cancelled() => break,
+                            _ = tokio::time::sleep(backoff) => {}
+                        }
+                        backoff = (backoff * 2).min(self.config.connect_backoff.1);
+                    }
+                }
             }
         }
         self.link.close();
         self.queue.close();
+        self.urgent.close();
     }
 
     /// Dials the peer and runs the handshake, within the handshake timeout.
@@ -166,6 +181,7 @@ impl PeerTask {
             Err(e) => {
                 let reason = CloseReason::from(&e);
                 self.counters.count_closed(reason);
+                self.link.counters.count_handshake_failure();
                 warn!(peer = self.peer, addr = %self.addr, %reason, error = %e, "Handshake with worker failed; connection closed.");
                 Err(Dial::Refused)
             }
@@ -188,7 +204,7 @@ impl PeerTask {
         self.link.set_connected(window);
         self.link.counters.count_connect();
         info!(peer, %addr, "Worker connected.");
-        let _ = self.inbound.send(Inbound::PeerUp { peer });
+        let _ = self.inbound.send(Delivery::PeerUp { peer });
 
         let mut read = tokio::spawn(read_loop(
             peer,
@@ -208,8 +224,25 @@ impl PeerTask {
             let step = tokio::select! {
                 biased;
                 _ = self.shutdown.cancelled() => {
-                    let bye = tokio::time::timeout(Duration::from_secs(1), writer.send(Frame::Goodbye));
-                    let _ = bye.await;
+                    // Write what is already queued, then say Goodbye; give up after a second.
+                    let mut last = Vec::new();
+                    while let Ok(f) = self.urgent.try_recv() {
+                        last.push(f);
+                    }
+                    while let Ok(f) = self.queue.try_recv() {
+                        last.push(f);
+                    }
+                    last.push(Frame::Goodbye);
+                    let counters = &self.link.counters;
+                    let bye = async {
+                        for frame in last {
+                            let payload = payload_len(&frame);
+                            writer.feed(frame).await?;
+                            counters.count_out(payload);
+                        }
+                        writer.flush().await
+                    };
+                    let _ = tokio::time::timeout(Duration::from_secs(1), bye).await;
                     break End::Shutdown;
                 }
                 r = &mut read => {
@@ -229,6 +262,17 @@ impl PeerTask {
                         continue;
                     }
                     self.write(&mut writer, vec![Frame::Credit { bytes }]).await.map(|()| true)
+                }
+                frame = self.urgent.recv() => {
+                    let Some(frame) = frame else { break End::Shutdown };
+                    let mut batch = vec![frame];
+                    while batch.len() < 256 {
+                        match self.urgent.try_recv() {
+                            Ok(f) => batch.push(f),
+                            Err(_) => break,
+                        }
+                    }
+                    self.write(&mut writer, batch).await.map(|()| true)
                 }
                 frame = self.queue.recv() => {
                     let Some(frame) = frame else { break End::Shutdown };
@@ -268,6 +312,7 @@ impl PeerTask {
         match &end {
             End::Failed(reason, error) => {
                 self.counters.count_closed(*reason);
+                self.link.counters.count_fault();
                 warn!(peer, %addr, %reason, %error, "Connection to worker closed.");
             }
             End::Replaced(_) => {
@@ -276,7 +321,7 @@ impl PeerTask {
             }
             End::Clean | End::Shutdown => info!(peer, %addr, "Worker disconnected."),
         }
-        let _ = self.inbound.send(Inbound::PeerDown { peer });
+        let _ = self.inbound.send(Delivery::PeerDown { peer });
         end
     }
 
@@ -288,12 +333,7 @@ impl PeerTask {
         let counters = &self.link.counters;
         let io = async {
             for frame in batch {
-                let payload = match &frame {
-                    Frame::Data { payload, .. }
-                    | Frame::Acker { payload }
-                    | Frame::Control { payload } => payload.len(),
-                    _ => 0,
-                };
+                let payload = payload_len(&frame);
                 writer.feed(frame).await?;
                 counters.count_out(payload);
             }
@@ -308,6 +348,9 @@ impl PeerTask {
 
     fn drop_queued(&mut self) {
         let mut n = 0;
+        while self.urgent.try_recv().is_ok() {
+            n += 1;
+        }
         while self.queue.try_recv().is_ok() {
             n += 1;
         }
@@ -322,12 +365,22 @@ impl PeerTask {
     }
 }
 
+/// Bytes of runtime payload a frame carries, for the traffic counters.
+fn payload_len(frame: &Frame) -> usize {
+    match frame {
+        Frame::Data { payload, .. }
+        | Frame::Acker { payload, .. }
+        | Frame::Control { payload, .. } => payload.len(),
+        _ => 0,
+    }
+}
+
 async fn read_loop(
     peer: u32,
     mut reader: FramedRead<OwnedReadHalf, FrameCodec>,
     link: Arc<Link>,
     owed: Arc<CreditReturn>,
-    inbound: crossbeam_channel::Sender<Inbound>,
+    inbound: crossbeam_channel::Sender<Delivery>,
     peer_timeout: Duration,
 ) -> End {
     let counters = link.counters.clone();
@@ -347,24 +400,26 @@ async fn read_loop(
             Frame::Data { dest_task, payload } => {
                 counters.count_in(payload.len());
                 let grant = CreditGrant::new(owed.clone(), data_cost(payload.len()));
-                inbound.send(Inbound::Data {
+                inbound.send(Delivery::Data {
                     from: peer,
                     dest_task,
                     payload,
                     grant,
                 })
             }
-            Frame::Acker { payload } => {
+            Frame::Acker { dest_task, payload } => {
                 counters.count_in(payload.len());
-                inbound.send(Inbound::Acker {
+                inbound.send(Delivery::Acker {
                     from: peer,
+                    dest_task,
                     payload,
                 })
             }
-            Frame::Control { payload } => {
+            Frame::Control { dest_task, payload } => {
                 counters.count_in(payload.len());
-                inbound.send(Inbound::Control {
+                inbound.send(Delivery::Control {
                     from: peer,
+                    dest_task,
                     payload,
                 })
             }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use crossbeam_channel::Receiver;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
-use topo_engine::transport::{Inbound, Transport, TransportConfig};
+use topo_engine::transport::{Delivery, Transport, TransportConfig};
 
 pub(crate) const FINGERPRINT: u64 = 0x7070_7070;
 pub(crate) const SECRET: &[u8] = b"test secret";
@@ -19,7 +19,7 @@ pub(crate) const PATIENCE: Duration = Duration::from_secs(20);
 /// A running transport and its inbound channel.
 pub(crate) struct Worker {
     pub(crate) transport: Transport,
-    pub(crate) inbound: Receiver<Inbound>,
+    pub(crate) inbound: Receiver<Delivery>,
     stop: oneshot::Sender<()>,
 }
 
@@ -47,20 +47,20 @@ impl Worker {
     }
 
     /// Shuts the transport down and waits for it; returns what was still to be received.
-    pub(crate) async fn stop(self) -> Receiver<Inbound> {
+    pub(crate) async fn stop(self) -> Receiver<Delivery> {
         let _ = self.stop.send(());
         self.transport.join().await;
         self.inbound
     }
 
     /// The next thing received, or a test failure after [`PATIENCE`].
-    pub(crate) async fn next(&self) -> Inbound {
+    pub(crate) async fn next(&self) -> Delivery {
         next(&self.inbound).await
     }
 }
 
 /// The next item on `rx`, waiting on a blocking thread.
-pub(crate) async fn next(rx: &Receiver<Inbound>) -> Inbound {
+pub(crate) async fn next(rx: &Receiver<Delivery>) -> Delivery {
     let rx = rx.clone();
     tokio::task::spawn_blocking(move || rx.recv_timeout(PATIENCE))
         .await
@@ -86,25 +86,25 @@ pub(crate) async fn listeners(n: usize) -> (Vec<TcpListener>, Vec<SocketAddr>) {
 }
 
 /// Asserts the next item is `PeerUp` for `peer`.
-pub(crate) async fn expect_up(rx: &Receiver<Inbound>, peer: u32) {
+pub(crate) async fn expect_up(rx: &Receiver<Delivery>, peer: u32) {
     match next(rx).await {
-        Inbound::PeerUp { peer: p } if p == peer => {}
+        Delivery::PeerUp { peer: p } if p == peer => {}
         other => panic!("expected PeerUp {{ peer: {peer} }}, got {other:?}"),
     }
 }
 
 /// Asserts the next item is `PeerDown` for `peer`.
-pub(crate) async fn expect_down(rx: &Receiver<Inbound>, peer: u32) {
+pub(crate) async fn expect_down(rx: &Receiver<Delivery>, peer: u32) {
     match next(rx).await {
-        Inbound::PeerDown { peer: p } if p == peer => {}
+        Delivery::PeerDown { peer: p } if p == peer => {}
         other => panic!("expected PeerDown {{ peer: {peer} }}, got {other:?}"),
     }
 }
 
 /// Asserts the next item is a `Data` frame and returns (from, task, payload).
-pub(crate) async fn expect_data(rx: &Receiver<Inbound>) -> (u32, u32, Vec<u8>) {
+pub(crate) async fn expect_data(rx: &Receiver<Delivery>) -> (u32, u32, Vec<u8>) {
     match next(rx).await {
-        Inbound::Data {
+        Delivery::Data {
             from,
             dest_task,
             payload,

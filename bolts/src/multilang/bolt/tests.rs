@@ -354,3 +354,46 @@ fn at_max_pending_the_bolt_waits_for_the_child() {
     assert_eq!(h.core.in_flight(), 0);
     assert_eq!(h.rec.acked, ["ka", "lo", "mi", "nu"]);
 }
+
+#[test]
+fn a_child_that_closes_its_output_but_runs_on_is_killed() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let script = r#"
+import json, os, sys, threading
+sys.stdin.readline(); sys.stdin.readline()
+sys.stdout.write(json.dumps({"pid": os.getpid()}) + "\nend\n")
+sys.stdout.flush()
+os.close(1)
+threading.Event().wait()
+"#;
+    std::fs::write(dir.path().join("mute.py"), script).expect("script");
+    let table: toml::Table = "command = ['python3', 'mute.py']".parse().expect("toml");
+    let config: Config = parse_config(&table).expect("config");
+    let setup = Setup {
+        component: "mute".into(),
+        task: 1,
+        dir: dir.path().to_path_buf(),
+        conf: json!({}),
+        context: json!({}),
+        direct_targets: Default::default(),
+    };
+    let (tx, woken) = mpsc::channel();
+    let mut h = Harness {
+        core: BoltCore::new(
+            config,
+            setup,
+            Arc::new(move || {
+                let _ = tx.send(());
+            }),
+        ),
+        woken,
+        rec: Recorder::default(),
+        _dir: dir,
+    };
+    h.core.start().expect("start");
+    let pid = h.core.pid().expect("running");
+    h.send("ka");
+    h.until(|r| r.failed.len() == 1);
+    let alive = unsafe { libc::kill(pid as libc::pid_t, 0) } == 0;
+    assert!(!alive, "the mute child {pid} still runs");
+}
