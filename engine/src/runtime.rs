@@ -299,9 +299,12 @@ impl RunningTopology {
                 .map(|(_, c)| *c)
                 .unwrap_or_default()
         };
+        // Only the tasks that ran here (all of them unless one worker was started).
+        let ran_here = |t: &&TaskId| by_task.iter().any(|(id, _)| id == *t);
         let summarize = |id: String, kind: &str, tasks: &[TaskId]| {
             let tasks: Vec<TaskSummary> = tasks
                 .iter()
+                .filter(ran_here)
                 .map(|&t| TaskSummary {
                     task: t,
                     worker: self.plan.worker_of(t).unwrap_or(0),

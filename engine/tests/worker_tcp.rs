@@ -121,6 +121,13 @@ fn two_workers(count: i64, base: RunOptions) {
     let tasks: BTreeSet<TaskId> = seen.iter().map(|(t, _)| *t).collect();
     assert_eq!(tasks, BTreeSet::from([3, 4, 5, 6]));
     for (w, s) in summaries.iter().enumerate() {
+        let sink = s.component("sink").unwrap();
+        let tasks: Vec<TaskId> = sink.tasks.iter().map(|t| t.task).collect();
+        assert_eq!(
+            tasks,
+            [[3, 5], [4, 6]][w],
+            "a worker's summary has its own tasks"
+        );
         assert!(
             s.counts("__acker").acked > 0,
             "worker {w}'s acker tracked trees"
