@@ -56,14 +56,16 @@ impl RemoteSender<AckerIn> for Peers {
             return Ok(());
         };
         let bytes = wire::encode_acker(to, &msgs).map_err(|_| Gone(to))?;
-        self.sender(to)?.send_acker(bytes).map_err(|_| Gone(to))
+        self.sender(to)?.send_acker(to, bytes).map_err(|_| Gone(to))
     }
 }
 
 impl RemoteSender<SpoutMsg> for Peers {
     fn send(&self, to: TaskId, msg: SpoutMsg) -> Result<(), Gone> {
         let bytes = wire::encode_control(to, &msg).map_err(|_| Gone(to))?;
-        self.sender(to)?.send_control(bytes).map_err(|_| Gone(to))
+        self.sender(to)?
+            .send_control(to, bytes)
+            .map_err(|_| Gone(to))
     }
 }
 
@@ -98,9 +100,9 @@ struct Dispatcher {
 }
 
 impl Dispatcher {
-    fn handle(&mut self, msg: transport::Inbound) {
+    fn handle(&mut self, msg: transport::Delivery) {
         match msg {
-            transport::Inbound::Data {
+            transport::Delivery::Data {
                 from,
                 dest_task,
                 payload,
@@ -109,30 +111,42 @@ impl Dispatcher {
                 Ok(m) => self.deliver(dest_task, m, grant),
                 Err(e) => tracing::warn!(peer = from, error = %e, "Dropped a data frame."),
             },
-            transport::Inbound::Acker { from, payload } => match wire::decode_acker(&payload) {
-                Ok((to, msgs)) => match self.ackers.get(&to) {
-                    Some(tx) => {
-                        let _ = tx.send(AckerIn::Batch(msgs));
-                    }
-                    None => {
-                        tracing::warn!(peer = from, task = to, "Acker message for no acker here.")
-                    }
-                },
-                Err(e) => tracing::warn!(peer = from, error = %e, "Dropped an acker frame."),
-            },
-            transport::Inbound::Control { from, payload } => match wire::decode_control(&payload) {
-                Ok((to, m)) => match self.spouts.get(&to) {
-                    Some(tx) => {
-                        let _ = tx.send(m);
-                    }
-                    None => {
-                        tracing::warn!(peer = from, task = to, "Control message for no spout here.")
-                    }
-                },
-                Err(e) => tracing::warn!(peer = from, error = %e, "Dropped a control frame."),
-            },
-            transport::Inbound::PeerUp { peer } => tracing::info!(peer, "Peer connected."),
-            transport::Inbound::PeerDown { peer } => tracing::warn!(peer, "Peer disconnected."),
+            transport::Delivery::Acker { from, payload, .. } => {
+                match wire::decode_acker(&payload) {
+                    Ok((to, msgs)) => match self.ackers.get(&to) {
+                        Some(tx) => {
+                            let _ = tx.send(AckerIn::Batch(msgs));
+                        }
+                        None => {
+                            tracing::warn!(
+                                peer = from,
+                                task = to,
+                                "Acker message for no acker here."
+                            )
+                        }
+                    },
+                    Err(e) => tracing::warn!(peer = from, error = %e, "Dropped an acker frame."),
+                }
+            }
+            transport::Delivery::Control { from, payload, .. } => {
+                match wire::decode_control(&payload) {
+                    Ok((to, m)) => match self.spouts.get(&to) {
+                        Some(tx) => {
+                            let _ = tx.send(m);
+                        }
+                        None => {
+                            tracing::warn!(
+                                peer = from,
+                                task = to,
+                                "Control message for no spout here."
+                            )
+                        }
+                    },
+                    Err(e) => tracing::warn!(peer = from, error = %e, "Dropped a control frame."),
+                }
+            }
+            transport::Delivery::PeerUp { peer } => tracing::info!(peer, "Peer connected."),
+            transport::Delivery::PeerDown { peer } => tracing::warn!(peer, "Peer disconnected."),
         }
     }
 
@@ -179,7 +193,7 @@ impl Dispatcher {
 /// Starts a thread that delivers what peers send (`inbound`, from [`Transport::start`])
 /// into `inboxes`; it ends when the transport shuts down.
 pub fn dispatch(
-    inbound: Receiver<transport::Inbound>,
+    inbound: Receiver<transport::Delivery>,
     inboxes: &Inboxes,
     topology: Arc<Topology>,
 ) -> std::io::Result<JoinHandle<()>> {
