@@ -7,6 +7,7 @@
 //! - [`validate`](mod@validate): `topo validate FILE...`
 //! - [`graph`]: `topo graph FILE --format text|dot|mermaid`
 //! - [`components`]: `topo components`
+//! - [`run`]: `topo run FILE`; [`status`]: its live status line and `/metrics`
 
 use std::ffi::OsString;
 use std::path::Path;
@@ -18,6 +19,7 @@ use topo_engine::Registry;
 pub mod components;
 pub mod graph;
 pub mod run;
+pub mod status;
 pub mod validate;
 
 /// Exit code: success.

@@ -26,6 +26,14 @@ pub(crate) struct RunArgs {
     /// Print the physical plan (which task runs in which worker) and exit.
     #[arg(long)]
     plan: bool,
+    /// Serve Prometheus metrics at http://ADDR/metrics while it runs (`127.0.0.1:9464`;
+    /// port 0 picks a free port, printed on stderr).
+    #[arg(long, value_name = "ADDR")]
+    metrics_addr: Option<std::net::SocketAddr>,
+    /// Keep serving metrics this long after the topology ended (Ctrl-C ends it sooner),
+    /// so a scraper sees the final figures.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, requires = "metrics_addr")]
+    linger: Option<Duration>,
 }
 
 /// Parses `500ms`, `30s`, `2m`, `1h` (a decimal number and a unit).
@@ -94,6 +102,13 @@ pub(crate) fn run(registry: &Registry, args: RunArgs) -> i32 {
     if let Err(e) = installed {
         tracing::warn!(error = %e, "Cannot handle Ctrl-C; stop with --for.");
     }
+    let mut watch = match super::status::Watch::start(topology.name(), args.metrics_addr) {
+        Ok(w) => w,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_USAGE;
+        }
+    };
     let running = match topo_engine::start(Arc::clone(&topology), registry, options) {
         Ok(r) => r,
         Err(e) => {
@@ -107,12 +122,9 @@ pub(crate) fn run(registry: &Registry, args: RunArgs) -> i32 {
     if requested.load(Ordering::SeqCst) {
         running.stop();
     }
-    if let Some(d) = args.run_for {
-        if !running.wait_timeout(d) {
-            running.stop();
-        }
-    }
-    let summary = running.wait();
+    watch.wait(&running, args.run_for);
+    let (summary, last) = running.wait_snapshot();
+    watch.finish(&[last], 0);
     if args.json {
         match serde_json::to_string(&summary) {
             Ok(j) => println!("{j}"),
@@ -124,6 +136,7 @@ pub(crate) fn run(registry: &Registry, args: RunArgs) -> i32 {
     } else {
         println!("{summary}");
     }
+    watch.linger(args.linger, &requested);
     if summary.errors.is_empty() {
         EXIT_OK
     } else {

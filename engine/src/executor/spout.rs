@@ -11,6 +11,7 @@ use smallvec::SmallVec;
 use super::{panic_text, worth_logging, Output};
 use crate::acker::IdMap;
 use crate::component::{Anchoring, Emitter, Poll, Spout, SpoutOutput, TaskContext};
+use crate::metrics::{FailReason, FailSample};
 use crate::route::{AckerMsg, SpoutMsg};
 use crate::runtime::StopHandle;
 use crate::summary::{Counts, Histogram};
@@ -149,7 +150,6 @@ pub(crate) struct SpoutExecutor {
     pub(crate) stop: StopHandle,
     pub(crate) errors: Arc<Mutex<Vec<String>>>,
     /// Complete latencies, handed over when the task ends.
-    pub(crate) latency: Histogram,
     pub(crate) latency_out: Arc<Mutex<Histogram>>,
 }
 
@@ -221,7 +221,8 @@ impl SpoutExecutor {
                         self.core.out.counts.acked += 1;
                         let emitted = deadline.checked_sub(self.core.timeout);
                         if let Some(e) = emitted {
-                            self.latency.record(now.saturating_duration_since(e));
+                            let took = now.saturating_duration_since(e);
+                            self.core.out.stats.complete.record(took);
                         }
                         self.call_ack(id);
                     }
@@ -232,6 +233,11 @@ impl SpoutExecutor {
                     if let Some((id, _)) = self.core.pending.remove(r) {
                         self.core.out.counts.failed += 1;
                         self.core.out.counts.failed_by.explicit += 1;
+                        self.core.out.stats.last_fail = Some(FailSample {
+                            msg_id: Some(id),
+                            root: Some(r),
+                            reason: FailReason::Explicit,
+                        });
                         self.call_fail(id, st);
                     }
                 }
@@ -254,6 +260,7 @@ impl SpoutExecutor {
             stopping: false,
             done: false,
         };
+        self.core.out.busy_is_wall = true;
         let spout = &mut self.spout;
         let ctx = &self.ctx;
         match catch_unwind(AssertUnwindSafe(|| spout.open(ctx))) {
@@ -276,9 +283,15 @@ impl SpoutExecutor {
             for id in expired.drain(..) {
                 self.core.out.counts.failed += 1;
                 self.core.out.counts.failed_by.timeout += 1;
+                self.core.out.stats.last_fail = Some(FailSample {
+                    msg_id: Some(id),
+                    root: None,
+                    reason: FailReason::Timeout,
+                });
                 self.call_fail(id, &mut st);
             }
             let pending = self.core.pending.len();
+            self.core.out.stats.pending = pending as u64;
             if (st.stopping || st.done) && pending == 0 && self.core.ack_now.is_empty() {
                 break;
             }
@@ -307,7 +320,10 @@ impl SpoutExecutor {
                 };
                 if idle {
                     self.core.out.flush_all(now);
-                    if let Ok(msg) = self.ctl.recv_timeout(IDLE_WAIT) {
+                    let waiting = Instant::now();
+                    let msg = self.ctl.recv_timeout(IDLE_WAIT);
+                    self.core.out.stats.waited_ns += waiting.elapsed().as_nanos() as u64;
+                    if let Ok(msg) = msg {
                         self.handle(msg, &mut st);
                     }
                 } else {
@@ -321,7 +337,9 @@ impl SpoutExecutor {
                     .next_deadline()
                     .map_or(MAX_WAIT, |d| d.saturating_duration_since(now))
                     .min(MAX_WAIT);
-                match self.ctl.recv_timeout(wait) {
+                let msg = self.ctl.recv_timeout(wait);
+                self.core.out.stats.waited_ns += now.elapsed().as_nanos() as u64;
+                match msg {
                     Ok(msg) => self.handle(msg, &mut st),
                     Err(RecvTimeoutError::Timeout) => {}
                     Err(RecvTimeoutError::Disconnected) => st.stopping = true,
@@ -333,9 +351,12 @@ impl SpoutExecutor {
         if let Err(p) = catch_unwind(AssertUnwindSafe(|| spout.close())) {
             self.count_error("close", &panic_text(&*p));
         }
-        self.core.out.flush_all(Instant::now());
+        let now = Instant::now();
+        self.core.out.stats.pending = self.core.pending.len() as u64;
+        self.core.out.flush_all(now);
+        self.core.out.publish_stats(now);
         if let Ok(mut h) = self.latency_out.lock() {
-            h.merge(&self.latency);
+            h.merge(&self.core.out.stats.complete);
         }
         self.core.out.counts
     }
