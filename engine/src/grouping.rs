@@ -1,6 +1,6 @@
 //! Groupings: which tasks of a subscriber get a tuple, with Storm's semantics.
 //!
-//! One [`Router`] per (emitting task, stream, subscriber) holds that emitter's state:
+//! One `Router` per (emitting task, stream, subscriber) holds that emitter's state:
 //! the round-robin position of a shuffle, the per-task counts of a partial-key grouping.
 
 use smallvec::SmallVec;

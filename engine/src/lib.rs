@@ -2,7 +2,7 @@
 //! between tasks with Storm's acking.
 //!
 //! # Layout
-//! - [`value`], [`tuple`]: the data model.
+//! - [`value`], [`tuple`](mod@tuple): the data model.
 //! - [`component`]: the `Spout` and `Bolt` traits, their collectors and `TaskContext`.
 //! - [`registry`]: component types by name.
 //! - [`plan`]: the physical plan, tasks placed in workers.

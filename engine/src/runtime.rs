@@ -561,7 +561,9 @@ pub fn start(
     };
     let errors = Arc::new(Mutex::new(Vec::new()));
     let component_tasks = Arc::new(plan.all_component_tasks().to_vec());
-    let pool = Pool::new(1024);
+    // Spare batch vectors kept for reuse: a few per task is plenty (each holds up to a
+    // batch of tuples, so this also bounds what the pool retains).
+    let pool = Pool::new(64);
     let (done_tx, done) = crossbeam_channel::bounded::<()>(0);
     let mut rng = rand::rng();
 

@@ -6,8 +6,8 @@
 //!                              [[stream_index, source_task, [[root, id], ...], [value, ...]], ...]]}
 //!                 | {"Eos": from_task}       the end of from_task's stream
 //!                 | "Wake"                   (never sent between workers)
-//! Acker payload   = [dest_task, [acker_msg, ...]]
-//! Control payload = [dest_task, spout_msg]
+//! Acker payload   = [acker_msg, ...]          (the frame names the acker task)
+//! Control payload = spout_msg                  (the frame names the spout task)
 //! ```
 //!
 //! A batch names each (component, stream) it carries once; the receiver interns the
@@ -155,23 +155,23 @@ pub fn decode_data(bytes: &[u8], topology: &Topology) -> Result<Inbound, WireErr
     }
 }
 
-/// Encodes acker messages for acker task `to`.
-pub fn encode_acker(to: TaskId, msgs: &[AckerMsg]) -> Result<Bytes, WireError> {
-    encode(&(to, msgs))
+/// Encodes acker messages.
+pub fn encode_acker(msgs: &[AckerMsg]) -> Result<Bytes, WireError> {
+    encode(&msgs)
 }
 
-/// Decodes acker messages: (acker task, messages).
-pub fn decode_acker(bytes: &[u8]) -> Result<(TaskId, Vec<AckerMsg>), WireError> {
+/// Decodes acker messages.
+pub fn decode_acker(bytes: &[u8]) -> Result<Vec<AckerMsg>, WireError> {
     decode("acker", bytes)
 }
 
-/// Encodes a control message for spout task `to`.
-pub fn encode_control(to: TaskId, msg: &SpoutMsg) -> Result<Bytes, WireError> {
-    encode(&(to, msg))
+/// Encodes a message to a spout task.
+pub fn encode_control(msg: &SpoutMsg) -> Result<Bytes, WireError> {
+    encode(msg)
 }
 
-/// Decodes a control message: (spout task, message).
-pub fn decode_control(bytes: &[u8]) -> Result<(TaskId, SpoutMsg), WireError> {
+/// Decodes a message to a spout task.
+pub fn decode_control(bytes: &[u8]) -> Result<SpoutMsg, WireError> {
     decode("control", bytes)
 }
 
@@ -257,13 +257,10 @@ mod tests {
             },
             AckerMsg::Fail { root: 9 },
         ];
-        let b = encode_acker(5, &msgs).unwrap();
-        assert_eq!(decode_acker(&b).unwrap(), (5, msgs.to_vec()));
-        let b = encode_control(1, &SpoutMsg::Acked(vec![7, 8])).unwrap();
-        assert_eq!(
-            decode_control(&b).unwrap(),
-            (1, SpoutMsg::Acked(vec![7, 8]))
-        );
+        let b = encode_acker(&msgs).unwrap();
+        assert_eq!(decode_acker(&b).unwrap(), msgs.to_vec());
+        let b = encode_control(&SpoutMsg::Acked(vec![7, 8])).unwrap();
+        assert_eq!(decode_control(&b).unwrap(), SpoutMsg::Acked(vec![7, 8]));
     }
 
     #[test]
@@ -279,6 +276,6 @@ mod tests {
             decode_data(&bytes, &t).unwrap_err().to_string(),
             "a batch names stream `default` of `nope`, which the topology does not declare"
         );
-        assert!(decode_acker(&[0x92]).is_err());
+        assert!(decode_acker(&[0x92, 0xc1]).is_err());
     }
 }

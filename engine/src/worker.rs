@@ -55,14 +55,14 @@ impl RemoteSender<AckerIn> for Peers {
         let AckerIn::Batch(msgs) = msg else {
             return Ok(());
         };
-        let bytes = wire::encode_acker(to, &msgs).map_err(|_| Gone(to))?;
+        let bytes = wire::encode_acker(&msgs).map_err(|_| Gone(to))?;
         self.sender(to)?.send_acker(to, bytes).map_err(|_| Gone(to))
     }
 }
 
 impl RemoteSender<SpoutMsg> for Peers {
     fn send(&self, to: TaskId, msg: SpoutMsg) -> Result<(), Gone> {
-        let bytes = wire::encode_control(to, &msg).map_err(|_| Gone(to))?;
+        let bytes = wire::encode_control(&msg).map_err(|_| Gone(to))?;
         self.sender(to)?
             .send_control(to, bytes)
             .map_err(|_| Gone(to))
@@ -111,40 +111,36 @@ impl Dispatcher {
                 Ok(m) => self.deliver(dest_task, m, grant),
                 Err(e) => tracing::warn!(peer = from, error = %e, "Dropped a data frame."),
             },
-            transport::Delivery::Acker { from, payload, .. } => {
-                match wire::decode_acker(&payload) {
-                    Ok((to, msgs)) => match self.ackers.get(&to) {
-                        Some(tx) => {
-                            let _ = tx.send(AckerIn::Batch(msgs));
-                        }
-                        None => {
-                            tracing::warn!(
-                                peer = from,
-                                task = to,
-                                "Acker message for no acker here."
-                            )
-                        }
-                    },
-                    Err(e) => tracing::warn!(peer = from, error = %e, "Dropped an acker frame."),
-                }
-            }
-            transport::Delivery::Control { from, payload, .. } => {
-                match wire::decode_control(&payload) {
-                    Ok((to, m)) => match self.spouts.get(&to) {
-                        Some(tx) => {
-                            let _ = tx.send(m);
-                        }
-                        None => {
-                            tracing::warn!(
-                                peer = from,
-                                task = to,
-                                "Control message for no spout here."
-                            )
-                        }
-                    },
-                    Err(e) => tracing::warn!(peer = from, error = %e, "Dropped a control frame."),
-                }
-            }
+            transport::Delivery::Acker {
+                from,
+                dest_task: to,
+                payload,
+            } => match wire::decode_acker(&payload) {
+                Ok(msgs) => match self.ackers.get(&to) {
+                    Some(tx) => {
+                        let _ = tx.send(AckerIn::Batch(msgs));
+                    }
+                    None => {
+                        tracing::warn!(peer = from, task = to, "Acker message for no acker here.")
+                    }
+                },
+                Err(e) => tracing::warn!(peer = from, error = %e, "Dropped an acker frame."),
+            },
+            transport::Delivery::Control {
+                from,
+                dest_task: to,
+                payload,
+            } => match wire::decode_control(&payload) {
+                Ok(m) => match self.spouts.get(&to) {
+                    Some(tx) => {
+                        let _ = tx.send(m);
+                    }
+                    None => {
+                        tracing::warn!(peer = from, task = to, "Control message for no spout here.")
+                    }
+                },
+                Err(e) => tracing::warn!(peer = from, error = %e, "Dropped a control frame."),
+            },
             transport::Delivery::PeerUp { peer } => tracing::info!(peer, "Peer connected."),
             transport::Delivery::PeerDown { peer } => tracing::warn!(peer, "Peer disconnected."),
         }

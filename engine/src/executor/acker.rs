@@ -30,6 +30,8 @@ impl AckerExecutor {
         let mut published = Instant::now();
         // Per spout task: (acked roots, failed roots) of the current batch.
         let mut out: Vec<(Vec<u64>, Vec<u64>)> = vec![Default::default(); self.spouts.len()];
+        // The spout tasks with something in `out`.
+        let mut touched: Vec<TaskId> = Vec::new();
         loop {
             match self.inbox.recv_deadline(next_rotate) {
                 Ok(AckerIn::Batch(msgs)) => {
@@ -39,6 +41,9 @@ impl AckerExecutor {
                             Some(Outcome::Acked { spout, root }) => {
                                 counts.acked += 1;
                                 if let Some(o) = out.get_mut(spout as usize) {
+                                    if o.0.is_empty() && o.1.is_empty() {
+                                        touched.push(spout);
+                                    }
                                     o.0.push(root);
                                 }
                             }
@@ -46,23 +51,28 @@ impl AckerExecutor {
                                 counts.failed += 1;
                                 counts.failed_by.explicit += 1;
                                 if let Some(o) = out.get_mut(spout as usize) {
+                                    if o.0.is_empty() && o.1.is_empty() {
+                                        touched.push(spout);
+                                    }
                                     o.1.push(root);
                                 }
                             }
                             None => {}
                         }
                     }
-                    for (task, (acked, failed)) in out.iter_mut().enumerate() {
-                        let Some(route) = self.spouts.get(task).and_then(Option::as_ref) else {
+                    for task in touched.drain(..) {
+                        let (acked, failed) = &mut out[task as usize];
+                        let Some(route) = self.spouts.get(task as usize).and_then(Option::as_ref)
+                        else {
+                            acked.clear();
+                            failed.clear();
                             continue;
                         };
                         if !acked.is_empty() {
-                            let _ =
-                                route.send(task as TaskId, SpoutMsg::Acked(std::mem::take(acked)));
+                            let _ = route.send(task, SpoutMsg::Acked(std::mem::take(acked)));
                         }
                         if !failed.is_empty() {
-                            let _ = route
-                                .send(task as TaskId, SpoutMsg::Failed(std::mem::take(failed)));
+                            let _ = route.send(task, SpoutMsg::Failed(std::mem::take(failed)));
                         }
                     }
                 }

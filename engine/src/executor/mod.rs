@@ -107,6 +107,8 @@ pub(crate) struct Output {
     created: Instant,
     /// Busy time is the time not spent waiting (spouts), not measured calls (bolts).
     pub(crate) busy_is_wall: bool,
+    /// Batches a route refused (their receiver is gone).
+    dropped: u64,
 }
 
 const NO_SLOT: u32 = u32::MAX;
@@ -152,6 +154,7 @@ impl Output {
             last_stats: Instant::now(),
             created: Instant::now(),
             busy_is_wall: false,
+            dropped: 0,
         }
     }
 
@@ -276,7 +279,11 @@ impl Output {
         let d = &mut self.dests[slot];
         let full = std::mem::replace(&mut d.buf, fresh);
         if let Err(e) = d.route.send(d.id, Inbound::Batch(full)) {
-            tracing::warn!(task = self.task, error = %e, "Dropped a batch.");
+            // The receiver's worker is gone: what the batch carried times out and replays.
+            self.dropped += 1;
+            if worth_logging(self.dropped) {
+                tracing::warn!(task = self.task, error = %e, dropped = self.dropped, "Dropped a batch.");
+            }
         }
     }
 
