@@ -32,7 +32,7 @@ use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gau
 use metrics::{Label, Unit};
 use serde::{Deserialize, Serialize};
 
-use crate::summary::{Counts, Histogram};
+use crate::summary::{Counts, Histogram, RunSummary};
 use crate::transport::{CloseReason, Transport};
 use crate::tuple::{MsgId, TaskId};
 
@@ -209,6 +209,30 @@ impl WorkerSnapshot {
     /// Decodes what [`WorkerSnapshot::to_bytes`] made.
     pub fn from_bytes(bytes: &[u8]) -> Result<WorkerSnapshot, rmp_serde::decode::Error> {
         rmp_serde::from_slice(bytes)
+    }
+}
+
+/// Fills each component's complete latency, execute latency and capacity in `summary`
+/// from the final snapshots of every worker that ran its tasks: histograms merge exactly;
+/// capacity is its busiest task's busy time over its worker's uptime.
+pub fn fill_summary(summary: &mut RunSummary, snapshots: &[WorkerSnapshot]) {
+    for c in &mut summary.components {
+        let mut complete = Histogram::default();
+        let mut execute = Histogram::default();
+        let mut capacity: Option<f64> = None;
+        for w in snapshots {
+            for t in w.tasks.iter().filter(|t| t.component == c.id) {
+                complete.merge(&t.complete);
+                execute.merge(&t.execute);
+                if t.kind != "acker" && w.uptime_secs > 0.0 {
+                    let x = (t.busy_secs / w.uptime_secs).clamp(0.0, 1.0);
+                    capacity = Some(capacity.map_or(x, |m| m.max(x)));
+                }
+            }
+        }
+        c.complete_latency = complete.latency();
+        c.execute_latency = execute.latency();
+        c.capacity = capacity;
     }
 }
 

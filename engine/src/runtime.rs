@@ -385,20 +385,11 @@ impl RunningTopology {
                 .collect();
             let mut total = Counts::default();
             let mut latency = Histogram::default();
-            let mut execute = Histogram::default();
-            let mut capacity: Option<f64> = None;
             for t in &tasks {
                 total.add(&t.counts);
                 for (_, h) in self.latencies.iter().filter(|(id, _)| *id == t.task) {
                     if let Ok(h) = h.lock() {
                         latency.merge(&h);
-                    }
-                }
-                if let Some(s) = snapshot.tasks.iter().find(|s| s.task == t.task) {
-                    execute.merge(&s.execute);
-                    if kind != "acker" && elapsed > Duration::ZERO {
-                        let c = (s.busy_secs / elapsed.as_secs_f64()).clamp(0.0, 1.0);
-                        capacity = Some(capacity.map_or(c, |m: f64| m.max(c)));
                     }
                 }
             }
@@ -407,8 +398,8 @@ impl RunningTopology {
                 kind: kind.to_string(),
                 total,
                 complete_latency: latency.latency(),
-                execute_latency: execute.latency(),
-                capacity,
+                execute_latency: None,
+                capacity: None,
                 tasks,
             }
         };
@@ -428,12 +419,13 @@ impl RunningTopology {
         if !self.plan.ackers().is_empty() {
             components.push(summarize(ACKER.to_string(), "acker", self.plan.ackers()));
         }
-        let summary = RunSummary {
+        let mut summary = RunSummary {
             topology: self.topology.name().to_string(),
             elapsed_secs: elapsed.as_secs_f64(),
             components,
             errors,
         };
+        crate::metrics::fill_summary(&mut summary, std::slice::from_ref(&snapshot));
         (summary, snapshot)
     }
 }
