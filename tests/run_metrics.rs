@@ -75,15 +75,16 @@ fn get(addr: &str, path: &str) -> (String, String) {
 
 const NUMBERS: u64 = 3000;
 
-#[test]
-fn metrics_are_scraped_while_it_runs_and_are_exact_once_it_settles() {
+/// Runs a bounded topology with `workers` workers under `--metrics-addr` and `--linger`,
+/// scraping `/metrics` while it runs until it says it ended; returns the last scrape.
+fn settled(workers: u32) -> prom::Exposition {
     let dir = tempfile::tempdir().unwrap();
     let file = write(
         &dir,
         &format!(
-            "[topology]\nname = \"scraped\"\n\
-             [spouts.numbers]\ntype = \"sequence\"\nparallelism = 2\ncount = {NUMBERS}\n\
-             [bolts.double]\ntype = \"map\"\nparallelism = 2\nfields = [\"n * 2 as d\"]\n\
+            "[topology]\nname = \"scraped\"\nworkers = {workers}\n\
+             [spouts.numbers]\ntype = \"sequence\"\nparallelism = 3\ncount = {NUMBERS}\n\
+             [bolts.double]\ntype = \"map\"\nparallelism = 3\nfields = [\"n * 2 as d\"]\n\
              inputs = [\"numbers\"]\n"
         ),
     );
@@ -103,10 +104,9 @@ fn metrics_are_scraped_while_it_runs_and_are_exact_once_it_settles() {
         .and_then(|a| a.strip_suffix("/metrics"))
         .unwrap()
         .to_string();
-
     // Poll with a deadline until the run says it ended.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let exposition = loop {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
         let (head, body) = get(&addr, "/metrics");
         assert!(head.starts_with("HTTP/1.1 200 OK"), "{head}");
         assert!(
@@ -117,11 +117,39 @@ fn metrics_are_scraped_while_it_runs_and_are_exact_once_it_settles() {
         if e.sum("topo_running", &[("topology", "scraped")]) == 0.0
             && e.matching("topo_running", &[]).count() == 1
         {
-            break e;
+            assert_eq!(
+                get(&addr, "/nope").0.lines().next(),
+                Some("HTTP/1.1 404 Not Found")
+            );
+            return e;
         }
         assert!(Instant::now() < deadline, "the run did not settle:\n{body}");
         std::thread::park_timeout(Duration::from_millis(50));
-    };
+    }
+}
+
+/// Per component, the counters that do not depend on where tasks ran.
+fn totals(e: &prom::Exposition) -> Vec<(String, f64)> {
+    let mut out = Vec::new();
+    for c in ["numbers", "double"] {
+        for name in [
+            "topo_tuples_emitted_total",
+            "topo_tuples_transferred_total",
+            "topo_tuples_executed_total",
+            "topo_tuples_acked_total",
+            "topo_tuples_failed_total",
+            "topo_complete_latency_seconds_count",
+            "topo_execute_latency_seconds_count",
+        ] {
+            out.push((format!("{name}{{{c}}}"), e.sum(name, &[("component", c)])));
+        }
+    }
+    out
+}
+
+#[test]
+fn metrics_are_scraped_while_it_runs_and_are_exact_once_it_settles() {
+    let exposition = settled(1);
     let spout = [("topology", "scraped"), ("component", "numbers")];
     let emitted = exposition.sum("topo_tuples_emitted_total", &spout);
     let acked = exposition.sum("topo_tuples_acked_total", &spout);
@@ -131,7 +159,7 @@ fn metrics_are_scraped_while_it_runs_and_are_exact_once_it_settles() {
         exposition
             .matching("topo_tuples_acked_total", &spout)
             .count(),
-        2,
+        3,
         "per task"
     );
     assert_eq!(exposition.sum("topo_tuples_failed_total", &spout), 0.0);
@@ -156,9 +184,37 @@ fn metrics_are_scraped_while_it_runs_and_are_exact_once_it_settles() {
         NUMBERS as f64
     );
     assert_eq!(
-        get(&addr, "/nope").0.lines().next(),
-        Some("HTTP/1.1 404 Not Found")
+        exposition.sum("topo_workers", &[]),
+        0.0,
+        "none runs any more"
     );
+}
+
+#[test]
+fn three_worker_processes_add_up_to_what_one_worker_does() {
+    let one = settled(1);
+    let three = settled(3);
+    assert_eq!(totals(&three), totals(&one));
+    let spout = [("component", "numbers")];
+    assert_eq!(three.sum("topo_tuples_acked_total", &spout), NUMBERS as f64);
+    // Each worker reported its own tasks and its traffic with its two peers.
+    for w in ["0", "1", "2"] {
+        let sent = three.sum(
+            "topo_transport_frames_total",
+            &[("worker", w), ("direction", "out")],
+        );
+        assert!(sent > 0.0, "worker {w} sent frames");
+        assert_eq!(
+            three
+                .matching(
+                    "topo_transport_bytes_total",
+                    &[("worker", w), ("direction", "in")]
+                )
+                .count(),
+            2
+        );
+    }
+    assert_eq!(three.sum("topo_worker_restarts_total", &[]), 0.0);
 }
 
 #[test]

@@ -68,6 +68,7 @@ pub mod acker;
 pub mod component;
 mod executor;
 pub mod grouping;
+pub mod launcher;
 pub mod metrics;
 pub mod plan;
 pub mod prometheus;

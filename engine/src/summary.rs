@@ -208,7 +208,7 @@ impl Histogram {
 
 /// A latency distribution: complete latency of a spout's trees (emit to ack), or execute
 /// latency of a bolt's inputs (time in `execute`).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Latency {
     /// Trees measured.
     pub samples: u64,
@@ -223,7 +223,7 @@ pub struct Latency {
 }
 
 /// One task's counts.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TaskSummary {
     /// The task id.
     pub task: TaskId,
@@ -235,7 +235,7 @@ pub struct TaskSummary {
 }
 
 /// One component's counts, in all and per task.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ComponentSummary {
     /// The component id (`__acker` for the ackers).
     pub id: String,
@@ -260,7 +260,7 @@ pub struct ComponentSummary {
 }
 
 /// What a run did: `topo run` prints it at exit, as a table or as JSON.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunSummary {
     /// The topology's name.
     pub topology: String,

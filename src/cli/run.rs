@@ -7,8 +7,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use clap::Args;
-use topo_engine::{Registry, RunOptions, StopHandle};
+use topo_dsl::Topology;
+use topo_engine::launcher::{self, LaunchError, LaunchOptions};
+use topo_engine::metrics::WorkerSnapshot;
+use topo_engine::{Registry, RunOptions, RunSummary, StopHandle};
 
+use super::status::Watch;
 use super::{EXIT_INVALID, EXIT_OK, EXIT_USAGE};
 
 /// Arguments of `topo run`.
@@ -34,6 +38,32 @@ pub(crate) struct RunArgs {
     /// so a scraper sees the final figures.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, requires = "metrics_addr")]
     linger: Option<Duration>,
+    /// With `workers > 1`: keep a JSON file of the worker processes (pid, address,
+    /// restarts) up to date.
+    #[arg(long, value_name = "PATH")]
+    status_file: Option<PathBuf>,
+}
+
+/// Arguments of `topo plan`.
+#[derive(Debug, Args)]
+pub(crate) struct PlanArgs {
+    /// The `*.topo.toml` file.
+    file: PathBuf,
+}
+
+/// The log filter when `RUST_LOG` is not set: warnings, and the supervisor's and the
+/// workers' info lines (ports, plan, restarts).
+pub(crate) const DEFAULT_LOG: &str = "warn,topo_engine::launcher=info";
+
+/// Runs `topo plan`; returns the exit code.
+pub(crate) fn plan(registry: &Registry, args: &PlanArgs) -> i32 {
+    match super::load_file(&args.file, registry) {
+        Ok(t) => {
+            print!("{}", topo_engine::PhysicalPlan::new(&t).render(&t));
+            EXIT_OK
+        }
+        Err(code) => code,
+    }
 }
 
 /// Parses `500ms`, `30s`, `2m`, `1h` (a decimal number and a unit).
@@ -62,7 +92,7 @@ pub(crate) fn run(registry: &Registry, args: RunArgs) -> i32 {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG)),
         )
         .try_init();
     let topology = match super::load_file(&args.file, registry) {
@@ -103,13 +133,16 @@ pub(crate) fn run(registry: &Registry, args: RunArgs) -> i32 {
     if let Err(e) = installed {
         tracing::warn!(error = %e, "Cannot handle Ctrl-C; stop with --for.");
     }
-    let mut watch = match super::status::Watch::start(topology.name(), args.metrics_addr) {
+    let mut watch = match Watch::start(topology.name(), args.metrics_addr) {
         Ok(w) => w,
         Err(e) => {
             eprintln!("error: {e}");
             return EXIT_USAGE;
         }
     };
+    if topology.settings().workers > 1 {
+        return run_workers(&topology, &args, options.base_dir, requested, watch);
+    }
     let running = match topo_engine::start(Arc::clone(&topology), registry, options) {
         Ok(r) => r,
         Err(e) => {
@@ -126,8 +159,68 @@ pub(crate) fn run(registry: &Registry, args: RunArgs) -> i32 {
     watch.wait(&running, args.run_for);
     let (summary, last) = running.wait_snapshot();
     watch.finish(&[last], 0);
-    if args.json {
-        match serde_json::to_string(&summary) {
+    let code = report(&summary, args.json);
+    watch.linger(args.linger, &requested);
+    code
+}
+
+/// `topo run` of a topology with `workers > 1`: this process supervises worker processes.
+fn run_workers(
+    topology: &Topology,
+    args: &RunArgs,
+    base_dir: PathBuf,
+    stop: Arc<AtomicBool>,
+    mut watch: Watch,
+) -> i32 {
+    let text = match std::fs::read_to_string(&args.file) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: cannot read {}: {e}", args.file.display());
+            return EXIT_USAGE;
+        }
+    };
+    let base_dir = std::fs::canonicalize(&base_dir).unwrap_or(base_dir);
+    let mut opts = LaunchOptions::new(text, base_dir);
+    opts.run_for = args.run_for;
+    opts.stop = Arc::clone(&stop);
+    opts.status_file = args.status_file.clone();
+    let (tx, rx) = std::sync::mpsc::channel::<(Vec<WorkerSnapshot>, u64)>();
+    opts.metrics = Some(tx);
+    // The workers' snapshots arrive about once a second; the last ones are final.
+    let watcher = std::thread::spawn(move || {
+        let mut last = (Vec::new(), 0);
+        for update in rx {
+            watch.tick(&update.0, update.1);
+            last = update;
+        }
+        watch.finish(&last.0, last.1);
+        watch
+    });
+    let result = launcher::launch(topology, &opts);
+    drop(opts);
+    let watch = watcher.join().ok();
+    match result {
+        Ok(summary) => {
+            let code = report(&summary, args.json);
+            if let Some(w) = watch {
+                w.linger(args.linger, &stop);
+            }
+            code
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            match e {
+                LaunchError::Worker { invalid: true, .. } => EXIT_INVALID,
+                _ => EXIT_USAGE,
+            }
+        }
+    }
+}
+
+/// Prints the summary; returns the exit code.
+fn report(summary: &RunSummary, json: bool) -> i32 {
+    if json {
+        match serde_json::to_string(summary) {
             Ok(j) => println!("{j}"),
             Err(e) => {
                 eprintln!("error: cannot write the summary: {e}");
@@ -137,7 +230,6 @@ pub(crate) fn run(registry: &Registry, args: RunArgs) -> i32 {
     } else {
         println!("{summary}");
     }
-    watch.linger(args.linger, &requested);
     if summary.errors.is_empty() {
         EXIT_OK
     } else {
