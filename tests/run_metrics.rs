@@ -267,6 +267,10 @@ fn the_json_summary_counts_failures_by_reason_and_a_log_line_names_one() {
             .clone()
     };
     let (spout, bolt) = (component("numbers"), component("divide"));
+    assert!(
+        !err.contains("\x1b[2K") && !err.contains("/s  acked"),
+        "no status line when stdout is not a terminal: {err}"
+    );
     let failed = bolt["failed"].as_u64().unwrap();
     assert!(failed > 0, "{bolt}");
     assert_eq!(bolt["failed_by"]["explicit"], failed);
@@ -299,4 +303,20 @@ fn the_json_summary_counts_failures_by_reason_and_a_log_line_names_one() {
         "{line}"
     );
     assert!(line.contains("component=numbers"), "{line}");
+}
+
+#[test]
+fn linger_needs_a_metrics_address() {
+    let out = Command::new(env!("CARGO_BIN_EXE_topo"))
+        .args(["run", "x.topo.toml", "--linger", "1s"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.starts_with(
+            "error: the following required arguments were not provided:\n  --metrics-addr <ADDR>"
+        ),
+        "{err}"
+    );
 }
