@@ -1,5 +1,6 @@
 //! A bounded word count over a file gives the same final counts with its tasks in three
-//! worker processes as in one, and both match a direct count.
+//! worker processes as in one, and both match a direct count. `word_count` emits each
+//! word once when its input ends, so the ends of streams must cross the processes too.
 
 mod workers_support;
 
@@ -61,6 +62,7 @@ inputs = ["lines"]
 
 [bolts.count]
 type = "word_count"
+emit = "end"
 parallelism = 3
 inputs = [{{ from = "split", fields = ["word"] }}]
 
@@ -77,7 +79,14 @@ inputs = ["count"]
     assert_eq!(code, 0, "stdout: {out}\nstderr: {err}");
     let (emitted, _, acked, failed) = row(&out, "lines");
     assert_eq!((emitted, acked, failed), (3000, 3000, 0), "{out}");
-    final_counts(&dir.join(format!("counts{workers}.jsonl")))
+    let sink = dir.join(format!("counts{workers}.jsonl"));
+    let lines = std::fs::read_to_string(&sink)
+        .expect("sink output")
+        .lines()
+        .count();
+    let counts = final_counts(&sink);
+    assert_eq!(lines, counts.len(), "with emit = \"end\", each word once");
+    counts
 }
 
 #[test]

@@ -32,15 +32,43 @@ impl Bolt for SplitWords {
     }
 }
 
-/// `word_count` takes no config.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CountConfig {}
+/// When `word_count` emits.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EmitWhen {
+    /// `word, count` after every input (the default).
+    #[default]
+    Every,
+    /// Nothing while counting; every word's final count once, when every upstream task
+    /// has ended (a bounded run). Benchmarks use it to check the counts without a
+    /// downstream stage that sees every update.
+    End,
+}
 
-/// Counts field `word`; emits `word, count` on every update.
+/// Config of `word_count`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CountConfig {
+    /// `every` (default) or `end`.
+    #[serde(default)]
+    pub emit: EmitWhen,
+}
+
+/// Counts field `word`; emits `word, count` on every update, or once per word at the end.
 #[derive(Debug, Default)]
 pub struct WordCount {
     counts: HashMap<SmolStr, u64>,
+    emit: EmitWhen,
+}
+
+impl WordCount {
+    /// A counter that emits as `config` says.
+    pub fn new(config: &CountConfig) -> Self {
+        WordCount {
+            counts: HashMap::new(),
+            emit: config.emit,
+        }
+    }
 }
 
 impl Bolt for WordCount {
@@ -63,7 +91,20 @@ impl Bolt for WordCount {
                 1
             }
         };
-        out.emit(values![word.clone(), count]);
+        if self.emit == EmitWhen::Every {
+            out.emit(values![word.clone(), count]);
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self, out: &mut BoltOutput<'_>) -> Result<()> {
+        if self.emit == EmitWhen::End {
+            let mut words: Vec<(&SmolStr, &u64)> = self.counts.iter().collect();
+            words.sort_unstable();
+            for (word, &count) in words {
+                out.emit(values![word.clone(), count]);
+            }
+        }
         Ok(())
     }
 }
@@ -78,8 +119,108 @@ pub fn register(registry: &mut Registry) {
     );
     registry.bolt(
         "word_count",
-        "Counts field `word`; emits the word and its count on every update.",
+        "Counts field `word`; emits the word and its count on every update, or each word once at the end with `emit = \"end\"`.",
         |_: &CountConfig| vec![StreamDecl::default_stream(["word", "count"])],
-        |_| Ok(WordCount::default()),
+        |c: CountConfig| Ok(WordCount::new(&c)),
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use topo_dsl::Topology;
+    use topo_engine::{Poll, Spout, SpoutOutput};
+
+    use super::*;
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct NoConfig {}
+
+    struct Lines(Vec<&'static str>);
+
+    impl Spout for Lines {
+        fn next_tuple(&mut self, out: &mut SpoutOutput<'_>) -> Result<Poll> {
+            match self.0.pop() {
+                Some(line) => {
+                    out.emit([line]);
+                    Ok(Poll::Ready)
+                }
+                None => Ok(Poll::Done),
+            }
+        }
+    }
+
+    type Seen = Arc<Mutex<Vec<(String, i64)>>>;
+
+    struct Record(Seen);
+
+    impl Bolt for Record {
+        fn execute(&mut self, input: &Tuple, _out: &mut BoltOutput<'_>) -> Result<()> {
+            let word = input.get(0).and_then(Value::as_str).ok_or("no word")?;
+            let count = input.get(1).and_then(Value::as_int).ok_or("no count")?;
+            self.0
+                .lock()
+                .map_err(|_| "poisoned")?
+                .push((word.to_string(), count));
+            Ok(())
+        }
+    }
+
+    /// Runs lines -> split_words -> word_count (with `emit`) -> record; returns what
+    /// the recorder got, sorted.
+    fn counted(emit: &str) -> Vec<(String, i64)> {
+        let mut registry = Registry::new();
+        register(&mut registry);
+        registry.spout(
+            "lines",
+            "Three fixed lines.",
+            |_: &NoConfig| vec![StreamDecl::default_stream(["line"])],
+            |_| Ok(Lines(vec!["a b a", "c a", "b"])),
+        );
+        let seen: Seen = Arc::default();
+        let keep = Arc::clone(&seen);
+        registry.bolt(
+            "record",
+            "Records word and count.",
+            |_: &NoConfig| Vec::new(),
+            move |_: NoConfig| Ok(Record(Arc::clone(&keep))),
+        );
+        let topology = Topology::builder("count")
+            .spout("lines", "lines")
+            .bolt("split", "split_words")
+            .shuffle("lines")
+            .bolt("count", "word_count")
+            .set("emit", emit)
+            .fields("split", ["word"])
+            .bolt("record", "record")
+            .shuffle("count")
+            .build(&registry)
+            .expect("valid");
+        let running =
+            topo_engine::start(Arc::new(topology), &registry, Default::default()).expect("starts");
+        let summary = running.wait();
+        assert!(summary.errors.is_empty(), "{:?}", summary.errors);
+        let mut got = seen.lock().expect("lock").clone();
+        got.sort();
+        got
+    }
+
+    fn pairs(v: &[(&str, i64)]) -> Vec<(String, i64)> {
+        v.iter().map(|&(w, n)| (w.to_string(), n)).collect()
+    }
+
+    #[test]
+    fn word_count_emits_every_update_by_default() {
+        assert_eq!(
+            counted("every"),
+            pairs(&[("a", 1), ("a", 2), ("a", 3), ("b", 1), ("b", 2), ("c", 1)])
+        );
+    }
+
+    #[test]
+    fn word_count_with_emit_end_emits_each_final_count_once() {
+        assert_eq!(counted("end"), pairs(&[("a", 3), ("b", 2), ("c", 1)]));
+    }
 }

@@ -1,0 +1,1034 @@
+//! `cargo bench --bench wordcount`: word-count throughput, memory and latency against a
+//! plain loop measured in the same run.
+//!
+//! # Layout
+//! - the parent (`cargo bench`): plans the runs, starts each one in a fresh child process
+//!   (this binary again, `__bench-child ...`), reads the child's peak RSS from `wait4`,
+//!   checks every run's counts against an independent reference, prints the table and
+//!   one `BENCH wordcount ...` line per configuration;
+//! - `baseline`: one thread, no engine: generate, split, count into a
+//!   `HashMap<String, u64>` with one `String` per word;
+//! - `topology`: `random_sentences -> split_words (shuffle) -> word_count (fields on
+//!   word, emit = "end") -> bench_check (fields on word)`; `bench_check` receives each
+//!   word's final count once, so it adds nothing per word; it writes its task's total,
+//!   distinct words, checksum and its process's `VmHWM` to a report file;
+//! - latency runs swap the spout for `bench_sentences`: the same sentences, rate-limited,
+//!   each message timestamped at emit and timed again in `ack`;
+//! - any other arguments (`run`, `worker`, ...) go to the `topo` CLI with this binary's
+//!   registry, so that `topo run` re-executing `current_exe() worker ...` works here.
+//!
+//! # Environment
+//! - `TOPO_BENCH_SENTENCES` (default 5,000,000): sentences per run (10 words each);
+//! - `TOPO_BENCH_REPS` (default 3): runs per configuration, interleaved;
+//! - `TOPO_BENCH_ONLY`: comma-separated subset of `w1-off,w1-on,w2-off,w2-on`
+//!   (the baseline always runs; it is the denominator);
+//! - `TOPO_BENCH_LATENCY_SECS` (default 3; 0 skips): length of each latency run at half
+//!   of the configuration's median throughput.
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+use topo::prelude::*;
+use topo_spouts::sentences::{sentence_into, splitmix64, vocabulary, VOCABULARY};
+
+/// Checksums the issue publishes, to check the reference itself.
+const KNOWN: [(u64, u64); 3] = [
+    (100_000, 0x66e9_ee59_0083_d8ee),
+    (2_000_000, 0xba5d_f26a_0f13_efc1),
+    (5_000_000, 0xb104_bf6e_6f86_8833),
+];
+
+const CHILD: &str = "__bench-child";
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let code = match args.get(1).map(String::as_str) {
+        Some(CHILD) => child(&args[2..]),
+        Some(_) if !args.iter().any(|a| a == "--bench") => {
+            topo::cli::run_with(registry(), args.iter().cloned())
+        }
+        _ => parent(),
+    };
+    std::process::exit(code);
+}
+
+// ---------------------------------------------------------------------------------------
+// Workload and checks
+
+/// FNV-1a, 64 bits.
+fn fnv1a64(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in bytes {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+/// Words counted, distinct words, Σ fnv1a64(word)·count (wrapping).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct Tally {
+    total: u64,
+    distinct: u64,
+    checksum: u64,
+}
+
+impl Tally {
+    fn add_word(&mut self, word: &str, count: u64) {
+        self.total += count;
+        self.distinct += 1;
+        self.checksum = self
+            .checksum
+            .wrapping_add(fnv1a64(word.as_bytes()).wrapping_mul(count));
+    }
+
+    fn merge(&mut self, other: &Tally) {
+        self.total += other.total;
+        self.distinct += other.distinct;
+        self.checksum = self.checksum.wrapping_add(other.checksum);
+    }
+}
+
+/// The expected tally of `n` sentences, computed without text: word j of sentence i is
+/// vocabulary index `splitmix64(10i + j) % 1000`.
+fn reference(n: u64) -> Tally {
+    let vocab = vocabulary();
+    let mut counts = vec![0u64; vocab.len()];
+    for x in 0..n * 10 {
+        counts[(splitmix64(x) % VOCABULARY) as usize] += 1;
+    }
+    let mut t = Tally::default();
+    for (w, &c) in vocab.iter().zip(&counts) {
+        if c > 0 {
+            t.add_word(w, c);
+        }
+    }
+    t
+}
+
+/// The baseline: one thread, no engine, one `String` per word, std `HashMap`.
+fn baseline(n: u64) -> Tally {
+    let vocab = vocabulary();
+    let mut counts: HashMap<String, u64> = HashMap::new();
+    let mut line = String::with_capacity(128);
+    for i in 0..n {
+        line.clear();
+        sentence_into(&vocab, 0, i, &mut line);
+        for word in line.split_whitespace() {
+            let word = word.to_string();
+            match counts.get_mut(&word) {
+                Some(c) => *c += 1,
+                None => {
+                    counts.insert(word, 1);
+                }
+            }
+        }
+    }
+    let mut t = Tally::default();
+    for (w, &c) in &counts {
+        t.add_word(w, c);
+    }
+    t
+}
+
+// ---------------------------------------------------------------------------------------
+// The bench's own components
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CheckConfig {
+    /// Folder the report goes to.
+    report: String,
+}
+
+/// One `bench_check` task's report.
+#[derive(Debug, Serialize, Deserialize)]
+struct CheckReport {
+    worker: usize,
+    task: TaskId,
+    tally: Tally,
+    vmhwm_kib: u64,
+}
+
+/// Tallies `word, count` pairs (each word's final count once) and writes them at the end.
+struct Check {
+    dir: PathBuf,
+    worker: usize,
+    task: TaskId,
+    tally: Tally,
+}
+
+impl Bolt for Check {
+    fn prepare(&mut self, ctx: &TaskContext) -> Result<()> {
+        self.worker = ctx.worker;
+        self.task = ctx.task;
+        Ok(())
+    }
+
+    fn execute(&mut self, input: &Tuple, _out: &mut BoltOutput<'_>) -> Result<()> {
+        let word = input.get(0).and_then(Value::as_str).ok_or("no word")?;
+        let count = input.get(1).and_then(Value::as_int).ok_or("no count")?;
+        self.tally.add_word(word, u64::try_from(count)?);
+        Ok(())
+    }
+
+    fn finish(&mut self, _out: &mut BoltOutput<'_>) -> Result<()> {
+        let report = CheckReport {
+            worker: self.worker,
+            task: self.task,
+            tally: self.tally,
+            vmhwm_kib: vmhwm_kib(),
+        };
+        let path = self.dir.join(format!("check-{}.json", self.task));
+        std::fs::write(&path, serde_json::to_vec(&report)?)?;
+        Ok(())
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TimedConfig {
+    /// Sentences over all tasks.
+    count: u64,
+    /// Sentences per second over all tasks.
+    rate: f64,
+    /// Folder the report goes to.
+    report: String,
+}
+
+/// One `bench_sentences` task's complete latencies.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct LatencyReport {
+    acked: u64,
+    failed: u64,
+    /// Every emit -> ack time in microseconds, sorted.
+    micros: Vec<u32>,
+}
+
+/// `random_sentences`'s sentences at a fixed rate, each timed from emit to ack.
+struct Timed {
+    config: TimedConfig,
+    vocab: Vec<String>,
+    next: u64,
+    step: u64,
+    emitted: u64,
+    started: Option<Instant>,
+    in_flight: HashMap<MsgId, Instant>,
+    replay: Vec<MsgId>,
+    task: TaskId,
+    report: LatencyReport,
+    line: String,
+}
+
+impl Timed {
+    fn emit(&mut self, i: u64, out: &mut SpoutOutput<'_>) {
+        self.line.clear();
+        sentence_into(&self.vocab, 0, i, &mut self.line);
+        self.in_flight.insert(i, Instant::now());
+        out.emit_id(i, [self.line.as_str()]);
+    }
+}
+
+impl Spout for Timed {
+    fn open(&mut self, ctx: &TaskContext) -> Result<()> {
+        self.next = ctx.task_index as u64;
+        self.step = ctx.tasks_of(&ctx.component).len().max(1) as u64;
+        self.task = ctx.task;
+        Ok(())
+    }
+
+    fn next_tuple(&mut self, out: &mut SpoutOutput<'_>) -> Result<Poll> {
+        if let Some(i) = self.replay.pop() {
+            self.emit(i, out);
+            return Ok(Poll::Ready);
+        }
+        if self.next >= self.config.count {
+            return Ok(Poll::Done);
+        }
+        let started = *self.started.get_or_insert_with(Instant::now);
+        let due = started.elapsed().as_secs_f64() * self.config.rate / self.step as f64;
+        if self.emitted as f64 >= due {
+            return Ok(Poll::Idle);
+        }
+        let i = self.next;
+        self.next += self.step;
+        self.emitted += 1;
+        self.emit(i, out);
+        Ok(Poll::Ready)
+    }
+
+    fn ack(&mut self, id: MsgId) {
+        if let Some(at) = self.in_flight.remove(&id) {
+            let us = at.elapsed().as_micros().min(u128::from(u32::MAX)) as u32;
+            self.report.micros.push(us);
+            self.report.acked += 1;
+        }
+    }
+
+    fn fail(&mut self, id: MsgId) {
+        self.in_flight.remove(&id);
+        self.report.failed += 1;
+        self.replay.push(id);
+    }
+
+    fn close(&mut self) {
+        let mut report = std::mem::take(&mut self.report);
+        report.micros.sort_unstable();
+        let path = Path::new(&self.config.report).join(format!("latency-{}.json", self.task));
+        match serde_json::to_vec(&report) {
+            Ok(bytes) => {
+                if let Err(e) = std::fs::write(&path, bytes) {
+                    eprintln!("error: cannot write {}: {e}", path.display());
+                }
+            }
+            Err(e) => eprintln!("error: cannot encode the latency report: {e}"),
+        }
+    }
+}
+
+/// The default registry plus `bench_check` and `bench_sentences`.
+fn registry() -> Registry {
+    let mut registry = topo::default_registry();
+    registry.bolt(
+        "bench_check",
+        "Benchmark: tallies final word counts and writes them with the process's peak RSS.",
+        |_: &CheckConfig| Vec::new(),
+        |c: CheckConfig| {
+            Ok(Check {
+                dir: PathBuf::from(c.report),
+                worker: 0,
+                task: 0,
+                tally: Tally::default(),
+            })
+        },
+    );
+    registry.spout(
+        "bench_sentences",
+        "Benchmark: random_sentences at a fixed rate, timing every message from emit to ack.",
+        |_: &TimedConfig| vec![StreamDecl::default_stream(["sentence"])],
+        |config: TimedConfig| {
+            if config.rate.is_nan() || config.rate <= 0.0 {
+                return Err("`rate` must be positive".into());
+            }
+            Ok(Timed {
+                config,
+                vocab: vocabulary(),
+                next: 0,
+                step: 1,
+                emitted: 0,
+                started: None,
+                in_flight: HashMap::new(),
+                replay: Vec::new(),
+                task: 0,
+                report: LatencyReport::default(),
+                line: String::new(),
+            })
+        },
+    );
+    registry
+}
+
+/// This process's peak resident set (`VmHWM`), in KiB; 0 when unknown.
+fn vmhwm_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+// ---------------------------------------------------------------------------------------
+// A configuration and one run of it
+
+/// An engine configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Config {
+    workers: usize,
+    acking: bool,
+}
+
+impl Config {
+    const ALL: [Config; 4] = [
+        Config::new(1, false),
+        Config::new(1, true),
+        Config::new(2, false),
+        Config::new(2, true),
+    ];
+
+    const fn new(workers: usize, acking: bool) -> Config {
+        Config { workers, acking }
+    }
+
+    /// Short id for `TOPO_BENCH_ONLY`: `w1-off`, `w2-on`, ...
+    fn id(&self) -> String {
+        format!("w{}-{}", self.workers, on_off(self.acking))
+    }
+
+    fn label(&self) -> String {
+        format!("workers={} acking={}", self.workers, on_off(self.acking))
+    }
+
+    /// The topology file of this configuration; `rate` > 0 makes it a latency run.
+    fn toml(&self, sentences: u64, rate: f64, dir: &Path) -> String {
+        let p = self.workers;
+        let report = toml::Value::from(dir.display().to_string());
+        let spout = if rate > 0.0 {
+            format!("type = \"bench_sentences\"\ncount = {sentences}\nrate = {rate:.1}\nreport = {report}")
+        } else {
+            format!("type = \"random_sentences\"\ncount = {sentences}")
+        };
+        format!(
+            "[topology]\nname = \"wordcount-bench\"\nworkers = {p}\nacking = {}\n\n\
+             [spouts.sentences]\n{spout}\nparallelism = {p}\n\n\
+             [bolts.split]\ntype = \"split_words\"\nparallelism = {p}\ninputs = [\"sentences\"]\n\n\
+             [bolts.count]\ntype = \"word_count\"\nemit = \"end\"\nparallelism = {p}\n\
+             inputs = [{{ from = \"split\", fields = [\"word\"] }}]\n\n\
+             [bolts.check]\ntype = \"bench_check\"\nreport = {report}\nparallelism = {p}\n\
+             inputs = [{{ from = \"count\", fields = [\"word\"] }}]\n",
+            self.acking
+        )
+    }
+}
+
+fn on_off(b: bool) -> &'static str {
+    if b {
+        "on"
+    } else {
+        "off"
+    }
+}
+
+/// What a child reports on its stdout (one `RESULT {json}` line).
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct ChildResult {
+    secs: f64,
+    tally: Tally,
+    /// Peak RSS of each worker process that reported one: (worker, KiB).
+    worker_rss_kib: Vec<(usize, u64)>,
+    /// Complete latencies of a latency run, sorted (µs).
+    #[serde(default)]
+    latency_us: Vec<u32>,
+    /// The engine's own complete latency of the spout (p50, p99 in ms), when it reports one.
+    #[serde(default)]
+    engine_latency_ms: Option<(f64, f64)>,
+    failed: u64,
+    errors: Vec<String>,
+}
+
+/// A finished child: its result, its peak RSS and its CPU time (user + system) from
+/// `wait4`.
+#[derive(Debug)]
+struct Run {
+    result: ChildResult,
+    rss_kib: u64,
+    cpu_secs: f64,
+}
+
+/// The child side: `__bench-child baseline N` or `__bench-child topology W A N RATE`.
+fn child(args: &[String]) -> i32 {
+    let result = match args {
+        [kind, n] if kind == "baseline" => {
+            n.parse().map_err(|e| format!("bad N {n}: {e}")).map(|n| {
+                let t0 = Instant::now();
+                let tally = baseline(n);
+                ChildResult {
+                    secs: t0.elapsed().as_secs_f64(),
+                    tally,
+                    ..ChildResult::default()
+                }
+            })
+        }
+        [kind, w, a, n, rate] if kind == "topology" => {
+            match (w.parse(), a.parse(), n.parse(), rate.parse()) {
+                (Ok(workers), Ok(acking), Ok(n), Ok(rate)) => {
+                    run_in_process(Config { workers, acking }, n, rate)
+                }
+                _ => Err(format!("bad child arguments {args:?}")),
+            }
+        }
+        _ => Err(format!("bad child arguments {args:?}")),
+    };
+    match result.and_then(|r| serde_json::to_string(&r).map_err(|e| e.to_string())) {
+        Ok(json) => {
+            println!("RESULT {json}");
+            0
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            2
+        }
+    }
+}
+
+/// A fresh folder for one run's reports.
+fn report_dir() -> Result<tempfile::TempDir, String> {
+    tempfile::Builder::new()
+        .prefix("topo-bench-")
+        .tempdir()
+        .map_err(|e| format!("cannot make a report folder: {e}"))
+}
+
+/// Runs the topology with every task in this process (one worker) and times it from the
+/// start to the end of the last task.
+fn run_in_process(config: Config, n: u64, rate: f64) -> Result<ChildResult, String> {
+    let dir = report_dir()?;
+    let registry = registry();
+    let text = config.toml(n, rate, dir.path());
+    let topology = topo_dsl::load(&text, &registry).map_err(|d| d.to_string())?;
+    let t0 = Instant::now();
+    let running = topo_engine::start(Arc::new(topology), &registry, Default::default())
+        .map_err(|e| e.to_string())?;
+    let summary = running.wait();
+    let secs = t0.elapsed().as_secs_f64();
+    let mut result = collect(dir.path())?;
+    result.secs = secs;
+    result.failed = summary.counts("sentences").failed;
+    result.engine_latency_ms = summary
+        .component("sentences")
+        .and_then(|c| c.complete_latency)
+        .map(|l| (l.p50_ms, l.p99_ms));
+    result.errors = summary.errors;
+    Ok(result)
+}
+
+/// Reads the `bench_check` and `bench_sentences` reports of a run.
+fn collect(dir: &Path) -> Result<ChildResult, String> {
+    let mut result = ChildResult::default();
+    let entries = std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    for entry in entries {
+        let path = entry.map_err(|e| e.to_string())?.path();
+        let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if name.starts_with("check-") {
+            let r: CheckReport =
+                serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+            result.tally.merge(&r.tally);
+            match result
+                .worker_rss_kib
+                .iter_mut()
+                .find(|(w, _)| *w == r.worker)
+            {
+                Some((_, kib)) => *kib = (*kib).max(r.vmhwm_kib),
+                None => result.worker_rss_kib.push((r.worker, r.vmhwm_kib)),
+            }
+        } else if name.starts_with("latency-") {
+            let r: LatencyReport =
+                serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+            result.latency_us.extend(r.micros);
+        }
+    }
+    result.worker_rss_kib.sort_unstable();
+    result.latency_us.sort_unstable();
+    Ok(result)
+}
+
+// ---------------------------------------------------------------------------------------
+// The parent
+
+/// Settings from the environment.
+struct Plan {
+    sentences: u64,
+    reps: usize,
+    configs: Vec<Config>,
+    latency_secs: f64,
+}
+
+fn env_num<T: std::str::FromStr>(name: &str, default: T) -> Result<T, String> {
+    match std::env::var(name) {
+        Ok(v) => v
+            .replace('_', "")
+            .parse()
+            .map_err(|_| format!("{name}={v} is not a number")),
+        Err(_) => Ok(default),
+    }
+}
+
+fn plan() -> Result<Plan, String> {
+    let sentences = env_num("TOPO_BENCH_SENTENCES", 5_000_000u64)?;
+    let reps = env_num("TOPO_BENCH_REPS", 3usize)?.max(1);
+    let latency_secs = env_num("TOPO_BENCH_LATENCY_SECS", 3.0f64)?;
+    let configs = match std::env::var("TOPO_BENCH_ONLY") {
+        Ok(only) => {
+            let wanted: Vec<&str> = only.split(',').map(str::trim).collect();
+            for w in &wanted {
+                if !Config::ALL.iter().any(|c| c.id() == *w) && *w != "baseline" {
+                    return Err(format!(
+                        "TOPO_BENCH_ONLY: unknown configuration `{w}` (known: baseline, w1-off, w1-on, w2-off, w2-on)"
+                    ));
+                }
+            }
+            Config::ALL
+                .into_iter()
+                .filter(|c| wanted.contains(&c.id().as_str()))
+                .collect()
+        }
+        Err(_) => Config::ALL.to_vec(),
+    };
+    Ok(Plan {
+        sentences,
+        reps,
+        configs,
+        latency_secs,
+    })
+}
+
+/// Whether this binary can run workers as separate processes: the CLI then has a
+/// `worker` verb (that `topo run` starts as `current_exe() worker ...`).
+fn multi_process_workers() -> bool {
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| {
+            Command::new(exe)
+                .args(["worker", "--help"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .ok()
+        })
+        .is_some_and(|s| s.success())
+}
+
+/// Starts this binary with `args` and waits for it with `wait4`, for its peak RSS.
+fn spawn(args: &[String]) -> Result<Run, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find this binary: {e}"))?;
+    let mut child = Command::new(exe)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map_err(|e| format!("cannot start a child: {e}"))?;
+    let mut out = String::new();
+    if let Some(mut stdout) = child.stdout.take() {
+        stdout
+            .read_to_string(&mut out)
+            .map_err(|e| format!("cannot read the child's output: {e}"))?;
+    }
+    let (status, rss_kib, cpu_secs) = wait4(child.id())?;
+    if status != 0 {
+        return Err(format!("child {args:?} exited with status {status}"));
+    }
+    let json = out
+        .lines()
+        .find_map(|l| l.strip_prefix("RESULT "))
+        .ok_or_else(|| format!("child {args:?} printed no RESULT line"))?;
+    let result = serde_json::from_str(json).map_err(|e| format!("bad RESULT line: {e}"))?;
+    Ok(Run {
+        result,
+        rss_kib,
+        cpu_secs,
+    })
+}
+
+/// Waits for `pid`; returns its exit status (or 128 + signal), its `ru_maxrss` (KiB) and
+/// its CPU time in seconds (`ru_utime + ru_stime`, its waited-for children included).
+fn wait4(pid: u32) -> Result<(i32, u64, f64), String> {
+    let mut status: libc::c_int = 0;
+    // SAFETY: rusage is plain data that wait4 fills; zeroed is a valid value.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    loop {
+        // SAFETY: pid is our own child; status and usage point to live locals.
+        let r = unsafe { libc::wait4(pid as libc::pid_t, &mut status, 0, &mut usage) };
+        if r == pid as libc::pid_t {
+            break;
+        }
+        let e = std::io::Error::last_os_error();
+        if e.kind() != std::io::ErrorKind::Interrupted {
+            return Err(format!("wait4: {e}"));
+        }
+    }
+    let code = if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else {
+        128 + libc::WTERMSIG(status)
+    };
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    Ok((
+        code,
+        usage.ru_maxrss.max(0) as u64,
+        secs(usage.ru_utime) + secs(usage.ru_stime),
+    ))
+}
+
+/// Runs `config` once in a child; `rate` > 0 makes it a latency run.
+fn run_config(config: Config, n: u64, rate: f64, multi: bool) -> Result<Run, String> {
+    if config.workers == 1 {
+        return spawn(&[
+            CHILD.into(),
+            "topology".into(),
+            config.workers.to_string(),
+            config.acking.to_string(),
+            n.to_string(),
+            rate.to_string(),
+        ]);
+    }
+    if !multi {
+        return Err(SKIPPED.into());
+    }
+    // Workers in their own processes: `topo run` (this binary) starts `current_exe()
+    // worker ...` for each; every worker's bench_check task reports its own VmHWM.
+    let dir = report_dir()?;
+    let file = dir.path().join("wordcount.topo.toml");
+    std::fs::write(&file, config.toml(n, rate, dir.path()))
+        .map_err(|e| format!("{}: {e}", file.display()))?;
+    let t0 = Instant::now();
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find this binary: {e}"))?;
+    let child = Command::new(exe)
+        .arg("run")
+        .arg(&file)
+        .stdout(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot start topo run: {e}"))?;
+    let (status, rss_kib, cpu_secs) = wait4(child.id())?;
+    let secs = t0.elapsed().as_secs_f64();
+    if status != 0 {
+        return Err(format!("topo run exited with status {status}"));
+    }
+    let mut result = collect(dir.path())?;
+    result.secs = secs;
+    Ok(Run {
+        result,
+        rss_kib,
+        cpu_secs,
+    })
+}
+
+const SKIPPED: &str = "skipped (multi-process workers not built yet)";
+
+/// Median, min and max of words per second over the runs.
+#[derive(Debug, Clone, Copy)]
+struct Stats {
+    median: f64,
+    min: f64,
+    max: f64,
+}
+
+fn stats(mut v: Vec<f64>) -> Option<Stats> {
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let median = if v.len() % 2 == 1 {
+        v[v.len() / 2]
+    } else {
+        (v[v.len() / 2 - 1] + v[v.len() / 2]) / 2.0
+    };
+    Some(Stats {
+        median,
+        min: v[0],
+        max: v[v.len() - 1],
+    })
+}
+
+/// The p-th percentile (0..=100) of sorted values, nearest rank.
+fn percentile(sorted: &[u32], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    f64::from(sorted[rank.clamp(1, sorted.len()) - 1])
+}
+
+/// Everything measured for one configuration.
+#[derive(Default)]
+struct Measured {
+    words_per_sec: Vec<f64>,
+    /// CPU nanoseconds (all threads, user + system) per word, per run.
+    cpu_ns_per_word: Vec<f64>,
+    /// Peak RSS per worker (MiB), max over the runs.
+    rss_mib: Vec<(usize, f64)>,
+    latency: Option<Latency>,
+    skipped: Option<String>,
+    errors: Vec<String>,
+}
+
+struct Latency {
+    rate_words: f64,
+    achieved_words: f64,
+    samples: usize,
+    p50_ms: f64,
+    p99_ms: f64,
+    max_ms: f64,
+    engine: Option<(f64, f64)>,
+}
+
+/// Checks a run against the reference; returns its words per second.
+fn check(run: &Run, expect: &Tally, what: &str) -> Result<f64, String> {
+    let r = &run.result;
+    if !r.errors.is_empty() {
+        return Err(format!("{what}: the run reported errors: {:?}", r.errors));
+    }
+    if r.tally != *expect {
+        return Err(format!(
+            "{what}: wrong counts: total {} distinct {} checksum {:016x}, expected total {} distinct {} checksum {:016x}",
+            r.tally.total, r.tally.distinct, r.tally.checksum,
+            expect.total, expect.distinct, expect.checksum
+        ));
+    }
+    Ok(r.tally.total as f64 / r.secs)
+}
+
+fn rss_of(run: &Run, workers: usize) -> Vec<(usize, f64)> {
+    if workers == 1 {
+        // One process ran everything: its ru_maxrss.
+        vec![(0, run.rss_kib as f64 / 1024.0)]
+    } else {
+        run.result
+            .worker_rss_kib
+            .iter()
+            .map(|&(w, kib)| (w, kib as f64 / 1024.0))
+            .collect()
+    }
+}
+
+fn parent() -> i32 {
+    let plan = match plan() {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 2;
+        }
+    };
+    let n = plan.sentences;
+    let expect = reference(n);
+    if let Some(&(_, known)) = KNOWN.iter().find(|(k, _)| *k == n) {
+        if expect.checksum != known || expect.total != 10 * n || expect.distinct != VOCABULARY {
+            eprintln!(
+                "error: the reference tally of {n} sentences is wrong: {:016x}, expected {known:016x}",
+                expect.checksum
+            );
+            return 2;
+        }
+    }
+    let multi = multi_process_workers();
+    eprintln!(
+        "wordcount: {n} sentences ({} words) per run, {} runs per configuration, reference checksum {:016x}; multi-process workers: {}",
+        10 * n,
+        plan.reps,
+        expect.checksum,
+        if multi { "yes" } else { "no" }
+    );
+
+    let mut base = Measured::default();
+    let mut measured: Vec<(Config, Measured)> = plan
+        .configs
+        .iter()
+        .map(|&c| (c, Measured::default()))
+        .collect();
+    for rep in 1..=plan.reps {
+        match spawn(&[CHILD.into(), "baseline".into(), n.to_string()])
+            .and_then(|r| check(&r, &expect, "baseline").map(|w| (w, r)))
+        {
+            Ok((w, r)) => {
+                eprintln!("  run {rep} baseline: {w:.0} words/s");
+                base.words_per_sec.push(w);
+                base.cpu_ns_per_word.push(cpu_ns(&r));
+                merge_rss(&mut base.rss_mib, rss_of(&r, 1));
+            }
+            Err(e) => base.errors.push(e),
+        }
+        for (config, m) in &mut measured {
+            if m.skipped.is_some() {
+                continue;
+            }
+            let what = config.label();
+            match run_config(*config, n, 0.0, multi) {
+                Ok(r) => match check(&r, &expect, &what) {
+                    Ok(w) => {
+                        eprintln!("  run {rep} {what}: {w:.0} words/s");
+                        m.words_per_sec.push(w);
+                        m.cpu_ns_per_word.push(cpu_ns(&r));
+                        merge_rss(&mut m.rss_mib, rss_of(&r, config.workers));
+                    }
+                    Err(e) => m.errors.push(e),
+                },
+                Err(e) if e == SKIPPED => m.skipped = Some(e),
+                Err(e) => m.errors.push(format!("{what}: {e}")),
+            }
+        }
+    }
+
+    // Latency at half of each acking configuration's median throughput.
+    if plan.latency_secs > 0.0 {
+        for (config, m) in &mut measured {
+            let Some(s) = stats(m.words_per_sec.clone()) else {
+                continue;
+            };
+            if !config.acking || !m.errors.is_empty() {
+                continue;
+            }
+            let rate_words = s.median / 2.0;
+            let rate = rate_words / 10.0;
+            let count = ((rate * plan.latency_secs) as u64).max(1000);
+            let what = format!("{} latency", config.label());
+            match run_config(*config, count, rate, multi) {
+                Ok(r) => match check(&r, &reference(count), &what) {
+                    Ok(w) => {
+                        let l = &r.result.latency_us;
+                        if r.result.failed > 0 || l.len() as u64 != count {
+                            m.errors.push(format!(
+                                "{what}: {} of {count} messages acked, {} failed",
+                                l.len(),
+                                r.result.failed
+                            ));
+                            continue;
+                        }
+                        let ms = |p| percentile(l, p) / 1000.0;
+                        m.latency = Some(Latency {
+                            rate_words,
+                            achieved_words: w,
+                            samples: l.len(),
+                            p50_ms: ms(50.0),
+                            p99_ms: ms(99.0),
+                            max_ms: ms(100.0),
+                            engine: r.result.engine_latency_ms,
+                        });
+                    }
+                    Err(e) => m.errors.push(e),
+                },
+                Err(e) => m.errors.push(e),
+            }
+        }
+    }
+
+    report(&plan, &base, &measured)
+}
+
+/// CPU time per word counted, in nanoseconds.
+fn cpu_ns(run: &Run) -> f64 {
+    run.cpu_secs * 1e9 / run.result.tally.total.max(1) as f64
+}
+
+fn merge_rss(into: &mut Vec<(usize, f64)>, from: Vec<(usize, f64)>) {
+    for (w, mib) in from {
+        match into.iter_mut().find(|(x, _)| *x == w) {
+            Some((_, m)) => *m = m.max(mib),
+            None => into.push((w, mib)),
+        }
+    }
+    into.sort_by_key(|(w, _)| *w);
+}
+
+fn report(plan: &Plan, base: &Measured, measured: &[(Config, Measured)]) -> i32 {
+    let mut failed = false;
+    let base_stats = stats(base.words_per_sec.clone());
+    let rss_text = |rss: &[(usize, f64)]| {
+        rss.iter()
+            .map(|(_, m)| format!("{m:.1}"))
+            .collect::<Vec<_>>()
+            .join(" / ")
+    };
+    println!();
+    println!(
+        "word count, {} sentences x 10 words, {} runs each (words/s at word_count, generator included)",
+        plan.sentences, plan.reps
+    );
+    println!(
+        "{:<24} {:>12} {:>12} {:>12} {:>7} {:>8} {:>14} {:>8} {:>8}",
+        "configuration",
+        "median",
+        "min",
+        "max",
+        "ratio",
+        "CPU ns/w",
+        "RSS MiB/worker",
+        "p50 ms",
+        "p99 ms"
+    );
+    let row = |name: &str, s: &Stats, ratio: f64, m: &Measured| {
+        let (p50, p99) = m
+            .latency
+            .as_ref()
+            .map_or((String::from("-"), String::from("-")), |l| {
+                (format!("{:.2}", l.p50_ms), format!("{:.2}", l.p99_ms))
+            });
+        let cpu = stats(m.cpu_ns_per_word.clone()).map_or(f64::NAN, |c| c.median);
+        println!(
+            "{name:<24} {:>12.0} {:>12.0} {:>12.0} {ratio:>7.3} {cpu:>8.1} {:>14} {p50:>8} {p99:>8}",
+            s.median,
+            s.min,
+            s.max,
+            rss_text(&m.rss_mib)
+        );
+    };
+    if let Some(b) = &base_stats {
+        row("baseline (plain loop)", b, 1.0, base);
+    }
+    for (config, m) in measured {
+        match (&m.skipped, stats(m.words_per_sec.clone()), &base_stats) {
+            (Some(why), _, _) => println!("{:<24} {why}", config.label()),
+            (None, Some(s), Some(b)) => row(&config.label(), &s, s.median / b.median, m),
+            _ => println!("{:<24} no valid run", config.label()),
+        }
+    }
+    for (config, m) in measured {
+        if let Some(l) = &m.latency {
+            let engine = l.engine.map_or(String::new(), |(p50, p99)| {
+                format!("; the engine's histogram: p50 {p50:.2} ms, p99 {p99:.2} ms")
+            });
+            println!(
+                "latency {}: {} messages at {:.0} words/s offered ({:.0} achieved): p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms (emit -> ack){engine}",
+                config.label(),
+                l.samples,
+                l.rate_words,
+                l.achieved_words,
+                l.p50_ms,
+                l.p99_ms,
+                l.max_ms
+            );
+        }
+    }
+    println!();
+    if let Some(b) = &base_stats {
+        println!(
+            "BENCH wordcount baseline words_per_sec={:.0} rss_mib={}",
+            b.median,
+            max_rss(&base.rss_mib)
+        );
+    }
+    for (config, m) in measured {
+        if let Some(why) = &m.skipped {
+            println!("BENCH wordcount {} {why}", config.label());
+            continue;
+        }
+        let (Some(s), Some(b)) = (stats(m.words_per_sec.clone()), &base_stats) else {
+            continue;
+        };
+        let mut line = format!(
+            "BENCH wordcount {} words_per_sec={:.0} baseline_ratio={:.2} rss_mib={}",
+            config.label(),
+            s.median,
+            s.median / b.median,
+            max_rss(&m.rss_mib)
+        );
+        if let Some(l) = &m.latency {
+            line.push_str(&format!(" p99_ms={:.1}", l.p99_ms));
+        }
+        println!("{line}");
+    }
+    for e in base
+        .errors
+        .iter()
+        .chain(measured.iter().flat_map(|(_, m)| &m.errors))
+    {
+        failed = true;
+        eprintln!("error: {e}");
+    }
+    if failed {
+        1
+    } else {
+        0
+    }
+}
+
+fn max_rss(rss: &[(usize, f64)]) -> String {
+    let m = rss.iter().map(|(_, m)| *m).fold(0.0, f64::max);
+    format!("{m:.1}")
+}
