@@ -1,10 +1,11 @@
 //! What other workers send, handed to this worker's task inboxes.
 //!
 //! One thread decodes every delivery of the transport and pushes it into the inbox of
-//! its task. A `Data` frame's credit goes back to its sender only once its batch is in
-//! the bounded inbox, so a slow bolt stops its remote producers. A full inbox never
-//! blocks the other tasks: its batches wait in a per-task line (with their credit
-//! still held) while deliveries for other tasks go on.
+//! its task. A full inbox never blocks the other tasks: its batches wait in a per-task
+//! line while deliveries for other tasks go on. Each batch that enters an inbox grants
+//! its sender one more batch for that task (see `remote`'s flow control per task), so a
+//! slow bolt stops its remote producers and the lines stay within the windows; the
+//! transport's own grant is dropped as soon as a frame is decoded.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -14,13 +15,15 @@ use std::time::Duration;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 use topo_dsl::Topology;
 
-use super::remote::Remote;
+use super::remote::{self, Remote};
 use crate::route::{AckerIn, Inbound};
 use crate::runtime::Inboxes;
-use crate::transport::{CreditGrant, Delivery};
+use crate::transport::Delivery;
 use crate::wire;
 
-type Waiting = VecDeque<(Inbound, CreditGrant)>;
+/// Messages waiting for room in a task's inbox, each with the worker to grant a batch
+/// when it gets in (`None` for an end of stream).
+type Waiting = VecDeque<(Inbound, Option<u32>)>;
 
 struct Dispatch {
     topology: Arc<Topology>,
@@ -110,10 +113,13 @@ impl Dispatch {
                 payload,
                 grant,
             } => {
-                let msg = match wire::decode_data(&payload, &self.topology) {
+                let decoded = wire::decode_data(&payload, &self.topology);
+                drop(grant);
+                let msg = match decoded {
                     Ok(m) => m,
                     Err(e) => return self.malformed(from, &e),
                 };
+                let owed = matches!(msg, Inbound::Batch(_)).then_some(from);
                 if let Inbound::Eos(up) = msg {
                     if !self.eos_seen.insert((dest_task, up)) {
                         return;
@@ -130,12 +136,16 @@ impl Dispatch {
                     return;
                 };
                 if !self.waiting[t].is_empty() {
-                    self.waiting[t].push_back((msg, grant));
+                    self.waiting[t].push_back((msg, owed));
                     return;
                 }
                 match tx.try_send(msg) {
-                    Ok(()) => drop(grant),
-                    Err(TrySendError::Full(msg)) => self.waiting[t].push_back((msg, grant)),
+                    Ok(()) => {
+                        if let Some(w) = owed {
+                            self.remote.grant(w, dest_task);
+                        }
+                    }
+                    Err(TrySendError::Full(msg)) => self.waiting[t].push_back((msg, owed)),
                     Err(TrySendError::Disconnected(_)) => {}
                 }
             }
@@ -150,6 +160,19 @@ impl Dispatch {
                     }
                 }
                 Err(e) => self.malformed(from, &e),
+            },
+            Delivery::Control {
+                from,
+                dest_task: 0,
+                payload,
+            } => match remote::decode_grant(&payload) {
+                Ok((task, batches)) => self.remote.add_credit(task, batches),
+                Err(e) => {
+                    self.bad += 1;
+                    if crate::executor::worth_logging(self.bad) {
+                        tracing::warn!(worker = self.worker, peer = from, error = %e, count = self.bad, "Dropped a message that does not decode.");
+                    }
+                }
             },
             Delivery::Control {
                 from,
@@ -179,6 +202,7 @@ impl Dispatch {
                 }
             }
             Delivery::PeerDown { peer } => {
+                self.remote.reset_credit(peer);
                 tracing::debug!(
                     worker = self.worker,
                     peer,
@@ -199,11 +223,15 @@ impl Dispatch {
                 line.clear();
                 continue;
             };
-            while let Some((msg, grant)) = line.pop_front() {
+            while let Some((msg, owed)) = line.pop_front() {
                 match tx.try_send(msg) {
-                    Ok(()) => drop(grant),
+                    Ok(()) => {
+                        if let Some(w) = owed {
+                            self.remote.grant(w, t as u32);
+                        }
+                    }
                     Err(TrySendError::Full(msg)) => {
-                        line.push_front((msg, grant));
+                        line.push_front((msg, owed));
                         break;
                     }
                     Err(TrySendError::Disconnected(_)) => line.clear(),

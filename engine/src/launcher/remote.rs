@@ -7,11 +7,21 @@
 //! the spouts, what comes after goes to the new worker. Acker and control messages never
 //! wait: while the peer is away they are dropped, and the trees they concern time out.
 //!
+//! # Flow control per task
+//! The transport's credit is per connection: with batches for several tasks queued on one
+//! connection, a task that is slow to drain would hold the credit that another task's
+//! producers need, and two workers sending each other data could wait on each other for
+//! ever. So on top of it each destination task grants [`WINDOW`] batches to each worker
+//! that sends to it: a sender spends one per batch and blocks at zero (like a full local
+//! queue); the receiving worker grants one back, in a `Control` frame to task 0, each time
+//! a batch enters the task's inbox. The receiver then drops the transport's grant as soon
+//! as a batch is decoded: what waits for an inbox is bounded by the windows.
+//!
 //! Every end-of-stream sent is remembered, and sent again whenever a worker reconnects:
 //! if it restarted, its new tasks must still see the end of every upstream stream; if it
 //! only reconnected, its inbound side drops the ones it already delivered.
 
-use std::sync::Mutex;
+use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -26,8 +36,26 @@ use crate::wire;
 pub(crate) struct Remote {
     /// Task id -> its worker's sender (`None` for local tasks and unknown ids).
     peers: Vec<Option<PeerSender>>,
+    /// Worker index -> its sender (`None` for this worker).
+    workers: Vec<Option<PeerSender>>,
+    /// Task id -> batches it still lets this worker send.
+    credit: Mutex<Vec<i64>>,
+    credit_changed: Condvar,
     /// (to, from) of every end-of-stream sent.
     eos: Mutex<Vec<(TaskId, TaskId)>>,
+}
+
+/// Batches a task lets each other worker have in flight to it.
+pub(crate) const WINDOW: i64 = 8;
+
+/// Encodes a grant of `batches` for task `task` (a `Control` payload to task 0).
+pub(crate) fn encode_grant(task: TaskId, batches: u32) -> Option<Bytes> {
+    rmp_serde::to_vec(&(task, batches)).ok().map(Bytes::from)
+}
+
+/// Decodes a grant: (task, batches).
+pub(crate) fn decode_grant(payload: &[u8]) -> Result<(TaskId, u32), String> {
+    rmp_serde::from_slice(payload).map_err(|e| format!("cannot decode a grant: {e}"))
 }
 
 impl Remote {
@@ -40,8 +68,63 @@ impl Remote {
             }
         }
         Remote {
+            credit: Mutex::new(vec![WINDOW; peers.len()]),
             peers,
+            workers: senders.to_vec(),
+            credit_changed: Condvar::new(),
             eos: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn credit(&self) -> MutexGuard<'_, Vec<i64>> {
+        self.credit.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Spends one batch of `to`'s window, waiting while it is empty.
+    fn spend(&self, to: TaskId) {
+        let mut c = self.credit();
+        while c.get(to as usize).is_some_and(|&n| n <= 0) {
+            c = self
+                .credit_changed
+                .wait(c)
+                .unwrap_or_else(|e| e.into_inner());
+        }
+        if let Some(n) = c.get_mut(to as usize) {
+            *n -= 1;
+        }
+    }
+
+    /// Task `task` (of another worker) took `batches` more from us.
+    pub(crate) fn add_credit(&self, task: TaskId, batches: u32) {
+        let mut c = self.credit();
+        if let Some(n) = c.get_mut(task as usize) {
+            *n = (*n + i64::from(batches)).min(WINDOW);
+        }
+        drop(c);
+        self.credit_changed.notify_all();
+    }
+
+    /// Worker `worker` went away: what was in flight to it is lost, its tasks' windows
+    /// start over (for its next incarnation).
+    pub(crate) fn reset_credit(&self, worker: u32) {
+        let mut c = self.credit();
+        for (t, p) in self.peers.iter().enumerate() {
+            if p.as_ref().is_some_and(|p| p.peer() == worker) {
+                c[t] = WINDOW;
+            }
+        }
+        drop(c);
+        self.credit_changed.notify_all();
+    }
+
+    /// Tells worker `worker` that our task `task` took one more of its batches.
+    pub(crate) fn grant(&self, worker: u32, task: TaskId) {
+        let Some(Some(peer)) = self.workers.get(worker as usize) else {
+            return;
+        };
+        if let Some(payload) = encode_grant(task, 1) {
+            // A peer that is gone gets a fresh window when it comes back.
+            let _ = peer.send_control(0, payload);
         }
     }
 
@@ -90,6 +173,9 @@ impl Remote {
                     return self.send_msg(to, &Inbound::Batch(b.to_vec()));
                 }
             }
+        }
+        if matches!(msg, Inbound::Batch(_)) {
+            self.spend(to);
         }
         self.send_data_bytes(peer, to, payload)
     }
