@@ -14,6 +14,10 @@
 //!   distinct words, checksum and its process's `VmHWM` to a report file;
 //! - latency runs swap the spout for `bench_sentences`: the same sentences, rate-limited,
 //!   each message timestamped at emit and timed again in `ack`;
+//! - two workers: when the CLI has a `worker` verb, `topo run` (this binary) starts them;
+//!   until then the bench starts one child per worker (`__bench-child worker ...`), each
+//!   running its share of the plan and reaching the other over loopback TCP through the
+//!   engine's transport (`topo_engine::worker::{remotes, dispatch}`);
 //! - any other arguments (`run`, `worker`, ...) go to the `topo` CLI with this binary's
 //!   registry, so that `topo run` re-executing `current_exe() worker ...` works here.
 //!
@@ -446,6 +450,19 @@ fn child(args: &[String]) -> i32 {
                 }
             })
         }
+        [kind, w, a, n, rate, addrs @ .., dir] if kind == "worker" => {
+            match (w.parse(), a.parse(), n.parse(), rate.parse()) {
+                (Ok(worker), Ok(acking), Ok(n), Ok(rate)) => run_worker(
+                    worker,
+                    Config::new(addrs.len(), acking),
+                    n,
+                    rate,
+                    addrs,
+                    Path::new(dir),
+                ),
+                _ => Err(format!("bad child arguments {args:?}")),
+            }
+        }
         [kind, w, a, n, rate] if kind == "topology" => {
             match (w.parse(), a.parse(), n.parse(), rate.parse()) {
                 (Ok(workers), Ok(acking), Ok(n), Ok(rate)) => {
@@ -497,6 +514,80 @@ fn run_in_process(config: Config, n: u64, rate: f64) -> Result<ChildResult, Stri
         .map(|l| (l.p50_ms, l.p99_ms));
     result.errors = summary.errors;
     Ok(result)
+}
+
+/// Runs worker `me` of the topology in this process: its tasks only, the other workers'
+/// reached over loopback TCP through the engine's transport. Times from the moment every
+/// connection is up to the end of this worker's last task (Timely's peer starts its clock
+/// the same way).
+fn run_worker(
+    me: usize,
+    config: Config,
+    n: u64,
+    rate: f64,
+    addrs: &[String],
+    dir: &Path,
+) -> Result<ChildResult, String> {
+    use topo_engine::transport::{Transport, TransportConfig};
+    let registry = registry();
+    let text = config.toml(n, rate, dir);
+    let topology = Arc::new(topo_dsl::load(&text, &registry).map_err(|d| d.to_string())?);
+    let plan = topo_engine::PhysicalPlan::new(&topology);
+    let peers = addrs
+        .iter()
+        .map(|a| a.parse())
+        .collect::<Result<Vec<std::net::SocketAddr>, _>>()
+        .map_err(|e| format!("bad worker address: {e}"))?;
+    let secret = std::env::var("TOPO_BENCH_SECRET")
+        .map_err(|_| "TOPO_BENCH_SECRET is not set".to_string())?
+        .into_bytes();
+    let rt = tokio::runtime::Runtime::new().map_err(|e| format!("tokio: {e}"))?;
+    let _in_rt = rt.enter();
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind(peers[me]))
+        .map_err(|e| format!("cannot listen on {}: {e}", peers[me]))?;
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let shutdown = async move {
+        let _ = stop_rx.wait_for(|s| *s).await;
+    };
+    let fingerprint = fnv1a64(text.as_bytes());
+    let transport_config = TransportConfig::new(me as u32, peers.clone(), fingerprint, secret);
+    let (transport, inbound) =
+        Transport::start(transport_config, listener, shutdown).map_err(|e| e.to_string())?;
+    for w in (0..peers.len() as u32).filter(|&w| w != me as u32) {
+        let connected = transport
+            .sender(w)
+            .is_some_and(|p| p.wait_connected(std::time::Duration::from_secs(20)));
+        if !connected {
+            return Err(format!("worker {me} could not connect to worker {w}"));
+        }
+    }
+    let options = topo_engine::RunOptions {
+        worker: Some(me),
+        remote: Some(topo_engine::worker::remotes(&transport, &plan)),
+        ..Default::default()
+    };
+    let t0 = Instant::now();
+    let running =
+        topo_engine::start(Arc::clone(&topology), &registry, options).map_err(|e| e.to_string())?;
+    let dispatcher =
+        topo_engine::worker::dispatch(inbound, running.inboxes(), Arc::clone(&topology))
+            .map_err(|e| format!("cannot start the dispatcher: {e}"))?;
+    let summary = running.wait();
+    let secs = t0.elapsed().as_secs_f64();
+    let _ = stop_tx.send(true);
+    rt.block_on(transport.join());
+    let _ = dispatcher.join();
+    Ok(ChildResult {
+        secs,
+        failed: summary.counts("sentences").failed,
+        engine_latency_ms: summary
+            .component("sentences")
+            .and_then(|c| c.complete_latency)
+            .map(|l| (l.p50_ms, l.p99_ms)),
+        errors: summary.errors,
+        ..ChildResult::default()
+    })
 }
 
 /// Reads the `bench_check` and `bench_sentences` reports of a run.
@@ -669,11 +760,100 @@ fn run_config(config: Config, n: u64, rate: f64, multi: bool) -> Result<Run, Str
             rate.to_string(),
         ]);
     }
-    if !multi {
-        return Err(SKIPPED.into());
+    if multi {
+        return run_cli(config, n, rate);
     }
-    // Workers in their own processes: `topo run` (this binary) starts `current_exe()
-    // worker ...` for each; every worker's bench_check task reports its own VmHWM.
+    run_processes(config, n, rate)
+}
+
+/// Runs each worker of `config` as a child process (`__bench-child worker ...`) wired
+/// to the others by the engine's transport over loopback TCP.
+fn run_processes(config: Config, n: u64, rate: f64) -> Result<Run, String> {
+    let dir = report_dir()?;
+    // Free loopback ports: bound here, released, then bound again by the workers.
+    let mut addrs = Vec::new();
+    for _ in 0..config.workers {
+        let l = std::net::TcpListener::bind("127.0.0.1:0")
+            .map_err(|e| format!("cannot find a free port: {e}"))?;
+        addrs.push(l.local_addr().map_err(|e| e.to_string())?.to_string());
+    }
+    let secret = {
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u128(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos()),
+        );
+        format!("{:016x}", h.finish())
+    };
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find this binary: {e}"))?;
+    let mut children = Vec::new();
+    for w in 0..config.workers {
+        let mut cmd = Command::new(&exe);
+        cmd.args([
+            CHILD.to_string(),
+            "worker".into(),
+            w.to_string(),
+            config.acking.to_string(),
+            n.to_string(),
+            rate.to_string(),
+        ])
+        .args(&addrs)
+        .arg(dir.path())
+        .env("TOPO_BENCH_SECRET", &secret)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+        children.push(
+            cmd.spawn()
+                .map_err(|e| format!("cannot start worker {w}: {e}"))?,
+        );
+    }
+    let mut outs = Vec::new();
+    for child in &mut children {
+        let mut out = String::new();
+        if let Some(mut stdout) = child.stdout.take() {
+            stdout
+                .read_to_string(&mut out)
+                .map_err(|e| format!("cannot read a worker's output: {e}"))?;
+        }
+        outs.push(out);
+    }
+    let mut result = collect(dir.path())?;
+    let mut rss_kib = 0;
+    let mut cpu_secs = 0.0;
+    result.worker_rss_kib.clear();
+    for (w, (child, out)) in children.iter().zip(&outs).enumerate() {
+        let (status, kib, cpu) = wait4(child.id())?;
+        if status != 0 {
+            return Err(format!("worker {w} exited with status {status}"));
+        }
+        let json = out
+            .lines()
+            .find_map(|l| l.strip_prefix("RESULT "))
+            .ok_or_else(|| format!("worker {w} printed no RESULT line"))?;
+        let r: ChildResult =
+            serde_json::from_str(json).map_err(|e| format!("bad RESULT line: {e}"))?;
+        result.secs = result.secs.max(r.secs);
+        result.failed += r.failed;
+        result.errors.extend(r.errors);
+        if r.engine_latency_ms.is_some() {
+            result.engine_latency_ms = r.engine_latency_ms;
+        }
+        result.worker_rss_kib.push((w, kib));
+        rss_kib = rss_kib.max(kib);
+        cpu_secs += cpu;
+    }
+    Ok(Run {
+        result,
+        rss_kib,
+        cpu_secs,
+    })
+}
+
+/// Runs `config` through `topo run` (this binary), which starts the workers itself.
+/// Every worker's `bench_check` task reports its own `VmHWM`.
+fn run_cli(config: Config, n: u64, rate: f64) -> Result<Run, String> {
     let dir = report_dir()?;
     let file = dir.path().join("wordcount.topo.toml");
     std::fs::write(&file, config.toml(n, rate, dir.path()))
@@ -699,8 +879,6 @@ fn run_config(config: Config, n: u64, rate: f64, multi: bool) -> Result<Run, Str
         cpu_secs,
     })
 }
-
-const SKIPPED: &str = "skipped (multi-process workers not built yet)";
 
 /// Median, min and max of words per second over the runs.
 #[derive(Debug, Clone, Copy)]
@@ -745,7 +923,6 @@ struct Measured {
     /// Peak RSS per worker (MiB), max over the runs.
     rss_mib: Vec<(usize, f64)>,
     latency: Option<Latency>,
-    skipped: Option<String>,
     errors: Vec<String>,
 }
 
@@ -835,9 +1012,6 @@ fn parent() -> i32 {
             Err(e) => base.errors.push(e),
         }
         for (config, m) in &mut measured {
-            if m.skipped.is_some() {
-                continue;
-            }
             let what = config.label();
             match run_config(*config, n, 0.0, multi) {
                 Ok(r) => match check(&r, &expect, &what) {
@@ -849,7 +1023,6 @@ fn parent() -> i32 {
                     }
                     Err(e) => m.errors.push(e),
                 },
-                Err(e) if e == SKIPPED => m.skipped = Some(e),
                 Err(e) => m.errors.push(format!("{what}: {e}")),
             }
         }
@@ -962,9 +1135,8 @@ fn report(plan: &Plan, base: &Measured, measured: &[(Config, Measured)]) -> i32 
         row("baseline (plain loop)", b, 1.0, base);
     }
     for (config, m) in measured {
-        match (&m.skipped, stats(m.words_per_sec.clone()), &base_stats) {
-            (Some(why), _, _) => println!("{:<24} {why}", config.label()),
-            (None, Some(s), Some(b)) => row(&config.label(), &s, s.median / b.median, m),
+        match (stats(m.words_per_sec.clone()), &base_stats) {
+            (Some(s), Some(b)) => row(&config.label(), &s, s.median / b.median, m),
             _ => println!("{:<24} no valid run", config.label()),
         }
     }
@@ -994,10 +1166,6 @@ fn report(plan: &Plan, base: &Measured, measured: &[(Config, Measured)]) -> i32 
         );
     }
     for (config, m) in measured {
-        if let Some(why) = &m.skipped {
-            println!("BENCH wordcount {} {why}", config.label());
-            continue;
-        }
         let (Some(s), Some(b)) = (stats(m.words_per_sec.clone()), &base_stats) else {
             continue;
         };
