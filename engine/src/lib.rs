@@ -66,6 +66,7 @@ pub mod acker;
 pub mod component;
 mod executor;
 pub mod grouping;
+pub mod launcher;
 pub mod plan;
 pub mod registry;
 pub mod route;

@@ -66,6 +66,10 @@ pub struct RunOptions {
     /// How to reach tasks of other workers; needed when `worker` is set and the plan has
     /// more than one worker.
     pub remote: Option<Remotes>,
+    /// A spout task that is done with no pending trees waits for a stop instead of ending
+    /// its stream (see [`RunningTopology::spouts_done`]): with several workers the
+    /// supervisor decides the end, because a restarted worker replays.
+    pub hold_done: bool,
 }
 
 /// Senders to the tasks of other workers, provided by the transport.
@@ -106,6 +110,7 @@ impl Default for RunOptions {
             flush_interval: Duration::from_millis(1),
             worker: None,
             remote: None,
+            hold_done: false,
         }
     }
 }
@@ -190,6 +195,7 @@ pub struct RunningTopology {
     queues: Vec<(TaskId, Sender<Inbound>)>,
     inboxes: Inboxes,
     latencies: Vec<(TaskId, Arc<Mutex<Histogram>>)>,
+    held: Vec<Arc<AtomicBool>>,
     stop: StopHandle,
     done: Receiver<()>,
     errors: Arc<Mutex<Vec<String>>>,
@@ -230,6 +236,12 @@ impl RunningTopology {
     /// Number of acker tasks running.
     pub fn acker_count(&self) -> usize {
         self.ackers.len()
+    }
+
+    /// With [`RunOptions::hold_done`]: true while every spout task here is done with no
+    /// pending trees and waits for a stop (true when there are none).
+    pub fn spouts_done(&self) -> bool {
+        self.held.iter().all(|h| h.load(Ordering::Acquire))
     }
 
     /// Waits until every component task has ended or `timeout` passed; true if they
@@ -487,6 +499,7 @@ pub fn start(
     let mut shared = Vec::new();
     let mut queues = Vec::new();
     let mut latencies = Vec::new();
+    let mut held = Vec::new();
     for slot in plan.tasks().iter().filter(|s| here(s.id)) {
         let TaskRole::Component(c) = slot.role else {
             continue;
@@ -588,7 +601,9 @@ pub fn start(
                     errors: Arc::clone(&errors),
                     latency: Histogram::default(),
                     latency_out: Arc::default(),
+                    hold: options.hold_done.then(Arc::default),
                 };
+                held.extend(exec.hold.clone());
                 latencies.push((task, Arc::clone(&exec.latency_out)));
                 Box::new(move || exec.run())
             }
@@ -671,6 +686,7 @@ pub fn start(
         queues,
         inboxes,
         latencies,
+        held,
         stop,
         done,
         errors,

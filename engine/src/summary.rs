@@ -3,12 +3,12 @@
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::tuple::TaskId;
 
 /// Failures by reason.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FailReasons {
     /// A bolt failed the tuple (`fail`, or `execute` returned `Err`); for a spout, a bolt
     /// failed a tuple of the tree.
@@ -20,7 +20,7 @@ pub struct FailReasons {
 }
 
 /// What one task (or a component's tasks together) did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Counts {
     /// Tuples emitted (one per emit call, whatever the number of receivers).
     pub emitted: u64,
@@ -178,7 +178,7 @@ impl Histogram {
 }
 
 /// Complete latency of a spout's trees: from the emit to the ack.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Latency {
     /// Trees measured.
     pub samples: u64,
@@ -193,7 +193,7 @@ pub struct Latency {
 }
 
 /// One task's counts.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TaskSummary {
     /// The task id.
     pub task: TaskId,
@@ -205,7 +205,7 @@ pub struct TaskSummary {
 }
 
 /// One component's counts, in all and per task.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ComponentSummary {
     /// The component id (`__acker` for the ackers).
     pub id: String,
@@ -222,7 +222,7 @@ pub struct ComponentSummary {
 }
 
 /// What a run did: `topo run` prints it at exit, as a table or as JSON.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunSummary {
     /// The topology's name.
     pub topology: String,

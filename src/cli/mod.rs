@@ -7,6 +7,8 @@
 //! - [`validate`](mod@validate): `topo validate FILE...`
 //! - [`graph`]: `topo graph FILE --format text|dot|mermaid`
 //! - [`components`]: `topo components`
+//! - [`run`]: `topo run FILE`, `topo plan FILE`
+//! - [`worker`]: the hidden `topo worker`, a worker process of `topo run`
 
 use std::ffi::OsString;
 use std::path::Path;
@@ -19,6 +21,7 @@ pub mod components;
 pub mod graph;
 pub mod run;
 pub mod validate;
+pub mod worker;
 
 /// Exit code: success.
 pub const EXIT_OK: i32 = 0;
@@ -63,6 +66,12 @@ enum Command {
     /// Run a topology until it ends, is stopped, or `--for` is up.
     #[command(after_help = EXIT_HELP)]
     Run(run::RunArgs),
+    /// Print the physical plan: which task runs in which worker (as `run --plan`).
+    #[command(after_help = EXIT_HELP)]
+    Plan(run::PlanArgs),
+    /// A worker process of `topo run` (started by it; reads its work on stdin).
+    #[command(hide = true)]
+    Worker(worker::Args),
 }
 
 /// Runs the CLI on the process's arguments with `registry`'s component types; returns the
@@ -90,6 +99,8 @@ where
         Command::Graph(args) => graph::run(&registry, &args),
         Command::Components(args) => components::run(&registry, &args),
         Command::Run(args) => run::run(&registry, args),
+        Command::Plan(args) => run::plan(&registry, &args),
+        Command::Worker(args) => worker::run(registry, &args),
     }
 }
 

@@ -7,7 +7,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use clap::Args;
-use topo_engine::{Registry, RunOptions, StopHandle};
+use topo_dsl::Topology;
+use topo_engine::launcher::{self, LaunchError, LaunchOptions};
+use topo_engine::{Registry, RunOptions, RunSummary, StopHandle};
 
 use super::{EXIT_INVALID, EXIT_OK, EXIT_USAGE};
 
@@ -26,6 +28,32 @@ pub(crate) struct RunArgs {
     /// Print the physical plan (which task runs in which worker) and exit.
     #[arg(long)]
     plan: bool,
+    /// With `workers > 1`: keep a JSON file of the worker processes (pid, address,
+    /// restarts) up to date.
+    #[arg(long, value_name = "PATH")]
+    status_file: Option<PathBuf>,
+}
+
+/// Arguments of `topo plan`.
+#[derive(Debug, Args)]
+pub(crate) struct PlanArgs {
+    /// The `*.topo.toml` file.
+    file: PathBuf,
+}
+
+/// The log filter when `RUST_LOG` is not set: warnings, and the supervisor's and the
+/// workers' info lines (ports, plan, restarts).
+pub(crate) const DEFAULT_LOG: &str = "warn,topo_engine::launcher=info";
+
+/// Runs `topo plan`; returns the exit code.
+pub(crate) fn plan(registry: &Registry, args: &PlanArgs) -> i32 {
+    match super::load_file(&args.file, registry) {
+        Ok(t) => {
+            print!("{}", topo_engine::PhysicalPlan::new(&t).render(&t));
+            EXIT_OK
+        }
+        Err(code) => code,
+    }
 }
 
 /// Parses `500ms`, `30s`, `2m`, `1h` (a decimal number and a unit).
@@ -53,7 +81,7 @@ pub(crate) fn run(registry: &Registry, args: RunArgs) -> i32 {
         .with_writer(std::io::stderr)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG)),
         )
         .try_init();
     let topology = match super::load_file(&args.file, registry) {
@@ -94,6 +122,9 @@ pub(crate) fn run(registry: &Registry, args: RunArgs) -> i32 {
     if let Err(e) = installed {
         tracing::warn!(error = %e, "Cannot handle Ctrl-C; stop with --for.");
     }
+    if topology.settings().workers > 1 {
+        return run_workers(&topology, &args, options.base_dir, requested);
+    }
     let running = match topo_engine::start(Arc::clone(&topology), registry, options) {
         Ok(r) => r,
         Err(e) => {
@@ -112,9 +143,44 @@ pub(crate) fn run(registry: &Registry, args: RunArgs) -> i32 {
             running.stop();
         }
     }
-    let summary = running.wait();
-    if args.json {
-        match serde_json::to_string(&summary) {
+    report(&running.wait(), args.json)
+}
+
+/// `topo run` of a topology with `workers > 1`: this process supervises worker processes.
+fn run_workers(
+    topology: &Topology,
+    args: &RunArgs,
+    base_dir: PathBuf,
+    stop: Arc<AtomicBool>,
+) -> i32 {
+    let text = match std::fs::read_to_string(&args.file) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: cannot read {}: {e}", args.file.display());
+            return EXIT_USAGE;
+        }
+    };
+    let base_dir = std::fs::canonicalize(&base_dir).unwrap_or(base_dir);
+    let mut opts = LaunchOptions::new(text, base_dir);
+    opts.run_for = args.run_for;
+    opts.stop = stop;
+    opts.status_file = args.status_file.clone();
+    match launcher::launch(topology, &opts) {
+        Ok(summary) => report(&summary, args.json),
+        Err(e) => {
+            eprintln!("error: {e}");
+            match e {
+                LaunchError::Worker { invalid: true, .. } => EXIT_INVALID,
+                _ => EXIT_USAGE,
+            }
+        }
+    }
+}
+
+/// Prints the summary; returns the exit code.
+fn report(summary: &RunSummary, json: bool) -> i32 {
+    if json {
+        match serde_json::to_string(summary) {
             Ok(j) => println!("{j}"),
             Err(e) => {
                 eprintln!("error: cannot write the summary: {e}");

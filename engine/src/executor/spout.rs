@@ -2,6 +2,7 @@
 
 use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -151,6 +152,8 @@ pub(crate) struct SpoutExecutor {
     /// Complete latencies, handed over when the task ends.
     pub(crate) latency: Histogram,
     pub(crate) latency_out: Arc<Mutex<Histogram>>,
+    /// Set: when done with no pending trees, raise the flag and wait for a stop.
+    pub(crate) hold: Option<Arc<AtomicBool>>,
 }
 
 struct State {
@@ -279,7 +282,14 @@ impl SpoutExecutor {
                 self.call_fail(id, &mut st);
             }
             let pending = self.core.pending.len();
-            if (st.stopping || st.done) && pending == 0 && self.core.ack_now.is_empty() {
+            let idle_done = st.done && pending == 0 && self.core.ack_now.is_empty();
+            if let Some(h) = &self.hold {
+                h.store(idle_done, Ordering::Release);
+            }
+            if (st.stopping || (idle_done && self.hold.is_none()))
+                && pending == 0
+                && self.core.ack_now.is_empty()
+            {
                 break;
             }
             let room = self.max_pending.is_none_or(|m| pending < m);

@@ -87,7 +87,7 @@ pub use link::{CreditGrant, Delivery, PeerSender, SendError};
 
 use frame::FRAME_OVERHEAD;
 use link::Link;
-use peer::{Established, PeerTask};
+use peer::{Established, PeerAddr, PeerTask};
 
 /// Settings of one worker's transport.
 #[derive(Clone)]
@@ -203,6 +203,7 @@ pub struct Transport {
     worker: u32,
     local_addr: SocketAddr,
     links: HashMap<u32, Arc<Link>>,
+    addrs: HashMap<u32, Arc<PeerAddr>>,
     counters: Arc<Counters>,
     tasks: Vec<JoinHandle<()>>,
     stop: CancellationToken,
@@ -241,6 +242,7 @@ impl Transport {
         let (inbound_tx, inbound_rx) = crossbeam_channel::unbounded();
         let mut tasks = Vec::new();
         let mut links = HashMap::new();
+        let mut addrs = HashMap::new();
         let mut incoming = HashMap::new();
 
         for (peer, addr) in config.peers.iter().enumerate() {
@@ -256,9 +258,11 @@ impl Transport {
                 incoming.insert(peer, in_tx);
             }
             links.insert(peer, link.clone());
+            let addr = PeerAddr::new(*addr);
+            addrs.insert(peer, addr.clone());
             let task = PeerTask {
                 peer,
-                addr: *addr,
+                addr,
                 config: config.clone(),
                 identity: identity.clone(),
                 link,
@@ -300,6 +304,7 @@ impl Transport {
                 worker: config.worker,
                 local_addr,
                 links,
+                addrs,
                 counters,
                 tasks,
                 stop: stop_handle,
@@ -321,6 +326,19 @@ impl Transport {
     /// A sender to worker `peer`; `None` for this worker itself or an unknown index.
     pub fn sender(&self, peer: u32) -> Option<PeerSender> {
         self.links.get(&peer).map(|l| PeerSender::new(l.clone()))
+    }
+
+    /// Tells the transport that worker `peer` now listens on `addr` (it restarted): the
+    /// next dial goes there, at once if a dial is waiting out its backoff. Returns false
+    /// for an unknown peer or this worker itself.
+    pub fn set_peer_addr(&self, peer: u32, addr: SocketAddr) -> bool {
+        match self.addrs.get(&peer) {
+            Some(a) => {
+                a.set(addr);
+                true
+            }
+            None => false,
+        }
     }
 
     /// Transport-wide counters.

@@ -44,10 +44,42 @@ pub(crate) fn framed(
     )
 }
 
+/// A peer's address, which changes when the peer restarts on another port.
+#[derive(Debug)]
+pub(crate) struct PeerAddr {
+    addr: std::sync::Mutex<SocketAddr>,
+    changed: tokio::sync::Notify,
+}
+
+impl PeerAddr {
+    pub(crate) fn new(addr: SocketAddr) -> Arc<PeerAddr> {
+        Arc::new(PeerAddr {
+            addr: std::sync::Mutex::new(addr),
+            changed: tokio::sync::Notify::new(),
+        })
+    }
+
+    pub(crate) fn get(&self) -> SocketAddr {
+        *self
+            .addr
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub(crate) fn set(&self, addr: SocketAddr) {
+        *self
+            .addr
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = addr;
+        self.changed.notify_one();
+    }
+}
+
 /// Everything a peer's driver needs.
 pub(crate) struct PeerTask {
     pub(crate) peer: u32,
-    pub(crate) addr: SocketAddr,
+    /// The peer's address; the runtime may change it (the peer restarted elsewhere).
+    pub(crate) addr: Arc<PeerAddr>,
     pub(crate) config: Arc<TransportConfig>,
     pub(crate) identity: Identity,
     pub(crate) link: Arc<Link>,
@@ -104,14 +136,19 @@ impl PeerTask {
                             failures += 1;
                             if let Dial::Unreachable(e) = e {
                                 if failures == 1 {
-                                    info!(peer = self.peer, addr = %self.addr, error = %e, "Cannot reach worker, retrying.");
+                                    info!(peer = self.peer, addr = %self.addr.get(), error = %e, "Cannot reach worker, retrying.");
                                 } else {
-                                    debug!(peer = self.peer, addr = %self.addr, error = %e, failures, "Cannot reach worker, retrying.");
+                                    debug!(peer = self.peer, addr = %self.addr.get(), error = %e, failures, "Cannot reach worker, retrying.");
                                 }
                             }
                             tokio::select! {
                                 _ = self.shutdown.cancelled() => break,
                                 _ = tokio::time::sleep(backoff) => {}
+                                // A new address: dial it now, from the shortest backoff.
+                                _ = self.addr.changed.notified() => {
+                                    backoff = self.config.connect_backoff.0;
+                                    continue;
+                                }
                             }
                             backoff = (backoff * 2).min(self.config.connect_backoff.1);
                             continue;
@@ -153,11 +190,13 @@ impl PeerTask {
 
     /// Dials the peer and runs the handshake, within the handshake timeout.
     async fn dial(&self) -> Result<Established, Dial> {
-        let stream =
-            tokio::time::timeout(self.config.handshake_timeout, TcpStream::connect(self.addr))
-                .await
-                .map_err(|_| Dial::Unreachable("connect timed out".into()))?
-                .map_err(|e| Dial::Unreachable(e.to_string()))?;
+        let stream = tokio::time::timeout(
+            self.config.handshake_timeout,
+            TcpStream::connect(self.addr.get()),
+        )
+        .await
+        .map_err(|_| Dial::Unreachable("connect timed out".into()))?
+        .map_err(|e| Dial::Unreachable(e.to_string()))?;
         let (mut reader, mut writer) = framed(stream, self.config.max_frame_len);
         let result = tokio::time::timeout(
             self.config.handshake_timeout,
@@ -173,7 +212,7 @@ impl PeerTask {
                     .set_max_frame_len(self.config.max_frame_len);
                 Ok(Established {
                     peer,
-                    addr: self.addr,
+                    addr: self.addr.get(),
                     reader,
                     writer,
                 })
@@ -182,7 +221,7 @@ impl PeerTask {
                 let reason = CloseReason::from(&e);
                 self.counters.count_closed(reason);
                 self.link.counters.count_handshake_failure();
-                warn!(peer = self.peer, addr = %self.addr, %reason, error = %e, "Handshake with worker failed; connection closed.");
+                warn!(peer = self.peer, addr = %self.addr.get(), %reason, error = %e, "Handshake with worker failed; connection closed.");
                 Err(Dial::Refused)
             }
         }

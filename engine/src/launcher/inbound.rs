@@ -1,0 +1,216 @@
+//! What other workers send, handed to this worker's task inboxes.
+//!
+//! One thread decodes every delivery of the transport and pushes it into the inbox of
+//! its task. A `Data` frame's credit goes back to its sender only once its batch is in
+//! the bounded inbox, so a slow bolt stops its remote producers. A full inbox never
+//! blocks the other tasks: its batches wait in a per-task line (with their credit
+//! still held) while deliveries for other tasks go on.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
+use topo_dsl::Topology;
+
+use super::remote::Remote;
+use crate::route::{AckerIn, Inbound};
+use crate::runtime::Inboxes;
+use crate::transport::{CreditGrant, Delivery};
+use crate::wire;
+
+type Waiting = VecDeque<(Inbound, CreditGrant)>;
+
+struct Dispatch {
+    topology: Arc<Topology>,
+    data: Vec<Option<Sender<Inbound>>>,
+    ackers: Vec<Option<Sender<AckerIn>>>,
+    spouts: Vec<Option<Sender<crate::route::SpoutMsg>>>,
+    waiting: Vec<Waiting>,
+    remote: Arc<Remote>,
+    seen_up: Vec<bool>,
+    /// (task, upstream task) of every end-of-stream delivered: peers send them again
+    /// after any reconnect, and a bolt must count each upstream task's end once.
+    eos_seen: std::collections::HashSet<(u32, u32)>,
+    worker: usize,
+    bad: u64,
+}
+
+fn by_task<T: Clone>(n: usize, items: &[(u32, T)]) -> Vec<Option<T>> {
+    let mut v = vec![None; n];
+    for (t, s) in items {
+        if let Some(slot) = v.get_mut(*t as usize) {
+            *slot = Some(s.clone());
+        }
+    }
+    v
+}
+
+/// Starts the thread; it ends when the transport has shut down.
+pub(crate) fn spawn(
+    deliveries: Receiver<Delivery>,
+    topology: Arc<Topology>,
+    tasks: usize,
+    inboxes: &Inboxes,
+    remote: Arc<Remote>,
+    worker: usize,
+    workers: usize,
+) -> std::io::Result<JoinHandle<()>> {
+    let n = tasks + 1;
+    let d = Dispatch {
+        topology,
+        data: by_task(n, &inboxes.data),
+        ackers: by_task(n, &inboxes.ackers),
+        spouts: by_task(n, &inboxes.spouts),
+        waiting: (0..n).map(|_| VecDeque::new()).collect(),
+        remote,
+        seen_up: vec![false; workers],
+        eos_seen: Default::default(),
+        worker,
+        bad: 0,
+    };
+    std::thread::Builder::new()
+        .name(format!("inbound-{worker}"))
+        .spawn(move || d.run(deliveries))
+}
+
+impl Dispatch {
+    fn run(mut self, deliveries: Receiver<Delivery>) {
+        let mut backlog = 0usize;
+        loop {
+            let next = if backlog == 0 {
+                deliveries
+                    .recv()
+                    .map_err(|_| RecvTimeoutError::Disconnected)
+            } else {
+                deliveries.recv_timeout(Duration::from_millis(1))
+            };
+            match next {
+                Ok(d) => self.handle(d),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+            backlog = self.retry();
+        }
+    }
+
+    fn malformed(&mut self, from: u32, error: &wire::WireError) {
+        self.bad += 1;
+        if crate::executor::worth_logging(self.bad) {
+            tracing::warn!(worker = self.worker, peer = from, %error, count = self.bad, "Dropped a message that does not decode.");
+        }
+    }
+
+    fn handle(&mut self, d: Delivery) {
+        match d {
+            Delivery::Data {
+                from,
+                dest_task,
+                payload,
+                grant,
+            } => {
+                let msg = match wire::decode_data(&payload, &self.topology) {
+                    Ok(m) => m,
+                    Err(e) => return self.malformed(from, &e),
+                };
+                if let Inbound::Eos(up) = msg {
+                    if !self.eos_seen.insert((dest_task, up)) {
+                        return;
+                    }
+                }
+                let t = dest_task as usize;
+                let Some(Some(tx)) = self.data.get(t) else {
+                    tracing::warn!(
+                        worker = self.worker,
+                        peer = from,
+                        task = dest_task,
+                        "Dropped data for a task that is not here."
+                    );
+                    return;
+                };
+                if !self.waiting[t].is_empty() {
+                    self.waiting[t].push_back((msg, grant));
+                    return;
+                }
+                match tx.try_send(msg) {
+                    Ok(()) => drop(grant),
+                    Err(TrySendError::Full(msg)) => self.waiting[t].push_back((msg, grant)),
+                    Err(TrySendError::Disconnected(_)) => {}
+                }
+            }
+            Delivery::Acker {
+                from,
+                dest_task,
+                payload,
+            } => match wire::decode_acker(&payload) {
+                Ok(msgs) => {
+                    if let Some(Some(tx)) = self.ackers.get(dest_task as usize) {
+                        let _ = tx.send(AckerIn::Batch(msgs));
+                    }
+                }
+                Err(e) => self.malformed(from, &e),
+            },
+            Delivery::Control {
+                from,
+                dest_task,
+                payload,
+            } => match wire::decode_control(&payload) {
+                Ok(msg) => {
+                    if let Some(Some(tx)) = self.spouts.get(dest_task as usize) {
+                        let _ = tx.send(msg);
+                    }
+                }
+                Err(e) => self.malformed(from, &e),
+            },
+            Delivery::PeerUp { peer } => {
+                let again = self
+                    .seen_up
+                    .get_mut(peer as usize)
+                    .map(|s| std::mem::replace(s, true))
+                    .unwrap_or(false);
+                if again {
+                    tracing::info!(
+                        worker = self.worker,
+                        peer,
+                        "Worker is back; sending it the ends of streams again."
+                    );
+                    self.remote.resend_eos(peer);
+                }
+            }
+            Delivery::PeerDown { peer } => {
+                tracing::debug!(
+                    worker = self.worker,
+                    peer,
+                    "Lost the connection to a worker; its trees will time out and replay."
+                );
+            }
+        }
+    }
+
+    /// Moves waiting batches into inboxes that have room; returns how many still wait.
+    fn retry(&mut self) -> usize {
+        let mut left = 0;
+        for (t, line) in self.waiting.iter_mut().enumerate() {
+            if line.is_empty() {
+                continue;
+            }
+            let Some(Some(tx)) = self.data.get(t) else {
+                line.clear();
+                continue;
+            };
+            while let Some((msg, grant)) = line.pop_front() {
+                match tx.try_send(msg) {
+                    Ok(()) => drop(grant),
+                    Err(TrySendError::Full(msg)) => {
+                        line.push_front((msg, grant));
+                        break;
+                    }
+                    Err(TrySendError::Disconnected(_)) => line.clear(),
+                }
+            }
+            left += line.len();
+        }
+        left
+    }
+}

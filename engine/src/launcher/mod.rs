@@ -1,0 +1,571 @@
+//! The supervisor side of `topo run` with `workers = N > 1`: starts N worker processes
+//! (this same executable, `worker` verb), wires them together, restarts one that dies,
+//! decides when a bounded run ends, and merges their summaries.
+//!
+//! # The end of a run
+//! Workers run with [`RunOptions::hold_done`](crate::RunOptions::hold_done): a spout task
+//! that is done with no pending trees does not end its stream on its own, it waits. The
+//! supervisor ends the run (sends `Finish` to every worker) once every worker's latest
+//! status says all its spouts are done (with acking on: every tree they emitted is
+//! complete, so nothing is left to replay), or when `--for` is up or on Ctrl-C. Only then
+//! do the spouts end their streams, and the ends flow through the DAG as in one process.
+//! A worker restarted before that starts over (its spouts replay from their start and its
+//! status is "not done" until they are done again); one restarted after that is told to
+//! finish at once, and its peers send its new tasks the ends of streams they had already
+//! sent to the old ones.
+//!
+//! # Restarts
+//! A worker that exits before it has sent its summary, or sends nothing for
+//! [`LaunchOptions::heartbeat_timeout`] (then it is killed), is started again with the
+//! same index and tasks, on a new port; its peers are told the new address and redial.
+//! Tuple trees through it fail (by timeout) and their spouts replay them. More than
+//! [`LaunchOptions::max_restarts`] restarts of one worker end the run with an error.
+//! The summary counts what the last incarnation of each worker did.
+//!
+//! # Layout
+//! - this module: the supervisor, [`launch`].
+//! - [`worker`]: the worker process and the control protocol between the two.
+//! - `remote`: the runtime's senders to tasks of other workers (they wait out a
+//!   restarting peer and remember the ends of streams they sent).
+//! - `inbound`: the thread that hands what peers send to the local inboxes.
+
+mod inbound;
+mod remote;
+pub mod worker;
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use rand::Rng;
+use serde::Serialize;
+use topo_dsl::Topology;
+use tracing::{info, warn};
+
+use crate::plan::PhysicalPlan;
+use crate::summary::{ComponentSummary, Counts, RunSummary};
+use worker::{fingerprint, hex, FromWorker, ToWorker};
+
+/// How to launch the workers.
+#[derive(Debug, Clone)]
+pub struct LaunchOptions {
+    /// The topology file's text, sent to every worker.
+    pub text: String,
+    /// Folder that relative paths in component configs resolve against.
+    pub base_dir: PathBuf,
+    /// The executable to start as `EXE worker --index I` (default: this one).
+    pub exe: Option<PathBuf>,
+    /// End the run after this long.
+    pub run_for: Option<Duration>,
+    /// Set from another thread (Ctrl-C) to end the run.
+    pub stop: Arc<AtomicBool>,
+    /// Write the workers' pids, addresses and restarts here as JSON whenever they change.
+    pub status_file: Option<PathBuf>,
+    /// Restarts allowed per worker.
+    pub max_restarts: u32,
+    /// A worker silent this long is killed and restarted.
+    pub heartbeat_timeout: Duration,
+}
+
+impl LaunchOptions {
+    /// Options with the defaults: 10 restarts per worker, a 10 s heartbeat timeout.
+    pub fn new(text: String, base_dir: PathBuf) -> Self {
+        LaunchOptions {
+            text,
+            base_dir,
+            exe: None,
+            run_for: None,
+            stop: Arc::default(),
+            status_file: None,
+            max_restarts: 10,
+            heartbeat_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Why a run with worker processes failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LaunchError {
+    /// A worker process could not be started.
+    #[error("cannot start worker {worker}: {source}")]
+    Spawn {
+        /// Its index.
+        worker: usize,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// A worker reported that it cannot run.
+    #[error("worker {worker} cannot run: {message}")]
+    Worker {
+        /// Its index.
+        worker: usize,
+        /// What it said.
+        message: String,
+        /// The topology or a component config is at fault.
+        invalid: bool,
+    },
+    /// A worker kept dying.
+    #[error("worker {worker} died {restarts} times; giving up")]
+    Restarts {
+        /// Its index.
+        worker: usize,
+        /// Restarts so far.
+        restarts: u32,
+    },
+}
+
+enum Event {
+    Line(FromWorker),
+    Eof,
+}
+
+struct Slot {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    incarnation: u32,
+    pid: u32,
+    addr: Option<SocketAddr>,
+    peers_sent: bool,
+    running: bool,
+    done: bool,
+    summary: Option<RunSummary>,
+    last_seen: Instant,
+    restarts: u32,
+}
+
+impl Slot {
+    fn send(&mut self, msg: &ToWorker) {
+        let Some(stdin) = self.stdin.as_mut() else {
+            return;
+        };
+        let Ok(line) = serde_json::to_string(msg) else {
+            return;
+        };
+        // A dead worker's pipe is closed; its exit is noticed separately.
+        let _ = writeln!(stdin, "{line}").and_then(|_| stdin.flush());
+    }
+}
+
+#[derive(Serialize)]
+struct StatusWorker {
+    worker: usize,
+    pid: u32,
+    addr: Option<SocketAddr>,
+    restarts: u32,
+    running: bool,
+}
+
+#[derive(Serialize)]
+struct Status {
+    supervisor: u32,
+    finishing: bool,
+    workers: Vec<StatusWorker>,
+}
+
+struct Supervisor<'a> {
+    plan: PhysicalPlan,
+    opts: &'a LaunchOptions,
+    exe: PathBuf,
+    secret: String,
+    fingerprint: u64,
+    run_id: String,
+    events: Sender<(usize, u32, Event)>,
+    slots: Vec<Slot>,
+    finishing: bool,
+}
+
+/// Runs `topology` (whose file text is `opts.text`) in worker processes until it ends;
+/// returns the merged summary.
+pub fn launch(topology: &Topology, opts: &LaunchOptions) -> Result<RunSummary, LaunchError> {
+    let started = Instant::now();
+    let plan = PhysicalPlan::new(topology);
+    let exe = match &opts.exe {
+        Some(e) => e.clone(),
+        None => {
+            std::env::current_exe().map_err(|source| LaunchError::Spawn { worker: 0, source })?
+        }
+    };
+    let mut secret = [0u8; 32];
+    rand::rng().fill_bytes(&mut secret);
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let mut sup = Supervisor {
+        fingerprint: fingerprint(&opts.text, plan.workers()),
+        plan,
+        opts,
+        exe,
+        secret: hex(&secret),
+        run_id: format!(
+            "{}-{}",
+            std::process::id(),
+            hex(&rand::rng().next_u64().to_be_bytes())
+        ),
+        events: tx,
+        slots: Vec::new(),
+        finishing: false,
+    };
+    info!(
+        topology = topology.name(),
+        workers = sup.plan.workers(),
+        "Starting workers."
+    );
+    for line in sup.plan.render(topology).lines() {
+        info!("Plan: {line}");
+    }
+    for w in 0..sup.plan.workers() {
+        let slot = sup.spawn(w, 0, 0)?;
+        sup.slots.push(slot);
+    }
+    let result = sup.supervise(&rx);
+    if result.is_err() {
+        sup.kill_all();
+    }
+    let summaries = result?;
+    let mut summary = merge(summaries);
+    summary.elapsed_secs = started.elapsed().as_secs_f64();
+    Ok(summary)
+}
+
+impl Supervisor<'_> {
+    fn spawn(&self, w: usize, incarnation: u32, restarts: u32) -> Result<Slot, LaunchError> {
+        let mut cmd = Command::new(&self.exe);
+        cmd.arg("worker")
+            .arg("--index")
+            .arg(w.to_string())
+            .env("TOPO_RUN_ID", &self.run_id)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        // SAFETY: only async-signal-safe calls between fork and exec.
+        unsafe {
+            cmd.pre_exec(|| {
+                // Die with the supervisor; stay out of its terminal's Ctrl-C (the
+                // supervisor drains the workers itself).
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                if libc::getppid() == 1 {
+                    return Err(std::io::Error::other("the supervisor is gone"));
+                }
+                libc::setpgid(0, 0);
+                Ok(())
+            });
+        }
+        let mut child = cmd
+            .spawn()
+            .map_err(|source| LaunchError::Spawn { worker: w, source })?;
+        let pid = child.id();
+        let stdin = child.stdin.take();
+        if let Some(stdout) = child.stdout.take() {
+            let tx = self.events.clone();
+            let reader = std::thread::Builder::new()
+                .name(format!("worker-{w}-out"))
+                .spawn(move || {
+                    for line in BufReader::new(stdout).lines() {
+                        let Ok(line) = line else { break };
+                        match serde_json::from_str::<FromWorker>(&line) {
+                            Ok(msg) => {
+                                if tx.send((w, incarnation, Event::Line(msg))).is_err() {
+                                    return;
+                                }
+                            }
+                            Err(_) => warn!(worker = w, line = %line, "Ignored a line a worker wrote to stdout."),
+                        }
+                    }
+                    let _ = tx.send((w, incarnation, Event::Eof));
+                });
+            if let Err(source) = reader {
+                return Err(LaunchError::Spawn { worker: w, source });
+            }
+        }
+        info!(worker = w, pid, incarnation, "Worker started.");
+        let mut slot = Slot {
+            child,
+            stdin,
+            incarnation,
+            pid,
+            addr: None,
+            peers_sent: false,
+            running: false,
+            done: false,
+            summary: None,
+            last_seen: Instant::now(),
+            restarts,
+        };
+        slot.send(&ToWorker::Start {
+            topology: self.opts.text.clone(),
+            base_dir: self.opts.base_dir.clone(),
+            worker: w,
+            secret: self.secret.clone(),
+            fingerprint: self.fingerprint,
+        });
+        Ok(slot)
+    }
+
+    fn broadcast(&mut self, msg: &ToWorker) {
+        for s in &mut self.slots {
+            s.send(msg);
+        }
+    }
+
+    fn kill_all(&mut self) {
+        for s in &mut self.slots {
+            let _ = s.child.kill();
+            let _ = s.child.wait();
+        }
+    }
+
+    fn write_status(&self) {
+        let Some(path) = &self.opts.status_file else {
+            return;
+        };
+        let status = Status {
+            supervisor: std::process::id(),
+            finishing: self.finishing,
+            workers: self
+                .slots
+                .iter()
+                .enumerate()
+                .map(|(w, s)| StatusWorker {
+                    worker: w,
+                    pid: s.pid,
+                    addr: s.addr,
+                    restarts: s.restarts,
+                    running: s.running,
+                })
+                .collect(),
+        };
+        let Ok(json) = serde_json::to_string_pretty(&status) else {
+            return;
+        };
+        let tmp = path.with_extension("tmp");
+        if let Err(e) = std::fs::write(&tmp, json).and_then(|_| std::fs::rename(&tmp, path)) {
+            warn!(path = %path.display(), error = %e, "Cannot write the status file.");
+        }
+    }
+
+    fn restart(&mut self, w: usize, why: &str) -> Result<(), LaunchError> {
+        let old = &mut self.slots[w];
+        let _ = old.child.kill();
+        let status = old
+            .child
+            .wait()
+            .map_or_else(|e| e.to_string(), |s| s.to_string());
+        let restarts = old.restarts + 1;
+        let incarnation = old.incarnation + 1;
+        warn!(
+            worker = w,
+            pid = old.pid,
+            %status,
+            restarts,
+            "Worker {why}; restarting it."
+        );
+        if restarts > self.opts.max_restarts {
+            return Err(LaunchError::Restarts {
+                worker: w,
+                restarts: old.restarts,
+            });
+        }
+        let slot = self.spawn(w, incarnation, restarts)?;
+        self.slots[w] = slot;
+        self.write_status();
+        Ok(())
+    }
+
+    fn finish(&mut self, why: &str) {
+        if self.finishing {
+            return;
+        }
+        self.finishing = true;
+        info!("{why}; finishing the run.");
+        self.broadcast(&ToWorker::Finish);
+        self.write_status();
+    }
+
+    fn supervise(
+        &mut self,
+        rx: &Receiver<(usize, u32, Event)>,
+    ) -> Result<Vec<RunSummary>, LaunchError> {
+        let started = Instant::now();
+        self.write_status();
+        loop {
+            match rx.recv_timeout(Duration::from_millis(50)) {
+                Ok((w, inc, ev)) if self.slots.get(w).is_some_and(|s| s.incarnation == inc) => {
+                    self.slots[w].last_seen = Instant::now();
+                    match ev {
+                        Event::Line(msg) => self.on_message(w, msg)?,
+                        Event::Eof if self.slots[w].summary.is_some() => {}
+                        Event::Eof => self.restart(w, "exited")?,
+                    }
+                }
+                Ok(_) | Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => {}
+            }
+            if !self.finishing {
+                if self.slots.iter().all(|s| s.running && s.done) {
+                    self.finish("Every spout is done");
+                } else if self.opts.stop.load(Ordering::Acquire) {
+                    self.finish("Stop requested");
+                } else if self.opts.run_for.is_some_and(|d| started.elapsed() >= d) {
+                    self.finish("Time is up");
+                }
+            }
+            if self.slots.iter().all(|s| s.summary.is_some()) {
+                self.broadcast(&ToWorker::Exit);
+                let mut out = Vec::new();
+                for s in &mut self.slots {
+                    s.stdin = None;
+                    let _ = s.child.wait();
+                    out.extend(s.summary.take());
+                }
+                return Ok(out);
+            }
+            for w in 0..self.slots.len() {
+                let s = &mut self.slots[w];
+                if s.summary.is_none() && s.last_seen.elapsed() > self.opts.heartbeat_timeout {
+                    self.restart(w, "stopped heartbeating")?;
+                } else if s.summary.is_none() && matches!(s.child.try_wait(), Ok(Some(_))) {
+                    // Its stdout may still hold lines; the EOF event restarts it.
+                }
+            }
+        }
+    }
+
+    fn on_message(&mut self, w: usize, msg: FromWorker) -> Result<(), LaunchError> {
+        match msg {
+            FromWorker::Listening { addr } => {
+                info!(worker = w, pid = self.slots[w].pid, %addr, "Worker listening.");
+                self.slots[w].addr = Some(addr);
+                for (j, s) in self.slots.iter_mut().enumerate() {
+                    if j != w && s.peers_sent {
+                        s.send(&ToWorker::PeerMoved { worker: w, addr });
+                    }
+                }
+                let addrs: Option<Vec<SocketAddr>> = self.slots.iter().map(|s| s.addr).collect();
+                if let Some(addrs) = addrs {
+                    let finishing = self.finishing;
+                    for s in self.slots.iter_mut().filter(|s| !s.peers_sent) {
+                        s.send(&ToWorker::Peers {
+                            addrs: addrs.clone(),
+                        });
+                        s.peers_sent = true;
+                        if finishing {
+                            s.send(&ToWorker::Finish);
+                        }
+                    }
+                }
+                self.write_status();
+            }
+            FromWorker::Running => {
+                info!(worker = w, "Worker running.");
+                self.slots[w].running = true;
+                self.write_status();
+            }
+            FromWorker::Status { spouts_done } => self.slots[w].done = spouts_done,
+            FromWorker::Summary { summary } => {
+                info!(worker = w, "Worker finished.");
+                self.slots[w].summary = Some(summary);
+            }
+            FromWorker::Failed { message, invalid } => {
+                return Err(LaunchError::Worker {
+                    worker: w,
+                    message,
+                    invalid,
+                })
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One summary from the workers' summaries (each lists the tasks that ran in it): every
+/// component's tasks from all workers, in task order, and their sums.
+fn merge(summaries: Vec<RunSummary>) -> RunSummary {
+    let mut out = RunSummary {
+        topology: String::new(),
+        elapsed_secs: 0.0,
+        components: Vec::new(),
+        errors: Vec::new(),
+    };
+    for s in summaries {
+        out.topology = s.topology;
+        out.errors.extend(s.errors);
+        for c in s.components {
+            let mine = match out.components.iter_mut().find(|m| m.id == c.id) {
+                Some(m) => m,
+                None => {
+                    out.components.push(ComponentSummary {
+                        id: c.id.clone(),
+                        kind: c.kind.clone(),
+                        total: Counts::default(),
+                        complete_latency: None,
+                        tasks: Vec::new(),
+                    });
+                    out.components.last_mut().expect("just pushed")
+                }
+            };
+            mine.total.add(&c.total);
+            mine.tasks.extend(c.tasks);
+            // Complete latency: the worker with the most samples speaks for the component.
+            if let Some(l) = c.complete_latency {
+                if mine.complete_latency.is_none_or(|m| l.samples > m.samples) {
+                    mine.complete_latency = Some(l);
+                }
+            }
+        }
+    }
+    for c in &mut out.components {
+        c.tasks.sort_by_key(|t| t.task);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::summary::TaskSummary;
+
+    fn summary(tasks: &[(u32, usize, u64)]) -> RunSummary {
+        RunSummary {
+            topology: "t".into(),
+            elapsed_secs: 1.0,
+            components: vec![ComponentSummary {
+                id: "c".into(),
+                kind: "bolt".into(),
+                total: Counts {
+                    executed: tasks.iter().map(|t| t.2).sum(),
+                    ..Counts::default()
+                },
+                complete_latency: None,
+                tasks: tasks
+                    .iter()
+                    .map(|&(task, worker, executed)| TaskSummary {
+                        task,
+                        worker,
+                        counts: Counts {
+                            executed,
+                            ..Counts::default()
+                        },
+                    })
+                    .collect(),
+            }],
+            errors: vec![format!("from {}", tasks[0].1)],
+        }
+    }
+
+    #[test]
+    fn summaries_merge_task_by_task() {
+        let m = merge(vec![
+            summary(&[(1, 0, 5), (3, 0, 7)]),
+            summary(&[(2, 1, 11)]),
+        ]);
+        let c = m.component("c").unwrap();
+        assert_eq!(c.total.executed, 23);
+        let tasks: Vec<(u32, usize)> = c.tasks.iter().map(|t| (t.task, t.worker)).collect();
+        assert_eq!(tasks, [(1, 0), (2, 1), (3, 0)]);
+        assert_eq!(m.errors, ["from 0", "from 1"]);
+    }
+}

@@ -1,0 +1,366 @@
+//! A worker process: the tasks of one worker of the plan, connected to the other workers
+//! over the transport, driven by the supervisor (`topo run`) through its stdin and stdout.
+//!
+//! # Control protocol
+//! One JSON object per line. The supervisor writes [`ToWorker`] lines to the worker's
+//! stdin, the worker writes [`FromWorker`] lines to its stdout (its logs go to stderr):
+//!
+//! ```text
+//! supervisor                                  worker i
+//!   Start {topology, base_dir, worker, secret} ->
+//!                                             <- Listening {addr}     (bound 127.0.0.1:0)
+//!   Peers {addrs} (once every worker listens) ->
+//!                                                connects to every peer, starts its tasks
+//!                                             <- Running
+//!                                             <- Status {spouts_done} (every 100 ms: the heartbeat)
+//!   PeerMoved {worker, addr} (a peer restarted) ->
+//!   Finish (every spout is done, or time is up) ->
+//!                                                spouts end their streams, tasks drain
+//!                                             <- Summary {summary}
+//!   Exit (every worker sent its summary)      ->
+//! ```
+//!
+//! The secret travels on stdin only, never in argv or the environment. EOF on stdin
+//! means the supervisor is gone: the worker exits at once.
+//!
+
+use std::io::{BufRead, Write};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, RecvTimeoutError};
+use serde::{Deserialize, Serialize};
+
+use super::{inbound, remote};
+use crate::registry::Registry;
+use crate::runtime::{self, Remotes, RunOptions};
+use crate::summary::RunSummary;
+use crate::transport::{self, Transport, TransportConfig};
+use crate::PhysicalPlan;
+
+/// A message from the supervisor to a worker.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ToWorker {
+    /// The run: what to run and who this worker is.
+    Start {
+        /// The topology file's text (the worker validates it again with its registry).
+        topology: String,
+        /// Folder that relative paths in component configs resolve against.
+        base_dir: PathBuf,
+        /// This worker's index in the plan.
+        worker: usize,
+        /// The run's shared secret, hex.
+        secret: String,
+        /// The plan's fingerprint; peers with another are refused.
+        fingerprint: u64,
+    },
+    /// Every worker's listening address, by worker index.
+    Peers {
+        /// The addresses.
+        addrs: Vec<SocketAddr>,
+    },
+    /// A worker restarted and listens on a new address.
+    PeerMoved {
+        /// Its index.
+        worker: usize,
+        /// Its new address.
+        addr: SocketAddr,
+    },
+    /// End the run: spouts end their streams, tasks drain, then send the summary.
+    Finish,
+    /// Shut down (after the summary).
+    Exit,
+}
+
+/// A message from a worker to the supervisor.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum FromWorker {
+    /// The worker's transport listens here.
+    Listening {
+        /// The address.
+        addr: SocketAddr,
+    },
+    /// Connected to every peer; the tasks run.
+    Running,
+    /// The heartbeat.
+    Status {
+        /// Every spout task here is done with no pending trees.
+        spouts_done: bool,
+    },
+    /// Every task ended: what they did.
+    Summary {
+        /// The worker's summary (tasks of other workers count zero).
+        summary: RunSummary,
+    },
+    /// The worker cannot run (its tasks would not start).
+    Failed {
+        /// Why.
+        message: String,
+        /// The topology or a component config is at fault (exit code 1), rather than I/O.
+        invalid: bool,
+    },
+}
+
+/// How often a worker sends its status.
+pub const STATUS_INTERVAL: Duration = Duration::from_millis(100);
+
+/// The plan's fingerprint: peers with another plan are refused.
+pub fn fingerprint(topology_text: &str, workers: usize) -> u64 {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(topology_text.as_bytes());
+    h.update((workers as u64).to_be_bytes());
+    let d = h.finalize();
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&d[..8]);
+    u64::from_be_bytes(b)
+}
+
+/// Lowercase hex of `bytes`.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(text: &str) -> Option<Vec<u8>> {
+    if !text.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+/// Writes [`FromWorker`] lines to stdout.
+#[derive(Clone)]
+struct Say(Arc<Mutex<std::io::Stdout>>);
+
+impl Say {
+    fn say(&self, msg: &FromWorker) {
+        let Ok(line) = serde_json::to_string(msg) else {
+            return;
+        };
+        let mut out = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = writeln!(out, "{line}");
+        let _ = out.flush();
+    }
+}
+
+/// Reads [`ToWorker`] lines from stdin on a thread; the channel closes at EOF.
+fn read_stdin() -> Receiver<ToWorker> {
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let spawned = std::thread::Builder::new()
+        .name("control".into())
+        .spawn(move || {
+            let stdin = std::io::stdin();
+            for line in stdin.lock().lines() {
+                let Ok(line) = line else { break };
+                match serde_json::from_str::<ToWorker>(&line) {
+                    Ok(msg) => {
+                        if tx.send(msg).is_err() {
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "Ignored a control line that does not parse.")
+                    }
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "Cannot read the control channel.");
+    }
+    rx
+}
+
+/// The supervisor is gone (EOF on stdin): nothing left to report to.
+fn orphaned(worker: usize) -> ! {
+    tracing::warn!(worker, "The supervisor is gone; exiting.");
+    std::process::exit(3)
+}
+
+/// Runs a worker process (the hidden `topo worker` verb); returns the exit code.
+pub fn run(registry: &Registry) -> i32 {
+    let ctl = read_stdin();
+    let say = Say(Arc::new(Mutex::new(std::io::stdout())));
+    let (text, base_dir, me, secret, fingerprint) = match ctl.recv() {
+        Ok(ToWorker::Start {
+            topology,
+            base_dir,
+            worker,
+            secret,
+            fingerprint,
+        }) => (topology, base_dir, worker, secret, fingerprint),
+        Ok(other) => {
+            eprintln!("error: the first control message must be `start`, not {other:?}");
+            return 2;
+        }
+        Err(_) => {
+            eprintln!(
+                "error: `topo worker` is started by `topo run`, which sends it its work on stdin"
+            );
+            return 2;
+        }
+    };
+    let fail = |message: String, invalid: bool| {
+        tracing::error!(worker = me, "{message}");
+        say.say(&FromWorker::Failed { message, invalid });
+        if invalid {
+            1
+        } else {
+            2
+        }
+    };
+    let topology = match topo_dsl::load(&text, registry) {
+        Ok(t) => Arc::new(t),
+        Err(d) => return fail(format!("invalid topology ({} errors)", d.len()), true),
+    };
+    let Some(secret) = unhex(&secret).filter(|s| !s.is_empty()) else {
+        return fail("the secret is not hex".into(), false);
+    };
+    let plan = PhysicalPlan::new(&topology);
+    let workers = plan.workers();
+    if me >= workers {
+        return fail(format!("worker {me} is not in a plan of {workers}"), false);
+    }
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("transport")
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return fail(format!("cannot start the I/O runtime: {e}"), false),
+    };
+    let listener = match rt.block_on(transport::bind(None)) {
+        Ok(l) => l,
+        Err(e) => return fail(format!("cannot listen: {e}"), false),
+    };
+    let addr = match listener.local_addr() {
+        Ok(a) => a,
+        Err(e) => return fail(format!("cannot listen: {e}"), false),
+    };
+    tracing::info!(worker = me, %addr, pid = std::process::id(), "Worker listening.");
+    say.say(&FromWorker::Listening { addr });
+
+    let mut finish = false;
+    let peers = loop {
+        match ctl.recv() {
+            Ok(ToWorker::Peers { addrs }) => break addrs,
+            Ok(ToWorker::Finish) => finish = true,
+            Ok(ToWorker::Exit) => return 0,
+            Ok(_) => {}
+            Err(_) => orphaned(me),
+        }
+    };
+    if peers.len() != workers {
+        return fail(
+            format!("{} peer addresses for {workers} workers", peers.len()),
+            false,
+        );
+    }
+    let _tokio = rt.enter();
+    let config = TransportConfig::new(me as u32, peers, fingerprint, secret);
+    let (transport, deliveries) = match Transport::start(config, listener, std::future::pending()) {
+        Ok(t) => t,
+        Err(e) => return fail(format!("cannot start the transport: {e}"), false),
+    };
+    let senders: Vec<_> = (0..workers as u32).map(|w| transport.sender(w)).collect();
+    // Every peer connected before the first tuple: nothing waits at the start.
+    for s in senders.iter().flatten() {
+        while !s.wait_connected(STATUS_INTERVAL) {
+            loop {
+                match ctl.try_recv() {
+                    Ok(ToWorker::PeerMoved { worker, addr }) => {
+                        transport.set_peer_addr(worker as u32, addr);
+                    }
+                    Ok(ToWorker::Finish) => finish = true,
+                    Ok(ToWorker::Exit) => return 0,
+                    Ok(_) => {}
+                    Err(crossbeam_channel::TryRecvError::Empty) => break,
+                    Err(crossbeam_channel::TryRecvError::Disconnected) => orphaned(me),
+                }
+            }
+            say.say(&FromWorker::Status { spouts_done: false });
+        }
+    }
+    let remote = Arc::new(remote::Remote::new(&plan, me, &senders));
+    let options = RunOptions {
+        base_dir,
+        worker: Some(me),
+        remote: Some(Remotes {
+            data: remote.clone(),
+            acker: remote.clone(),
+            spout: remote.clone(),
+        }),
+        hold_done: true,
+        ..RunOptions::default()
+    };
+    let running = match runtime::start(Arc::clone(&topology), registry, options) {
+        Ok(r) => r,
+        Err(e) => return fail(e.to_string(), true),
+    };
+    let inbound = inbound::spawn(
+        deliveries,
+        Arc::clone(&topology),
+        plan.tasks().len(),
+        running.inboxes(),
+        remote,
+        me,
+        workers,
+    );
+    if let Err(e) = &inbound {
+        return fail(format!("cannot start the inbound thread: {e}"), false);
+    }
+    tracing::info!(
+        worker = me,
+        tasks = plan.worker_tasks(me).count(),
+        "Worker running."
+    );
+    say.say(&FromWorker::Running);
+    if finish {
+        running.stop();
+    }
+    loop {
+        match ctl.recv_timeout(STATUS_INTERVAL) {
+            Ok(ToWorker::Finish) => running.stop(),
+            Ok(ToWorker::PeerMoved { worker, addr }) => {
+                tracing::info!(worker = me, peer = worker, %addr, "Peer moved.");
+                transport.set_peer_addr(worker as u32, addr);
+            }
+            Ok(ToWorker::Exit) => std::process::exit(0),
+            Ok(_) => {}
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => orphaned(me),
+        }
+        if running.wait_timeout(Duration::ZERO) {
+            break;
+        }
+        say.say(&FromWorker::Status {
+            spouts_done: running.spouts_done(),
+        });
+    }
+    let summary = running.wait();
+    say.say(&FromWorker::Summary { summary });
+    // Stay connected until every worker is done: peers may still send us ends of streams.
+    loop {
+        match ctl.recv() {
+            Ok(ToWorker::Exit) | Err(_) => break,
+            Ok(ToWorker::PeerMoved { worker, addr }) => {
+                transport.set_peer_addr(worker as u32, addr);
+            }
+            Ok(_) => {}
+        }
+    }
+    transport.shutdown();
+    let _ = rt.block_on(tokio::time::timeout(
+        Duration::from_secs(2),
+        transport.join(),
+    ));
+    tracing::info!(worker = me, "Worker stopped.");
+    0
+}
