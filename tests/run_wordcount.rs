@@ -65,12 +65,16 @@ fn the_example_runs_for_a_while_then_drains_and_prints_the_summary() {
         "failed",
         "explicit",
         "timeout",
-        "panic"
+        "panic",
+        "exec_ms",
+        "complete_ms",
+        "capacity"
     ]));
     let row = |id: &str| -> Vec<u64> {
         let line = rows.iter().find(|l| l.starts_with(id)).unwrap();
         line.split_whitespace()
             .skip(2)
+            .take(8)
             .map(|x| x.parse().unwrap())
             .collect()
     };

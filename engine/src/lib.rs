@@ -10,6 +10,8 @@
 //! - [`grouping`]: Storm's groupings; [`route`]: messages between tasks and the seam a
 //!   remote transport plugs into; [`acker`]: Storm's XOR tree tracking.
 //! - [`summary`]: per-task counts and the run summary; [`signal`]: Ctrl-C and SIGTERM.
+//! - [`metrics`]: per-task latencies and busy time, worker snapshots, and their
+//!   publication into the `metrics` crate; [`prometheus`]: the `/metrics` endpoint.
 //! - [`transport`]: frames and authenticated, credit-limited TCP connections between workers.
 //! - [`wire`]: the runtime's messages as transport payloads (tuple batches, acker and
 //!   control messages); [`worker`]: a worker's bridge between runtime and transport.
@@ -67,7 +69,9 @@ pub mod component;
 mod executor;
 pub mod grouping;
 pub mod launcher;
+pub mod metrics;
 pub mod plan;
+pub mod prometheus;
 pub mod registry;
 pub mod route;
 pub mod runtime;

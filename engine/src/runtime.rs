@@ -43,6 +43,7 @@ use crate::executor::bolt::{BoltCore, BoltExecutor};
 use crate::executor::spout::{SpoutCore, SpoutExecutor};
 use crate::executor::{Output, OutputSpec, Pool, StreamOut};
 use crate::grouping::Router;
+use crate::metrics::{TaskSnapshot, TaskStats, WorkerSnapshot};
 use crate::plan::{PhysicalPlan, TaskRole};
 use crate::registry::Registry;
 use crate::route::{AckerIn, Inbound, RemoteSender, Route, SpoutMsg};
@@ -195,6 +196,9 @@ pub struct RunningTopology {
     queues: Vec<(TaskId, Sender<Inbound>)>,
     inboxes: Inboxes,
     latencies: Vec<(TaskId, Arc<Mutex<Histogram>>)>,
+    stats: Vec<(TaskId, Arc<Mutex<TaskStats>>)>,
+    incarnation: u64,
+    worker: usize,
     held: Vec<Arc<AtomicBool>>,
     stop: StopHandle,
     done: Receiver<()>,
@@ -278,11 +282,77 @@ impl RunningTopology {
         self.queues.iter().map(|(t, s)| (*t, s.len())).collect()
     }
 
+    /// The figures of this worker's tasks now (exact counts as of each task's last flush,
+    /// latencies and busy time as of its last hand-over, at most
+    /// [`PUBLISH_EVERY`](crate::metrics::PUBLISH_EVERY) old), for a
+    /// [`Publisher`](crate::metrics::Publisher).
+    pub fn snapshot(&self) -> WorkerSnapshot {
+        let running = !self.wait_timeout(Duration::ZERO);
+        self.snapshot_with(running, self.started.elapsed())
+    }
+
+    fn snapshot_with(&self, running: bool, uptime: Duration) -> WorkerSnapshot {
+        let tasks = self
+            .shared
+            .iter()
+            .map(|(task, counts)| {
+                let (component, kind) = self.task_name(*task);
+                let mut t = TaskSnapshot {
+                    task: *task,
+                    component,
+                    kind,
+                    counts: counts.load(),
+                    ..TaskSnapshot::default()
+                };
+                if let Some((_, s)) = self.stats.iter().find(|(id, _)| id == task) {
+                    if let Ok(s) = s.lock() {
+                        t.busy_secs = s.busy_ns as f64 / 1e9;
+                        t.execute.clone_from(&s.execute);
+                        t.complete.clone_from(&s.complete);
+                        t.pending = s.pending;
+                        t.last_fail = s.last_fail;
+                    }
+                }
+                if let Some((_, q)) = self.queues.iter().find(|(id, _)| id == task) {
+                    t.queue_depth = q.len() as u64;
+                }
+                t
+            })
+            .collect();
+        WorkerSnapshot {
+            topology: self.topology.name().to_string(),
+            worker: self.worker,
+            incarnation: self.incarnation,
+            uptime_secs: uptime.as_secs_f64(),
+            running,
+            tasks,
+            transport: None,
+        }
+    }
+
+    /// (component id, kind) of task `t`.
+    fn task_name(&self, t: TaskId) -> (String, String) {
+        match self.plan.task(t).map(|s| s.role) {
+            Some(TaskRole::Component(c)) => {
+                let comp = &self.topology.components()[c];
+                (comp.id.clone(), comp.kind.to_string())
+            }
+            _ => (ACKER.to_string(), "acker".to_string()),
+        }
+    }
+
     /// Waits for every task to end and returns what they did.
     pub fn wait(self) -> RunSummary {
+        self.wait_snapshot().0
+    }
+
+    /// Waits for every task to end; returns what they did, and the final snapshot of
+    /// their figures (every counter exact, ackers included).
+    pub fn wait_snapshot(mut self) -> (RunSummary, WorkerSnapshot) {
         let mut by_task: Vec<(TaskId, Counts)> = Vec::new();
         let mut errors = Vec::new();
-        for (task, h) in self.tasks {
+        let tasks = std::mem::take(&mut self.tasks);
+        for (task, h) in tasks {
             match h.join() {
                 Ok(c) => by_task.push((task, c)),
                 Err(p) => {
@@ -298,9 +368,11 @@ impl RunningTopology {
         for (_, tx, _) in &self.ackers {
             let _ = tx.send(AckerIn::Stop);
         }
-        for (task, _, h) in self.ackers {
+        let ackers = std::mem::take(&mut self.ackers);
+        for (task, _, h) in ackers {
             by_task.push((task, h.join().unwrap_or_default()));
         }
+        let snapshot = self.snapshot_with(false, elapsed);
         if let Ok(e) = self.errors.lock() {
             errors.splice(0..0, e.iter().cloned());
         }
@@ -338,6 +410,8 @@ impl RunningTopology {
                 kind: kind.to_string(),
                 total,
                 complete_latency: latency.latency(),
+                execute_latency: None,
+                capacity: None,
                 tasks,
             }
         };
@@ -357,12 +431,14 @@ impl RunningTopology {
         if !self.plan.ackers().is_empty() {
             components.push(summarize(ACKER.to_string(), "acker", self.plan.ackers()));
         }
-        RunSummary {
+        let mut summary = RunSummary {
             topology: self.topology.name().to_string(),
             elapsed_secs: elapsed.as_secs_f64(),
             components,
             errors,
-        }
+        };
+        crate::metrics::fill_summary(&mut summary, std::slice::from_ref(&snapshot));
+        (summary, snapshot)
     }
 }
 
@@ -499,6 +575,7 @@ pub fn start(
     let mut shared = Vec::new();
     let mut queues = Vec::new();
     let mut latencies = Vec::new();
+    let mut stats = Vec::new();
     let mut held = Vec::new();
     for slot in plan.tasks().iter().filter(|s| here(s.id)) {
         let TaskRole::Component(c) = slot.role else {
@@ -541,6 +618,8 @@ pub fn start(
             .collect::<Result<Vec<_>, _>>()?;
         let counts = Arc::new(SharedCounts::default());
         shared.push((task, Arc::clone(&counts)));
+        let task_stats = Arc::new(Mutex::new(TaskStats::default()));
+        stats.push((task, Arc::clone(&task_stats)));
         let out = Output::new(OutputSpec {
             task,
             component: comp.id.clone(),
@@ -552,6 +631,7 @@ pub fn start(
             flush_interval: options.flush_interval,
             pool: pool.clone(),
             shared: counts,
+            stats: task_stats,
         });
         let wake = Arc::new(AtomicBool::new(false));
         let notifier = match comp.kind {
@@ -599,7 +679,6 @@ pub fn start(
                     max_pending: settings.max_spout_pending.filter(|_| settings.acking),
                     stop: stop.clone(),
                     errors: Arc::clone(&errors),
-                    latency: Histogram::default(),
                     latency_out: Arc::default(),
                     hold: options.hold_done.then(Arc::default),
                 };
@@ -686,6 +765,9 @@ pub fn start(
         queues,
         inboxes,
         latencies,
+        stats,
+        incarnation: rng.next_u64() | 1,
+        worker: options.worker.unwrap_or(0),
         held,
         stop,
         done,

@@ -95,10 +95,11 @@ impl SharedCounts {
     }
 }
 
-/// Complete latencies (spout emit to tree acked), in log-linear buckets of
-/// microseconds: exact below 8 µs, then 8 buckets per power of two (within 12.5 %).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub(crate) struct Histogram {
+/// Latencies in log-linear buckets of microseconds: exact below 8 µs, then 8 buckets per
+/// power of two (within 12.5 %). Recording is an add, never an allocation once the
+/// buckets cover the range seen; histograms of several tasks or workers merge exactly.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Histogram {
     buckets: Vec<u64>,
     count: u64,
     sum_us: u64,
@@ -127,7 +128,7 @@ impl Histogram {
     }
 
     /// Records one latency.
-    pub(crate) fn record(&mut self, d: std::time::Duration) {
+    pub fn record(&mut self, d: std::time::Duration) {
         let us = d.as_micros().min(u128::from(u64::MAX)) as u64;
         let i = Self::index(us);
         if self.buckets.len() <= i {
@@ -140,7 +141,7 @@ impl Histogram {
     }
 
     /// Adds `other` into `self`.
-    pub(crate) fn merge(&mut self, other: &Histogram) {
+    pub fn merge(&mut self, other: &Histogram) {
         if self.buckets.len() < other.buckets.len() {
             self.buckets.resize(other.buckets.len(), 0);
         }
@@ -164,8 +165,36 @@ impl Histogram {
         self.max_us
     }
 
+    /// Values recorded.
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    /// Sum of the values recorded, in seconds.
+    pub fn sum_secs(&self) -> f64 {
+        self.sum_us as f64 / 1e6
+    }
+
+    /// The non-empty buckets as (upper bound in seconds, values in it), in order.
+    pub fn buckets(&self) -> impl Iterator<Item = (f64, u64)> + '_ {
+        self.buckets
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| **n > 0)
+            .map(|(i, n)| (Self::upper(i) as f64 / 1e6, *n))
+    }
+
+    /// What `self` holds beyond `earlier` (an earlier state of the same histogram), as
+    /// (upper bound in seconds, new values) per bucket.
+    pub fn since<'a>(&'a self, earlier: &'a Histogram) -> impl Iterator<Item = (f64, u64)> + 'a {
+        self.buckets.iter().enumerate().filter_map(move |(i, n)| {
+            let before = earlier.buckets.get(i).copied().unwrap_or(0);
+            (*n > before).then(|| (Self::upper(i) as f64 / 1e6, n - before))
+        })
+    }
+
     /// The summary of what was recorded, `None` when nothing was.
-    pub(crate) fn latency(&self) -> Option<Latency> {
+    pub fn latency(&self) -> Option<Latency> {
         let ms = |us: u64| us as f64 / 1000.0;
         (self.count > 0).then(|| Latency {
             samples: self.count,
@@ -177,7 +206,8 @@ impl Histogram {
     }
 }
 
-/// Complete latency of a spout's trees: from the emit to the ack.
+/// A latency distribution: complete latency of a spout's trees (emit to ack), or execute
+/// latency of a bolt's inputs (time in `execute`).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Latency {
     /// Trees measured.
@@ -217,6 +247,14 @@ pub struct ComponentSummary {
     /// Complete latency of its acked trees (spouts with acking on).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub complete_latency: Option<Latency>,
+    /// Time in `execute` per input (bolts; sampled, one input in
+    /// [`EXECUTE_SAMPLE`](crate::metrics::EXECUTE_SAMPLE)).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub execute_latency: Option<Latency>,
+    /// Fraction of the run its busiest task spent in user code (bolts: `execute` and
+    /// `tick`; spouts: everything but waiting), 0 to 1; near 1 it is the bottleneck.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub capacity: Option<f64>,
     /// Each task.
     pub tasks: Vec<TaskSummary>,
 }
@@ -258,7 +296,8 @@ impl fmt::Display for RunSummary {
             .max("component".len());
         writeln!(
             f,
-            "{:<width$}  {:<5}  {:>5}  {:>12}  {:>12}  {:>12}  {:>12}  {:>8}  {:>8}  {:>8}",
+            "{:<width$}  {:<5}  {:>5}  {:>12}  {:>12}  {:>12}  {:>12}  {:>8}  {:>8}  {:>8}  \
+             {:>9}  {:>11}  {:>8}",
             "component",
             "kind",
             "tasks",
@@ -269,12 +308,19 @@ impl fmt::Display for RunSummary {
             "explicit",
             "timeout",
             "panic",
+            "exec_ms",
+            "complete_ms",
+            "capacity",
         )?;
+        let ms = |l: &Option<Latency>| {
+            l.map_or_else(|| "-".to_string(), |l| format!("{:.3}", l.mean_ms))
+        };
         for c in &self.components {
             let t = &c.total;
             writeln!(
                 f,
-                "{:<width$}  {:<5}  {:>5}  {:>12}  {:>12}  {:>12}  {:>12}  {:>8}  {:>8}  {:>8}",
+                "{:<width$}  {:<5}  {:>5}  {:>12}  {:>12}  {:>12}  {:>12}  {:>8}  {:>8}  {:>8}  \
+                 {:>9}  {:>11}  {:>8}",
                 c.id,
                 c.kind,
                 c.tasks.len(),
@@ -285,6 +331,10 @@ impl fmt::Display for RunSummary {
                 t.failed_by.explicit,
                 t.failed_by.timeout,
                 t.failed_by.panic,
+                ms(&c.execute_latency),
+                ms(&c.complete_latency),
+                c.capacity
+                    .map_or_else(|| "-".to_string(), |x| format!("{x:.3}")),
             )?;
         }
         for c in &self.components {

@@ -7,7 +7,7 @@
 //! - [`validate`](mod@validate): `topo validate FILE...`
 //! - [`graph`]: `topo graph FILE --format text|dot|mermaid`
 //! - [`components`]: `topo components`
-//! - [`run`]: `topo run FILE`, `topo plan FILE`
+//! - [`run`]: `topo run FILE`, `topo plan FILE`; [`status`]: its live status line and `/metrics`
 //! - [`worker`]: the hidden `topo worker`, a worker process of `topo run`
 
 use std::ffi::OsString;
@@ -20,6 +20,7 @@ use topo_engine::Registry;
 pub mod components;
 pub mod graph;
 pub mod run;
+pub mod status;
 pub mod validate;
 pub mod worker;
 

@@ -9,8 +9,10 @@ use std::time::Duration;
 use clap::Args;
 use topo_dsl::Topology;
 use topo_engine::launcher::{self, LaunchError, LaunchOptions};
+use topo_engine::metrics::WorkerSnapshot;
 use topo_engine::{Registry, RunOptions, RunSummary, StopHandle};
 
+use super::status::Watch;
 use super::{EXIT_INVALID, EXIT_OK, EXIT_USAGE};
 
 /// Arguments of `topo run`.
@@ -28,6 +30,14 @@ pub(crate) struct RunArgs {
     /// Print the physical plan (which task runs in which worker) and exit.
     #[arg(long)]
     plan: bool,
+    /// Serve Prometheus metrics at http://ADDR/metrics while it runs (`127.0.0.1:9464`;
+    /// port 0 picks a free port, printed on stderr).
+    #[arg(long, value_name = "ADDR")]
+    metrics_addr: Option<std::net::SocketAddr>,
+    /// Keep serving metrics this long after the topology ended (Ctrl-C ends it sooner),
+    /// so a scraper sees the final figures.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, requires = "metrics_addr")]
+    linger: Option<Duration>,
     /// With `workers > 1`: keep a JSON file of the worker processes (pid, address,
     /// restarts) up to date.
     #[arg(long, value_name = "PATH")]
@@ -79,6 +89,7 @@ pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
 pub(crate) fn run(registry: &Registry, args: RunArgs) -> i32 {
     let _ = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG)),
@@ -122,8 +133,15 @@ pub(crate) fn run(registry: &Registry, args: RunArgs) -> i32 {
     if let Err(e) = installed {
         tracing::warn!(error = %e, "Cannot handle Ctrl-C; stop with --for.");
     }
+    let mut watch = match Watch::start(topology.name(), args.metrics_addr) {
+        Ok(w) => w,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_USAGE;
+        }
+    };
     if topology.settings().workers > 1 {
-        return run_workers(&topology, &args, options.base_dir, requested);
+        return run_workers(&topology, &args, options.base_dir, requested, watch);
     }
     let running = match topo_engine::start(Arc::clone(&topology), registry, options) {
         Ok(r) => r,
@@ -138,12 +156,12 @@ pub(crate) fn run(registry: &Registry, args: RunArgs) -> i32 {
     if requested.load(Ordering::SeqCst) {
         running.stop();
     }
-    if let Some(d) = args.run_for {
-        if !running.wait_timeout(d) {
-            running.stop();
-        }
-    }
-    report(&running.wait(), args.json)
+    watch.wait(&running, args.run_for);
+    let (summary, last) = running.wait_snapshot();
+    watch.finish(&[last], 0);
+    let code = report(&summary, args.json);
+    watch.linger(args.linger, &requested);
+    code
 }
 
 /// `topo run` of a topology with `workers > 1`: this process supervises worker processes.
@@ -152,6 +170,7 @@ fn run_workers(
     args: &RunArgs,
     base_dir: PathBuf,
     stop: Arc<AtomicBool>,
+    mut watch: Watch,
 ) -> i32 {
     let text = match std::fs::read_to_string(&args.file) {
         Ok(t) => t,
@@ -163,10 +182,31 @@ fn run_workers(
     let base_dir = std::fs::canonicalize(&base_dir).unwrap_or(base_dir);
     let mut opts = LaunchOptions::new(text, base_dir);
     opts.run_for = args.run_for;
-    opts.stop = stop;
+    opts.stop = Arc::clone(&stop);
     opts.status_file = args.status_file.clone();
-    match launcher::launch(topology, &opts) {
-        Ok(summary) => report(&summary, args.json),
+    let (tx, rx) = std::sync::mpsc::channel::<(Vec<WorkerSnapshot>, u64)>();
+    opts.metrics = Some(tx);
+    // The workers' snapshots arrive about once a second; the last ones are final.
+    let watcher = std::thread::spawn(move || {
+        let mut last = (Vec::new(), 0);
+        for update in rx {
+            watch.tick(&update.0, update.1);
+            last = update;
+        }
+        watch.finish(&last.0, last.1);
+        watch
+    });
+    let result = launcher::launch(topology, &opts);
+    drop(opts);
+    let watch = watcher.join().ok();
+    match result {
+        Ok(summary) => {
+            let code = report(&summary, args.json);
+            if let Some(w) = watch {
+                w.linger(args.linger, &stop);
+            }
+            code
+        }
         Err(e) => {
             eprintln!("error: {e}");
             match e {

@@ -229,6 +229,7 @@ pub(crate) fn row(table: &str, id: &str) -> (u64, u64, u64, u64) {
     let n: Vec<u64> = line
         .split_whitespace()
         .skip(3)
+        .take(4)
         .map(|x| x.parse().expect("a number"))
         .collect();
     (n[0], n[1], n[2], n[3])

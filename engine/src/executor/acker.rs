@@ -27,6 +27,7 @@ impl AckerExecutor {
         let mut acker = Acker::default();
         let mut counts = Counts::default();
         let mut next_rotate = Instant::now() + self.rotate_every;
+        let mut published = Instant::now();
         // Per spout task: (acked roots, failed roots) of the current batch.
         let mut out: Vec<(Vec<u64>, Vec<u64>)> = vec![Default::default(); self.spouts.len()];
         // The spout tasks with something in `out`.
@@ -79,6 +80,10 @@ impl AckerExecutor {
                 Err(RecvTimeoutError::Timeout) => {}
             }
             let now = Instant::now();
+            if now.saturating_duration_since(published) >= crate::metrics::PUBLISH_EVERY {
+                self.shared.publish(&counts);
+                published = now;
+            }
             if now >= next_rotate {
                 let dropped = acker.rotate();
                 if dropped > 0 {

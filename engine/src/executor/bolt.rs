@@ -10,6 +10,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, TryRecvError};
 
 use super::{panic_text, worth_logging, Output};
 use crate::component::{Anchoring, Bolt, BoltOutput, Emitter, TaskContext};
+use crate::metrics::{FailReason, FailSample, EXECUTE_SAMPLE};
 use crate::route::{AckerMsg, Inbound};
 use crate::runtime::StopHandle;
 use crate::summary::Counts;
@@ -69,10 +70,21 @@ impl BoltCore {
         }
         let c = &mut self.out.counts;
         c.failed += 1;
-        match reason {
-            Reason::Explicit => c.failed_by.explicit += 1,
-            Reason::Panic => c.failed_by.panic += 1,
-        }
+        let reason = match reason {
+            Reason::Explicit => {
+                c.failed_by.explicit += 1;
+                FailReason::Explicit
+            }
+            Reason::Panic => {
+                c.failed_by.panic += 1;
+                FailReason::Panic
+            }
+        };
+        self.out.stats.last_fail = Some(FailSample {
+            msg_id: None,
+            root: t.anchors.first().map(|a| a.0),
+            reason,
+        });
     }
 
     fn ack_input(&mut self, t: &Tuple) {
@@ -210,9 +222,18 @@ impl BoltExecutor {
         self.core.handled = false;
         let bolt = &mut self.bolt;
         let core = &mut self.core;
+        let timed = core
+            .out
+            .counts
+            .executed
+            .is_multiple_of(EXECUTE_SAMPLE)
+            .then(Instant::now);
         let r = catch_unwind(AssertUnwindSafe(|| {
             bolt.execute(t, &mut BoltOutput { inner: core })
         }));
+        if let Some(t0) = timed {
+            self.core.out.stats.execute.record(t0.elapsed());
+        }
         self.core.out.counts.executed += 1;
         let handled = self.core.handled;
         let children = std::mem::take(&mut self.core.children);
@@ -331,6 +352,7 @@ impl BoltExecutor {
                     }
                 }
             };
+            let busy_from = Instant::now();
             match msg {
                 Some(Inbound::Batch(mut batch)) => {
                     for t in batch.drain(..) {
@@ -358,13 +380,15 @@ impl BoltExecutor {
             if ok && self.wake.swap(false, Ordering::AcqRel) {
                 self.call("wake");
             }
-            let now = Instant::now();
+            let mut now = Instant::now();
             if let (Some(at), Some(period)) = (next_tick, self.tick) {
                 if now >= at {
                     self.call("tick");
                     next_tick = Some((at + period).max(now));
+                    now = Instant::now();
                 }
             }
+            self.core.out.stats.busy_ns += now.duration_since(busy_from).as_nanos() as u64;
             self.core.out.maybe_flush(now);
         }
         self.core.out.end_stream();
@@ -372,7 +396,9 @@ impl BoltExecutor {
         if let Err(p) = catch_unwind(AssertUnwindSafe(|| bolt.cleanup())) {
             self.count_error("cleanup", &panic_text(&*p));
         }
-        self.core.out.flush_all(Instant::now());
+        let now = Instant::now();
+        self.core.out.flush_all(now);
+        self.core.out.publish_stats(now);
         self.core.out.counts
     }
 

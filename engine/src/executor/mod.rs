@@ -13,7 +13,7 @@ pub(crate) mod bolt;
 pub(crate) mod spout;
 
 use std::any::Any;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
@@ -23,6 +23,7 @@ use topo_dsl::DEFAULT_STREAM;
 
 use crate::acker::IdMap;
 use crate::grouping::Router;
+use crate::metrics::{TaskStats, PUBLISH_EVERY};
 use crate::route::{AckerIn, AckerMsg, Inbound, Route};
 use crate::summary::{Counts, SharedCounts};
 use crate::tuple::{Anchors, StreamInfo, TaskId, Tuple, Values};
@@ -74,6 +75,7 @@ pub(crate) struct OutputSpec {
     pub(crate) flush_interval: Duration,
     pub(crate) pool: Pool,
     pub(crate) shared: Arc<SharedCounts>,
+    pub(crate) stats: Arc<Mutex<TaskStats>>,
 }
 
 /// A task's side of emitting: routing, batching, acker buffers, counters.
@@ -104,6 +106,13 @@ pub(crate) struct Output {
     spare: Vec<Vec<Tuple>>,
     pub(crate) counts: Counts,
     shared: Arc<SharedCounts>,
+    /// Latencies, busy time and the last failure, handed over every `PUBLISH_EVERY`.
+    pub(crate) stats: TaskStats,
+    stats_out: Arc<Mutex<TaskStats>>,
+    last_stats: Instant,
+    created: Instant,
+    /// Busy time is the time not spent waiting (spouts), not measured calls (bolts).
+    pub(crate) busy_is_wall: bool,
     /// Batches a route refused (their receiver is gone).
     dropped: u64,
 }
@@ -149,6 +158,11 @@ impl Output {
             spare: Vec::new(),
             counts: Counts::default(),
             shared: spec.shared,
+            stats: TaskStats::default(),
+            stats_out: spec.stats,
+            last_stats: Instant::now(),
+            created: Instant::now(),
+            busy_is_wall: false,
             dropped: 0,
         }
     }
@@ -368,6 +382,21 @@ impl Output {
         }
         self.last_flush = now;
         self.shared.publish(&self.counts);
+        if now.saturating_duration_since(self.last_stats) >= PUBLISH_EVERY {
+            self.publish_stats(now);
+        }
+    }
+
+    /// Hands the latencies, busy time and last failure over to the runtime.
+    pub(crate) fn publish_stats(&mut self, now: Instant) {
+        self.last_stats = now;
+        if self.busy_is_wall {
+            let wall = now.saturating_duration_since(self.created).as_nanos() as u64;
+            self.stats.busy_ns = wall.saturating_sub(self.stats.waited_ns);
+        }
+        if let Ok(mut s) = self.stats_out.lock() {
+            s.clone_from(&self.stats);
+        }
     }
 
     /// Flushes when the flush interval has passed since the last flush.

@@ -12,6 +12,7 @@ use smallvec::SmallVec;
 use super::{panic_text, worth_logging, Output};
 use crate::acker::IdMap;
 use crate::component::{Anchoring, Emitter, Poll, Spout, SpoutOutput, TaskContext};
+use crate::metrics::{FailReason, FailSample};
 use crate::route::{AckerMsg, SpoutMsg};
 use crate::runtime::StopHandle;
 use crate::summary::{Counts, Histogram};
@@ -150,7 +151,6 @@ pub(crate) struct SpoutExecutor {
     pub(crate) stop: StopHandle,
     pub(crate) errors: Arc<Mutex<Vec<String>>>,
     /// Complete latencies, handed over when the task ends.
-    pub(crate) latency: Histogram,
     pub(crate) latency_out: Arc<Mutex<Histogram>>,
     /// Set: when done with no pending trees, raise the flag and wait for a stop.
     pub(crate) hold: Option<Arc<AtomicBool>>,
@@ -224,7 +224,8 @@ impl SpoutExecutor {
                         self.core.out.counts.acked += 1;
                         let emitted = deadline.checked_sub(self.core.timeout);
                         if let Some(e) = emitted {
-                            self.latency.record(now.saturating_duration_since(e));
+                            let took = now.saturating_duration_since(e);
+                            self.core.out.stats.complete.record(took);
                         }
                         self.call_ack(id);
                     }
@@ -235,6 +236,11 @@ impl SpoutExecutor {
                     if let Some((id, _)) = self.core.pending.remove(r) {
                         self.core.out.counts.failed += 1;
                         self.core.out.counts.failed_by.explicit += 1;
+                        self.core.out.stats.last_fail = Some(FailSample {
+                            msg_id: Some(id),
+                            root: Some(r),
+                            reason: FailReason::Explicit,
+                        });
                         self.call_fail(id, st);
                     }
                 }
@@ -257,6 +263,7 @@ impl SpoutExecutor {
             stopping: false,
             done: false,
         };
+        self.core.out.busy_is_wall = true;
         let spout = &mut self.spout;
         let ctx = &self.ctx;
         match catch_unwind(AssertUnwindSafe(|| spout.open(ctx))) {
@@ -279,9 +286,15 @@ impl SpoutExecutor {
             for id in expired.drain(..) {
                 self.core.out.counts.failed += 1;
                 self.core.out.counts.failed_by.timeout += 1;
+                self.core.out.stats.last_fail = Some(FailSample {
+                    msg_id: Some(id),
+                    root: None,
+                    reason: FailReason::Timeout,
+                });
                 self.call_fail(id, &mut st);
             }
             let pending = self.core.pending.len();
+            self.core.out.stats.pending = pending as u64;
             let idle_done = st.done && pending == 0 && self.core.ack_now.is_empty();
             if let Some(h) = &self.hold {
                 h.store(idle_done, Ordering::Release);
@@ -317,7 +330,10 @@ impl SpoutExecutor {
                 };
                 if idle {
                     self.core.out.flush_all(now);
-                    if let Ok(msg) = self.ctl.recv_timeout(IDLE_WAIT) {
+                    let waiting = Instant::now();
+                    let msg = self.ctl.recv_timeout(IDLE_WAIT);
+                    self.core.out.stats.waited_ns += waiting.elapsed().as_nanos() as u64;
+                    if let Ok(msg) = msg {
                         self.handle(msg, &mut st);
                     }
                 } else {
@@ -331,7 +347,9 @@ impl SpoutExecutor {
                     .next_deadline()
                     .map_or(MAX_WAIT, |d| d.saturating_duration_since(now))
                     .min(MAX_WAIT);
-                match self.ctl.recv_timeout(wait) {
+                let msg = self.ctl.recv_timeout(wait);
+                self.core.out.stats.waited_ns += now.elapsed().as_nanos() as u64;
+                match msg {
                     Ok(msg) => self.handle(msg, &mut st),
                     Err(RecvTimeoutError::Timeout) => {}
                     Err(RecvTimeoutError::Disconnected) => st.stopping = true,
@@ -343,9 +361,12 @@ impl SpoutExecutor {
         if let Err(p) = catch_unwind(AssertUnwindSafe(|| spout.close())) {
             self.count_error("close", &panic_text(&*p));
         }
-        self.core.out.flush_all(Instant::now());
+        let now = Instant::now();
+        self.core.out.stats.pending = self.core.pending.len() as u64;
+        self.core.out.flush_all(now);
+        self.core.out.publish_stats(now);
         if let Ok(mut h) = self.latency_out.lock() {
-            h.merge(&self.latency);
+            h.merge(&self.core.out.stats.complete);
         }
         self.core.out.counts
     }

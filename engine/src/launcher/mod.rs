@@ -48,9 +48,10 @@ use serde::Serialize;
 use topo_dsl::Topology;
 use tracing::{info, warn};
 
+use crate::metrics::WorkerSnapshot;
 use crate::plan::PhysicalPlan;
 use crate::summary::{ComponentSummary, Counts, RunSummary};
-use worker::{fingerprint, hex, FromWorker, ToWorker};
+use worker::{fingerprint, hex, FromWorker, ToWorker, METRICS_INTERVAL};
 
 /// How to launch the workers.
 #[derive(Debug, Clone)]
@@ -71,6 +72,9 @@ pub struct LaunchOptions {
     pub max_restarts: u32,
     /// A worker silent this long is killed and restarted.
     pub heartbeat_timeout: Duration,
+    /// Gets the latest snapshot of every worker and the restarts so far, about once a
+    /// second, and the final snapshots once more when the run ended.
+    pub metrics: Option<std::sync::mpsc::Sender<(Vec<WorkerSnapshot>, u64)>>,
 }
 
 impl LaunchOptions {
@@ -85,6 +89,7 @@ impl LaunchOptions {
             status_file: None,
             max_restarts: 10,
             heartbeat_timeout: Duration::from_secs(10),
+            metrics: None,
         }
     }
 }
@@ -178,6 +183,9 @@ struct Supervisor<'a> {
     events: Sender<(usize, u32, Event)>,
     slots: Vec<Slot>,
     finishing: bool,
+    /// The latest metrics snapshot of each worker (of its current or previous life).
+    snapshots: Vec<Option<WorkerSnapshot>>,
+    reported: Instant,
 }
 
 /// Runs `topology` (whose file text is `opts.text`) in worker processes until it ends;
@@ -208,6 +216,8 @@ pub fn launch(topology: &Topology, opts: &LaunchOptions) -> Result<RunSummary, L
         events: tx,
         slots: Vec::new(),
         finishing: false,
+        snapshots: Vec::new(),
+        reported: Instant::now(),
     };
     info!(
         topology = topology.name(),
@@ -227,6 +237,9 @@ pub fn launch(topology: &Topology, opts: &LaunchOptions) -> Result<RunSummary, L
     }
     let summaries = result?;
     let mut summary = merge(summaries);
+    let finals: Vec<WorkerSnapshot> = sup.snapshots.iter().flatten().cloned().collect();
+    crate::metrics::fill_summary(&mut summary, &finals);
+    sup.report();
     summary.elapsed_secs = started.elapsed().as_secs_f64();
     Ok(summary)
 }
@@ -385,6 +398,27 @@ impl Supervisor<'_> {
         self.write_status();
     }
 
+    /// Sends the latest snapshots to [`LaunchOptions::metrics`]; a worker that is not
+    /// running (it died, or restarts) does not count as running.
+    fn report(&mut self) {
+        self.reported = Instant::now();
+        let Some(tx) = &self.opts.metrics else {
+            return;
+        };
+        let snapshots = self
+            .snapshots
+            .iter()
+            .enumerate()
+            .filter_map(|(w, s)| {
+                let mut s = s.clone()?;
+                s.running &= self.slots.get(w).is_some_and(|slot| slot.running);
+                Some(s)
+            })
+            .collect();
+        let restarts = self.slots.iter().map(|s| u64::from(s.restarts)).sum();
+        let _ = tx.send((snapshots, restarts));
+    }
+
     fn supervise(
         &mut self,
         rx: &Receiver<(usize, u32, Event)>,
@@ -403,6 +437,9 @@ impl Supervisor<'_> {
                 }
                 Ok(_) | Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => {}
+            }
+            if self.reported.elapsed() >= METRICS_INTERVAL {
+                self.report();
             }
             if !self.finishing {
                 if self.slots.iter().all(|s| s.running && s.done) {
@@ -465,6 +502,12 @@ impl Supervisor<'_> {
                 self.write_status();
             }
             FromWorker::Status { spouts_done } => self.slots[w].done = spouts_done,
+            FromWorker::Metrics { snapshot } => {
+                if self.snapshots.len() <= w {
+                    self.snapshots.resize(w + 1, None);
+                }
+                self.snapshots[w] = Some(*snapshot);
+            }
             FromWorker::Summary { summary } => {
                 info!(worker = w, "Worker finished.");
                 self.slots[w].summary = Some(summary);
@@ -502,6 +545,8 @@ fn merge(summaries: Vec<RunSummary>) -> RunSummary {
                         kind: c.kind.clone(),
                         total: Counts::default(),
                         complete_latency: None,
+                        execute_latency: None,
+                        capacity: None,
                         tasks: Vec::new(),
                     });
                     out.components.last_mut().expect("just pushed")
@@ -540,6 +585,8 @@ mod tests {
                     ..Counts::default()
                 },
                 complete_latency: None,
+                execute_latency: None,
+                capacity: None,
                 tasks: tasks
                     .iter()
                     .map(|&(task, worker, executed)| TaskSummary {

@@ -13,9 +13,11 @@
 //!                                                connects to every peer, starts its tasks
 //!                                             <- Running
 //!                                             <- Status {spouts_done} (every 100 ms: the heartbeat)
+//!                                             <- Metrics {snapshot}   (every second)
 //!   PeerMoved {worker, addr} (a peer restarted) ->
 //!   Finish (every spout is done, or time is up) ->
 //!                                                spouts end their streams, tasks drain
+//!                                             <- Metrics {snapshot}   (final)
 //!                                             <- Summary {summary}
 //!   Exit (every worker sent its summary)      ->
 //! ```
@@ -34,6 +36,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError};
 use serde::{Deserialize, Serialize};
 
 use super::{inbound, remote};
+use crate::metrics::{TransportSnapshot, WorkerSnapshot};
 use crate::registry::Registry;
 use crate::runtime::{self, Remotes, RunOptions};
 use crate::summary::RunSummary;
@@ -91,6 +94,11 @@ pub enum FromWorker {
         /// Every spout task here is done with no pending trees.
         spouts_done: bool,
     },
+    /// Its figures, about once a second and once more before the summary (final).
+    Metrics {
+        /// The snapshot.
+        snapshot: Box<WorkerSnapshot>,
+    },
     /// Every task ended: what they did.
     Summary {
         /// The worker's summary (tasks of other workers count zero).
@@ -107,6 +115,9 @@ pub enum FromWorker {
 
 /// How often a worker sends its status.
 pub const STATUS_INTERVAL: Duration = Duration::from_millis(100);
+
+/// How often a worker sends its metrics snapshot.
+pub const METRICS_INTERVAL: Duration = Duration::from_secs(1);
 
 /// The plan's fingerprint: peers with another plan are refused.
 pub fn fingerprint(topology_text: &str, workers: usize) -> u64 {
@@ -325,6 +336,7 @@ pub fn run(registry: &Registry) -> i32 {
     if finish {
         running.stop();
     }
+    let mut reported = std::time::Instant::now();
     loop {
         match ctl.recv_timeout(STATUS_INTERVAL) {
             Ok(ToWorker::Finish) => running.stop(),
@@ -343,8 +355,20 @@ pub fn run(registry: &Registry) -> i32 {
         say.say(&FromWorker::Status {
             spouts_done: running.spouts_done(),
         });
+        if reported.elapsed() >= METRICS_INTERVAL {
+            reported = std::time::Instant::now();
+            let mut snapshot = running.snapshot();
+            snapshot.transport = Some(TransportSnapshot::of(&transport, workers as u32));
+            say.say(&FromWorker::Metrics {
+                snapshot: Box::new(snapshot),
+            });
+        }
     }
-    let summary = running.wait();
+    let (summary, mut snapshot) = running.wait_snapshot();
+    snapshot.transport = Some(TransportSnapshot::of(&transport, workers as u32));
+    say.say(&FromWorker::Metrics {
+        snapshot: Box::new(snapshot),
+    });
     say.say(&FromWorker::Summary { summary });
     // Stay connected until every worker is done: peers may still send us ends of streams.
     loop {
