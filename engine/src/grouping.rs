@@ -128,7 +128,7 @@ impl Router {
         &mut self,
         values: &[Value],
         direct: Option<TaskId>,
-        out: &mut SmallVec<[TaskId; 8]>,
+        out: &mut Vec<TaskId>,
     ) {
         match self {
             Router::RoundRobin { tasks, next } => {
@@ -140,18 +140,24 @@ impl Router {
                     }
                 }
             }
-            Router::Fields { tasks, fields } => {
-                if !tasks.is_empty() {
-                    let i = fields_index(fields.iter().map(|&i| &values[i]), tasks.len());
+            Router::Fields { tasks, fields } => match tasks.len() {
+                0 => {}
+                // One task gets every key: no need to hash.
+                1 => out.push(tasks[0]),
+                n => {
+                    let i = fields_index(fields.iter().map(|&i| &values[i]), n);
                     out.push(tasks[i]);
                 }
-            }
+            },
             Router::PartialKey {
                 tasks,
                 fields,
                 sent,
             } => {
-                if !tasks.is_empty() {
+                if tasks.len() == 1 {
+                    sent[0] += 1;
+                    out.push(tasks[0]);
+                } else if !tasks.is_empty() {
                     let h = fields_hash(fields.iter().map(|&i| &values[i]));
                     let a = modulo(h, tasks.len());
                     let b = modulo(rehash(h), tasks.len());
@@ -176,9 +182,9 @@ mod tests {
     use super::*;
 
     fn route(r: &mut Router, values: &[Value]) -> Vec<TaskId> {
-        let mut out = SmallVec::new();
+        let mut out = Vec::new();
         r.route(values, None, &mut out);
-        out.to_vec()
+        out
     }
 
     #[test]

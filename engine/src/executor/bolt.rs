@@ -214,7 +214,10 @@ impl BoltExecutor {
     }
 
     fn execute(&mut self, t: &Tuple) {
-        self.core.current.clone_from(&t.anchors);
+        // `current` is empty between inputs: an untracked input leaves it so.
+        if !t.anchors.is_empty() {
+            self.core.current.clone_from(&t.anchors);
+        }
         self.core.current_addr = t as *const Tuple as usize;
         self.core.handled = false;
         let bolt = &mut self.bolt;
@@ -237,6 +240,10 @@ impl BoltExecutor {
         self.core.current.clear();
         self.core.current_addr = 0;
         match (r, t.anchors.first()) {
+            (Ok(Ok(())), None) if !handled => {
+                // Untracked: nothing to tell an acker (and no children were tracked).
+                self.core.out.counts.acked += 1;
+            }
             (Ok(Ok(())), Some(&(root, id))) if !handled && t.anchors.len() == 1 => {
                 // The common case: one tree, one buffer update for the ack and children.
                 self.core.out.ack_xor(root, id ^ children);

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender};
 use rand::rngs::SmallRng;
 use rand::Rng;
-use smallvec::SmallVec;
+use topo_dsl::DEFAULT_STREAM;
 
 use crate::acker::IdMap;
 use crate::grouping::Router;
@@ -86,7 +86,13 @@ pub(crate) struct Output {
     /// Task id -> index into `dests`.
     slots: Vec<u32>,
     dests: Vec<Dest>,
-    pub(crate) targets: SmallVec<[TaskId; 8]>,
+    /// Index in `streams` of the default stream, if declared.
+    default: Option<usize>,
+    /// Index in `streams` of the last non-default stream emitted on.
+    last: usize,
+    /// The tasks the last emit went to (a `Vec`: clearing and pushing are cheaper than
+    /// a `SmallVec`'s, and its capacity is kept).
+    pub(crate) targets: Vec<TaskId>,
     /// Acking on with at least one acker: tuples get ids.
     pub(crate) tracking: bool,
     ackers: Vec<(TaskId, Route<AckerIn>)>,
@@ -130,13 +136,16 @@ impl Output {
                 }
             })
             .collect();
+        let default = spec.streams.iter().position(|s| s.name == DEFAULT_STREAM);
         Output {
             task: spec.task,
             component: spec.component,
             streams: spec.streams,
             slots,
             dests,
-            targets: SmallVec::new(),
+            default,
+            last: 0,
+            targets: Vec::with_capacity(8),
             tracking: spec.tracking && !spec.ackers.is_empty(),
             acks: spec.ackers.iter().map(|_| AckBuf::default()).collect(),
             ackers: spec.ackers,
@@ -167,15 +176,14 @@ impl Output {
         values: &Values,
         direct: Option<TaskId>,
     ) -> &'static StreamInfo {
+        let i = self.stream_index(stream);
         let Output {
             streams,
             targets,
             component,
             ..
         } = self;
-        let Some(s) = streams.iter_mut().find(|s| s.name == stream) else {
-            undeclared(component, stream, streams);
-        };
+        let s = &mut streams[i];
         if values.len() != s.info.fields.len() {
             wrong_arity(component, stream, values.len(), &s.info.fields);
         }
@@ -190,6 +198,37 @@ impl Output {
             not_subscribed(component, stream, t);
         }
         s.info
+    }
+
+    /// The index of `stream` in `self.streams`. `DEFAULT_STREAM` itself (the same
+    /// static string, which every `emit` without a stream passes) is found without
+    /// comparing bytes; other names are compared with the last one used first.
+    #[inline]
+    fn stream_index(&mut self, stream: &str) -> usize {
+        if let Some(i) = self.default {
+            if std::ptr::eq(stream, DEFAULT_STREAM) {
+                return i;
+            }
+        }
+        if self
+            .streams
+            .get(self.last)
+            .is_some_and(|s| s.name == stream)
+        {
+            return self.last;
+        }
+        self.find_stream(stream)
+    }
+
+    #[inline(never)]
+    fn find_stream(&mut self, stream: &str) -> usize {
+        match self.streams.iter().position(|s| s.name == stream) {
+            Some(i) => {
+                self.last = i;
+                i
+            }
+            None => undeclared(&self.component, stream, &self.streams),
+        }
     }
 
     /// Sends one tuple per target, `anchors(k)` giving the acking state of the copy for
