@@ -14,10 +14,8 @@
 //!   distinct words, checksum and its process's `VmHWM` to a report file;
 //! - latency runs swap the spout for `bench_sentences`: the same sentences, rate-limited,
 //!   each message timestamped at emit and timed again in `ack`;
-//! - two workers: when the CLI has a `worker` verb, `topo run` (this binary) starts them;
-//!   until then the bench starts one child per worker (`__bench-child worker ...`), each
-//!   running its share of the plan and reaching the other over loopback TCP through the
-//!   engine's transport (`topo_engine::worker::{remotes, dispatch}`);
+//! - two workers: `topo run` (this binary) starts them as worker processes, which reach
+//!   each other over loopback TCP;
 //! - any other arguments (`run`, `worker`, ...) go to the `topo` CLI with this binary's
 //!   registry, so that `topo run` re-executing `current_exe() worker ...` works here.
 //!
@@ -450,19 +448,6 @@ fn child(args: &[String]) -> i32 {
                 }
             })
         }
-        [kind, w, a, n, rate, addrs @ .., dir] if kind == "worker" => {
-            match (w.parse(), a.parse(), n.parse(), rate.parse()) {
-                (Ok(worker), Ok(acking), Ok(n), Ok(rate)) => run_worker(
-                    worker,
-                    Config::new(addrs.len(), acking),
-                    n,
-                    rate,
-                    addrs,
-                    Path::new(dir),
-                ),
-                _ => Err(format!("bad child arguments {args:?}")),
-            }
-        }
         [kind, w, a, n, rate] if kind == "topology" => {
             match (w.parse(), a.parse(), n.parse(), rate.parse()) {
                 (Ok(workers), Ok(acking), Ok(n), Ok(rate)) => {
@@ -514,80 +499,6 @@ fn run_in_process(config: Config, n: u64, rate: f64) -> Result<ChildResult, Stri
         .map(|l| (l.p50_ms, l.p99_ms));
     result.errors = summary.errors;
     Ok(result)
-}
-
-/// Runs worker `me` of the topology in this process: its tasks only, the other workers'
-/// reached over loopback TCP through the engine's transport. Times from the moment every
-/// connection is up to the end of this worker's last task (Timely's peer starts its clock
-/// the same way).
-fn run_worker(
-    me: usize,
-    config: Config,
-    n: u64,
-    rate: f64,
-    addrs: &[String],
-    dir: &Path,
-) -> Result<ChildResult, String> {
-    use topo_engine::transport::{Transport, TransportConfig};
-    let registry = registry();
-    let text = config.toml(n, rate, dir);
-    let topology = Arc::new(topo_dsl::load(&text, &registry).map_err(|d| d.to_string())?);
-    let plan = topo_engine::PhysicalPlan::new(&topology);
-    let peers = addrs
-        .iter()
-        .map(|a| a.parse())
-        .collect::<Result<Vec<std::net::SocketAddr>, _>>()
-        .map_err(|e| format!("bad worker address: {e}"))?;
-    let secret = std::env::var("TOPO_BENCH_SECRET")
-        .map_err(|_| "TOPO_BENCH_SECRET is not set".to_string())?
-        .into_bytes();
-    let rt = tokio::runtime::Runtime::new().map_err(|e| format!("tokio: {e}"))?;
-    let _in_rt = rt.enter();
-    let listener = rt
-        .block_on(tokio::net::TcpListener::bind(peers[me]))
-        .map_err(|e| format!("cannot listen on {}: {e}", peers[me]))?;
-    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
-    let shutdown = async move {
-        let _ = stop_rx.wait_for(|s| *s).await;
-    };
-    let fingerprint = fnv1a64(text.as_bytes());
-    let transport_config = TransportConfig::new(me as u32, peers.clone(), fingerprint, secret);
-    let (transport, inbound) =
-        Transport::start(transport_config, listener, shutdown).map_err(|e| e.to_string())?;
-    for w in (0..peers.len() as u32).filter(|&w| w != me as u32) {
-        let connected = transport
-            .sender(w)
-            .is_some_and(|p| p.wait_connected(std::time::Duration::from_secs(20)));
-        if !connected {
-            return Err(format!("worker {me} could not connect to worker {w}"));
-        }
-    }
-    let options = topo_engine::RunOptions {
-        worker: Some(me),
-        remote: Some(topo_engine::worker::remotes(&transport, &plan)),
-        ..Default::default()
-    };
-    let t0 = Instant::now();
-    let running =
-        topo_engine::start(Arc::clone(&topology), &registry, options).map_err(|e| e.to_string())?;
-    let dispatcher =
-        topo_engine::worker::dispatch(inbound, running.inboxes(), Arc::clone(&topology))
-            .map_err(|e| format!("cannot start the dispatcher: {e}"))?;
-    let summary = running.wait();
-    let secs = t0.elapsed().as_secs_f64();
-    let _ = stop_tx.send(true);
-    rt.block_on(transport.join());
-    let _ = dispatcher.join();
-    Ok(ChildResult {
-        secs,
-        failed: summary.counts("sentences").failed,
-        engine_latency_ms: summary
-            .component("sentences")
-            .and_then(|c| c.complete_latency)
-            .map(|l| (l.p50_ms, l.p99_ms)),
-        errors: summary.errors,
-        ..ChildResult::default()
-    })
 }
 
 /// Reads the `bench_check` and `bench_sentences` reports of a run.
@@ -671,22 +582,6 @@ fn plan() -> Result<Plan, String> {
     })
 }
 
-/// Whether this binary can run workers as separate processes: the CLI then has a
-/// `worker` verb (that `topo run` starts as `current_exe() worker ...`).
-fn multi_process_workers() -> bool {
-    std::env::current_exe()
-        .ok()
-        .and_then(|exe| {
-            Command::new(exe)
-                .args(["worker", "--help"])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()
-                .ok()
-        })
-        .is_some_and(|s| s.success())
-}
-
 /// Starts this binary with `args` and waits for it with `wait4`, for its peak RSS.
 fn spawn(args: &[String]) -> Result<Run, String> {
     let exe = std::env::current_exe().map_err(|e| format!("cannot find this binary: {e}"))?;
@@ -749,7 +644,7 @@ fn wait4(pid: u32) -> Result<(i32, u64, f64), String> {
 }
 
 /// Runs `config` once in a child; `rate` > 0 makes it a latency run.
-fn run_config(config: Config, n: u64, rate: f64, multi: bool) -> Result<Run, String> {
+fn run_config(config: Config, n: u64, rate: f64) -> Result<Run, String> {
     if config.workers == 1 {
         return spawn(&[
             CHILD.into(),
@@ -760,95 +655,7 @@ fn run_config(config: Config, n: u64, rate: f64, multi: bool) -> Result<Run, Str
             rate.to_string(),
         ]);
     }
-    if multi {
-        return run_cli(config, n, rate);
-    }
-    run_processes(config, n, rate)
-}
-
-/// Runs each worker of `config` as a child process (`__bench-child worker ...`) wired
-/// to the others by the engine's transport over loopback TCP.
-fn run_processes(config: Config, n: u64, rate: f64) -> Result<Run, String> {
-    let dir = report_dir()?;
-    // Free loopback ports: bound here, released, then bound again by the workers.
-    let mut addrs = Vec::new();
-    for _ in 0..config.workers {
-        let l = std::net::TcpListener::bind("127.0.0.1:0")
-            .map_err(|e| format!("cannot find a free port: {e}"))?;
-        addrs.push(l.local_addr().map_err(|e| e.to_string())?.to_string());
-    }
-    let secret = {
-        use std::hash::{BuildHasher, Hasher};
-        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-        h.write_u128(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos()),
-        );
-        format!("{:016x}", h.finish())
-    };
-    let exe = std::env::current_exe().map_err(|e| format!("cannot find this binary: {e}"))?;
-    let mut children = Vec::new();
-    for w in 0..config.workers {
-        let mut cmd = Command::new(&exe);
-        cmd.args([
-            CHILD.to_string(),
-            "worker".into(),
-            w.to_string(),
-            config.acking.to_string(),
-            n.to_string(),
-            rate.to_string(),
-        ])
-        .args(&addrs)
-        .arg(dir.path())
-        .env("TOPO_BENCH_SECRET", &secret)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
-        children.push(
-            cmd.spawn()
-                .map_err(|e| format!("cannot start worker {w}: {e}"))?,
-        );
-    }
-    let mut outs = Vec::new();
-    for child in &mut children {
-        let mut out = String::new();
-        if let Some(mut stdout) = child.stdout.take() {
-            stdout
-                .read_to_string(&mut out)
-                .map_err(|e| format!("cannot read a worker's output: {e}"))?;
-        }
-        outs.push(out);
-    }
-    let mut result = collect(dir.path())?;
-    let mut rss_kib = 0;
-    let mut cpu_secs = 0.0;
-    result.worker_rss_kib.clear();
-    for (w, (child, out)) in children.iter().zip(&outs).enumerate() {
-        let (status, kib, cpu) = wait4(child.id())?;
-        if status != 0 {
-            return Err(format!("worker {w} exited with status {status}"));
-        }
-        let json = out
-            .lines()
-            .find_map(|l| l.strip_prefix("RESULT "))
-            .ok_or_else(|| format!("worker {w} printed no RESULT line"))?;
-        let r: ChildResult =
-            serde_json::from_str(json).map_err(|e| format!("bad RESULT line: {e}"))?;
-        result.secs = result.secs.max(r.secs);
-        result.failed += r.failed;
-        result.errors.extend(r.errors);
-        if r.engine_latency_ms.is_some() {
-            result.engine_latency_ms = r.engine_latency_ms;
-        }
-        result.worker_rss_kib.push((w, kib));
-        rss_kib = rss_kib.max(kib);
-        cpu_secs += cpu;
-    }
-    Ok(Run {
-        result,
-        rss_kib,
-        cpu_secs,
-    })
+    run_cli(config, n, rate)
 }
 
 /// Runs `config` through `topo run` (this binary), which starts the workers itself.
@@ -984,13 +791,11 @@ fn parent() -> i32 {
             return 2;
         }
     }
-    let multi = multi_process_workers();
     eprintln!(
-        "wordcount: {n} sentences ({} words) per run, {} runs per configuration, reference checksum {:016x}; multi-process workers: {}",
+        "wordcount: {n} sentences ({} words) per run, {} runs per configuration, reference checksum {:016x}",
         10 * n,
         plan.reps,
         expect.checksum,
-        if multi { "yes" } else { "no" }
     );
 
     let mut base = Measured::default();
@@ -1013,7 +818,7 @@ fn parent() -> i32 {
         }
         for (config, m) in &mut measured {
             let what = config.label();
-            match run_config(*config, n, 0.0, multi) {
+            match run_config(*config, n, 0.0) {
                 Ok(r) => match check(&r, &expect, &what) {
                     Ok(w) => {
                         eprintln!("  run {rep} {what}: {w:.0} words/s");
@@ -1041,7 +846,7 @@ fn parent() -> i32 {
             let rate = rate_words / 10.0;
             let count = ((rate * plan.latency_secs) as u64).max(1000);
             let what = format!("{} latency", config.label());
-            match run_config(*config, count, rate, multi) {
+            match run_config(*config, count, rate) {
                 Ok(r) => match check(&r, &reference(count), &what) {
                     Ok(w) => {
                         let l = &r.result.latency_us;

@@ -14,7 +14,10 @@
 //!   publication into the `metrics` crate; [`prometheus`]: the `/metrics` endpoint.
 //! - [`transport`]: frames and authenticated, credit-limited TCP connections between workers.
 //! - [`wire`]: the runtime's messages as transport payloads (tuple batches, acker and
-//!   control messages); [`worker`]: a worker's bridge between runtime and transport.
+//!   control messages).
+//! - [`launcher`]: several workers: the supervisor behind `topo run`, the worker process,
+//!   and the one bridge between a worker's runtime and the transport (flow control per
+//!   task, restart-aware); [`launcher::worker::start`] runs one worker of a plan.
 //! - `executor` (private): the spout, bolt and acker executor threads.
 //!
 //! # Example
@@ -81,7 +84,6 @@ pub mod transport;
 pub mod tuple;
 pub mod value;
 pub mod wire;
-pub mod worker;
 
 pub use component::{
     Bolt, BoltOutput, Error, Notifier, Poll, Result, Spout, SpoutOutput, TaskContext,

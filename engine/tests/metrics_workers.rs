@@ -14,10 +14,11 @@ use std::time::Duration;
 use common::{numbers, Log};
 use serde::Deserialize;
 use topo_dsl::{StreamDecl, Topology};
+use topo_engine::launcher::worker;
 use topo_engine::metrics::{Publisher, TaskSnapshot, TransportSnapshot, WorkerSnapshot};
 use topo_engine::prometheus::Exporter;
 use topo_engine::transport::{Transport, TransportConfig};
-use topo_engine::{worker, Bolt, BoltOutput, Counts, Registry, Result, RunOptions, Tuple};
+use topo_engine::{Bolt, BoltOutput, Counts, Registry, Result, RunOptions, Tuple};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -129,16 +130,16 @@ fn run_workers(topology: &Arc<Topology>, r: &Registry) -> Vec<WorkerSnapshot> {
     }
     let mut workers = Vec::new();
     let mut dispatchers = Vec::new();
-    for (w, (transport, inbound)) in transports.iter().enumerate() {
-        let options = RunOptions {
-            worker: Some(w),
-            remote: Some(worker::remotes(transport, &plan)),
-            ..RunOptions::default()
-        };
-        let running = topo_engine::start(Arc::clone(topology), r, options).unwrap();
-        dispatchers.push(
-            worker::dispatch(inbound.clone(), running.inboxes(), Arc::clone(topology)).unwrap(),
-        );
+    for (transport, inbound) in &transports {
+        let (running, dispatcher) = worker::start(
+            Arc::clone(topology),
+            r,
+            transport,
+            inbound.clone(),
+            RunOptions::default(),
+        )
+        .unwrap();
+        dispatchers.push(dispatcher);
         workers.push(running);
     }
     for w in &workers {

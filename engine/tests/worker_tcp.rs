@@ -1,5 +1,6 @@
 //! Two workers of one topology in one process, connected by the real transport over
-//! loopback TCP: tuples, acks and end-of-stream cross between them, and the word count
+//! loopback TCP (through `launcher::worker::start`, the bridge worker processes use):
+//! tuples, acks and end-of-stream cross between them, and the word count
 //! comes out right.
 
 mod common;
@@ -10,8 +11,9 @@ use std::time::Duration;
 
 use common::{numbers, recorder, Log, Seen};
 use topo_dsl::Topology;
+use topo_engine::launcher::worker;
 use topo_engine::transport::{Transport, TransportConfig};
-use topo_engine::{worker, RunOptions, TaskId};
+use topo_engine::{RunOptions, TaskId};
 
 #[test]
 fn a_topology_split_over_two_workers_runs_through_the_transport() {
@@ -47,7 +49,6 @@ fn two_workers(count: i64, base: RunOptions) {
             .build(&r)
             .unwrap(),
     );
-    let plan = topo_engine::PhysicalPlan::new(&topology);
     let rt = tokio::runtime::Runtime::new().unwrap();
     let _in_rt = rt.enter();
     let listeners: Vec<_> = (0..2)
@@ -76,16 +77,16 @@ fn two_workers(count: i64, base: RunOptions) {
     }
     let mut workers = Vec::new();
     let mut dispatchers = Vec::new();
-    for (w, (transport, inbound)) in transports.iter().enumerate() {
-        let options = RunOptions {
-            worker: Some(w),
-            remote: Some(worker::remotes(transport, &plan)),
-            ..base.clone()
-        };
-        let running = topo_engine::start(Arc::clone(&topology), &r, options).unwrap();
-        dispatchers.push(
-            worker::dispatch(inbound.clone(), running.inboxes(), Arc::clone(&topology)).unwrap(),
-        );
+    for (transport, inbound) in &transports {
+        let (running, dispatcher) = worker::start(
+            Arc::clone(&topology),
+            &r,
+            transport,
+            inbound.clone(),
+            base.clone(),
+        )
+        .unwrap();
+        dispatchers.push(dispatcher);
         workers.push(running);
     }
     for w in &workers {

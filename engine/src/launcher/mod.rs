@@ -24,7 +24,8 @@
 //!
 //! # Layout
 //! - this module: the supervisor, [`launch`].
-//! - [`worker`]: the worker process and the control protocol between the two.
+//! - [`worker`]: the worker process and the control protocol between the two;
+//!   [`worker::start`], what a worker process runs, also runs one worker in-process.
 //! - `remote`: the runtime's senders to tasks of other workers (they wait out a
 //!   restarting peer and remember the ends of streams they sent).
 //! - `inbound`: the thread that hands what peers send to the local inboxes.

@@ -30,17 +30,19 @@ use std::io::{BufRead, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use serde::{Deserialize, Serialize};
+use topo_dsl::Topology;
 
 use super::{inbound, remote};
 use crate::metrics::{TransportSnapshot, WorkerSnapshot};
 use crate::registry::Registry;
-use crate::runtime::{self, Remotes, RunOptions};
+use crate::runtime::{self, Remotes, RunOptions, RunningTopology};
 use crate::summary::RunSummary;
-use crate::transport::{self, Transport, TransportConfig};
+use crate::transport::{self, Delivery, Transport, TransportConfig};
 use crate::PhysicalPlan;
 
 /// A message from the supervisor to a worker.
@@ -194,6 +196,65 @@ fn orphaned(worker: usize) -> ! {
     std::process::exit(3)
 }
 
+/// Why [`start`] could not start a worker.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// Its tasks would not start (a component config, or a thread).
+    #[error(transparent)]
+    Tasks(#[from] runtime::StartError),
+    /// The thread that takes in what peers send could not be started.
+    #[error("cannot start the inbound thread: {0}")]
+    Inbound(std::io::Error),
+}
+
+/// Starts, in this process, the tasks of worker `transport.worker()` of `topology`'s
+/// plan, connected to the other workers through `transport` (with `deliveries`, its
+/// receiving side, from [`Transport::start`]): the same bridge a worker process uses,
+/// with per-task flow control and ends of streams sent again to a worker that comes
+/// back. `options.worker` and `options.remote` are set here.
+///
+/// Returns the running tasks and the inbound thread, which ends once the transport has
+/// shut down.
+pub fn start(
+    topology: Arc<Topology>,
+    registry: &Registry,
+    transport: &Transport,
+    deliveries: Receiver<Delivery>,
+    options: RunOptions,
+) -> Result<(RunningTopology, JoinHandle<()>), StartError> {
+    let plan = PhysicalPlan::new(&topology);
+    let workers = plan.workers();
+    let me = transport.worker() as usize;
+    let senders: Vec<_> = (0..workers as u32).map(|w| transport.sender(w)).collect();
+    let remote = Arc::new(remote::Remote::new(&plan, me, &senders));
+    let options = RunOptions {
+        worker: Some(me),
+        remote: Some(Remotes {
+            data: remote.clone(),
+            acker: remote.clone(),
+            spout: remote.clone(),
+        }),
+        ..options
+    };
+    let running = runtime::start(Arc::clone(&topology), registry, options)?;
+    let inbound = inbound::spawn(
+        deliveries,
+        topology,
+        plan.tasks().len(),
+        running.inboxes(),
+        remote,
+        me,
+        workers,
+    );
+    match inbound {
+        Ok(handle) => Ok((running, handle)),
+        Err(e) => {
+            running.stop();
+            Err(StartError::Inbound(e))
+        }
+    }
+}
+
 /// Runs a worker process (the hidden `topo worker` verb); returns the exit code.
 pub fn run(registry: &Registry) -> i32 {
     let ctl = read_stdin();
@@ -299,34 +360,22 @@ pub fn run(registry: &Registry) -> i32 {
             say.say(&FromWorker::Status { spouts_done: false });
         }
     }
-    let remote = Arc::new(remote::Remote::new(&plan, me, &senders));
     let options = RunOptions {
         base_dir,
-        worker: Some(me),
-        remote: Some(Remotes {
-            data: remote.clone(),
-            acker: remote.clone(),
-            spout: remote.clone(),
-        }),
         hold_done: true,
         ..RunOptions::default()
     };
-    let running = match runtime::start(Arc::clone(&topology), registry, options) {
-        Ok(r) => r,
-        Err(e) => return fail(e.to_string(), true),
-    };
-    let inbound = inbound::spawn(
-        deliveries,
+    let running = match start(
         Arc::clone(&topology),
-        plan.tasks().len(),
-        running.inboxes(),
-        remote,
-        me,
-        workers,
-    );
-    if let Err(e) = &inbound {
-        return fail(format!("cannot start the inbound thread: {e}"), false);
-    }
+        registry,
+        &transport,
+        deliveries,
+        options,
+    ) {
+        Ok((running, _inbound)) => running,
+        Err(e @ StartError::Tasks(_)) => return fail(e.to_string(), true),
+        Err(e @ StartError::Inbound(_)) => return fail(e.to_string(), false),
+    };
     tracing::info!(
         worker = me,
         tasks = plan.worker_tasks(me).count(),
