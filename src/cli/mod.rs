@@ -105,36 +105,75 @@ where
     }
 }
 
-/// Reads, parses and validates the topology file `path`. On failure prints every problem
-/// to stderr (rustc style) and returns the exit code: [`EXIT_INVALID`] for an invalid
-/// topology, [`EXIT_USAGE`] for a file that cannot be read.
+/// Reads, parses and validates the topology file `path` (`-` reads standard input). On
+/// failure prints every problem to stderr (rustc style) and returns the exit code:
+/// [`EXIT_INVALID`] for an invalid topology, [`EXIT_USAGE`] for a file that cannot be read.
 pub fn load_file(path: &Path, catalog: &dyn Catalog) -> Result<Topology, i32> {
-    let shown = path.display().to_string();
-    let bytes = match std::fs::read(path) {
-        Ok(b) => b,
-        Err(e) => {
-            eprintln!("error: cannot read {shown}: {e}");
-            return Err(EXIT_USAGE);
-        }
-    };
-    let (text, result) = match String::from_utf8(bytes) {
-        Ok(text) => {
-            let result = topo_dsl::load(&text, catalog);
-            (text, result)
-        }
-        Err(e) => {
-            let at = e.utf8_error().valid_up_to();
-            let text = String::from_utf8_lossy(e.as_bytes()).into_owned();
-            let diag = Diagnostic::new("file is not valid utf-8", Some(Span::new(at, at + 1)))
-                .with_hint("topology files are utf-8 text");
-            (text, Err(Diagnostics { items: vec![diag] }))
-        }
-    };
-    result.map_err(|diags| {
-        eprint!("{}", diags.render(&shown, &text));
+    let source = Source::read(path)?;
+    source.load(catalog).map_err(|diags| {
+        eprint!("{}", diags.render(&source.shown, &source.text));
         let n = diags.len();
         let plural = if n == 1 { "" } else { "s" };
-        eprintln!("error: {shown}: invalid topology ({n} error{plural})");
+        eprintln!(
+            "error: {}: invalid topology ({n} error{plural})",
+            source.shown
+        );
         EXIT_INVALID
     })
+}
+
+/// A topology file's text and the name it is shown under.
+pub(crate) struct Source {
+    /// The path as given, or `<stdin>`.
+    pub(crate) shown: String,
+    /// The text (lossy when the file is not utf-8; then `bad_utf8` is where it broke).
+    pub(crate) text: String,
+    bad_utf8: Option<usize>,
+}
+
+impl Source {
+    /// Reads `path`, or standard input for `-`; prints the error and returns
+    /// [`EXIT_USAGE`] when it cannot be read.
+    pub(crate) fn read(path: &Path) -> Result<Source, i32> {
+        let stdin = path.as_os_str() == "-";
+        let shown = if stdin {
+            "<stdin>".to_owned()
+        } else {
+            path.display().to_string()
+        };
+        let bytes = if stdin {
+            let mut b = Vec::new();
+            std::io::Read::read_to_end(&mut std::io::stdin().lock(), &mut b).map(|_| b)
+        } else {
+            std::fs::read(path)
+        };
+        let bytes = bytes.map_err(|e| {
+            eprintln!("error: cannot read {shown}: {e}");
+            EXIT_USAGE
+        })?;
+        Ok(match String::from_utf8(bytes) {
+            Ok(text) => Source {
+                shown,
+                text,
+                bad_utf8: None,
+            },
+            Err(e) => Source {
+                shown,
+                bad_utf8: Some(e.utf8_error().valid_up_to()),
+                text: String::from_utf8_lossy(e.as_bytes()).into_owned(),
+            },
+        })
+    }
+
+    /// Parses and validates the text.
+    pub(crate) fn load(&self, catalog: &dyn Catalog) -> Result<Topology, Diagnostics> {
+        match self.bad_utf8 {
+            None => topo_dsl::load(&self.text, catalog),
+            Some(at) => {
+                let diag = Diagnostic::new("file is not valid utf-8", Some(Span::new(at, at + 1)))
+                    .with_hint("topology files are utf-8 text");
+                Err(Diagnostics { items: vec![diag] })
+            }
+        }
+    }
 }
