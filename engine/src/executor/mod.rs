@@ -21,7 +21,6 @@ use rand::rngs::SmallRng;
 use rand::Rng;
 use topo_dsl::DEFAULT_STREAM;
 
-use crate::acker::IdMap;
 use crate::grouping::Router;
 use crate::metrics::{TaskStats, PUBLISH_EVERY};
 use crate::route::{AckerIn, AckerMsg, Inbound, Route};
@@ -56,10 +55,10 @@ struct Dest {
     route: Route<Inbound>,
 }
 
+/// Messages for one acker task, in the order they arose.
 #[derive(Default)]
 struct AckBuf {
     msgs: Vec<AckerMsg>,
-    xors: IdMap<u64>,
 }
 
 /// Everything an [`Output`] needs, built by the runtime for one task.
@@ -98,6 +97,11 @@ pub(crate) struct Output {
     ackers: Vec<(TaskId, Route<AckerIn>)>,
     acks: Vec<AckBuf>,
     acks_dirty: bool,
+    /// The XOR being accumulated for tree `xor_root` (consecutive updates mostly share a
+    /// root: the words of one sentence), queued as one message when the root changes or
+    /// at the next flush.
+    xor_root: u64,
+    xor_acc: u64,
     pub(crate) rng: SmallRng,
     batch: usize,
     flush_interval: Duration,
@@ -150,6 +154,8 @@ impl Output {
             acks: spec.ackers.iter().map(|_| AckBuf::default()).collect(),
             ackers: spec.ackers,
             acks_dirty: false,
+            xor_root: 0,
+            xor_acc: 0,
             rng: rand::make_rng(),
             batch: spec.batch.max(1),
             flush_interval: spec.flush_interval,
@@ -200,13 +206,14 @@ impl Output {
         s.info
     }
 
-    /// The index of `stream` in `self.streams`. `DEFAULT_STREAM` itself (the same
-    /// static string, which every `emit` without a stream passes) is found without
-    /// comparing bytes; other names are compared with the last one used first.
+    /// The index of `stream` in `self.streams`. `DEFAULT_STREAM`, which every `emit`
+    /// without a stream passes, is compared with the constant inline (two loads, no
+    /// `memcmp` call; its address differs between crates, so no pointer test); other
+    /// names are compared with the last one used first.
     #[inline]
     fn stream_index(&mut self, stream: &str) -> usize {
         if let Some(i) = self.default {
-            if std::ptr::eq(stream, DEFAULT_STREAM) {
+            if stream == DEFAULT_STREAM {
                 return i;
             }
         }
@@ -278,7 +285,7 @@ impl Output {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn push(&mut self, to: TaskId, tuple: Tuple) {
         let slot = self.slots.get(to as usize).copied().unwrap_or(NO_SLOT);
         if slot == NO_SLOT {
@@ -329,12 +336,31 @@ impl Output {
     /// XORs `x` into the acker buffer of tree `root`.
     #[inline]
     pub(crate) fn ack_xor(&mut self, root: u64, x: u64) {
-        let n = self.acks.len() as u64;
-        if n == 0 {
+        if root == self.xor_root {
+            self.xor_acc ^= x;
+            self.acks_dirty = true;
             return;
         }
-        *self.acks[(root % n) as usize].xors.entry(root).or_insert(0) ^= x;
+        if self.acks.is_empty() {
+            return;
+        }
+        self.spill_xor();
+        self.xor_root = root;
+        self.xor_acc = x;
         self.acks_dirty = true;
+    }
+
+    /// Queues the accumulated XOR (nothing when it is 0: XOR with 0 changes nothing).
+    #[inline]
+    fn spill_xor(&mut self) {
+        let (root, xor) = (self.xor_root, self.xor_acc);
+        self.xor_acc = 0;
+        if xor != 0 {
+            let n = self.acks.len() as u64;
+            self.acks[(root % n) as usize]
+                .msgs
+                .push(AckerMsg::Xor { root, xor });
+        }
     }
 
     /// Queues a message for the acker of `root`.
@@ -344,6 +370,7 @@ impl Output {
         if n == 0 {
             return;
         }
+        self.spill_xor();
         self.acks[(root % n) as usize].msgs.push(msg);
         self.acks_dirty = true;
     }
@@ -354,21 +381,16 @@ impl Output {
             return;
         }
         self.acks_dirty = false;
+        self.spill_xor();
+        // A root of 0 never matches a random root: the next update starts afresh.
+        self.xor_root = 0;
         for (b, (id, route)) in self.acks.iter_mut().zip(&self.ackers) {
-            if b.msgs.is_empty() && b.xors.is_empty() {
+            if b.msgs.is_empty() {
                 continue;
             }
-            let cap = b.msgs.len() + b.xors.len();
-            let mut msgs = std::mem::replace(&mut b.msgs, Vec::with_capacity(cap));
-            msgs.extend(
-                b.xors
-                    .drain()
-                    .filter(|&(_, x)| x != 0)
-                    .map(|(root, xor)| AckerMsg::Xor { root, xor }),
-            );
-            if !msgs.is_empty() {
-                let _ = route.send(*id, AckerIn::Batch(msgs));
-            }
+            let cap = b.msgs.len();
+            let msgs = std::mem::replace(&mut b.msgs, Vec::with_capacity(cap));
+            let _ = route.send(*id, AckerIn::Batch(msgs));
         }
     }
 
