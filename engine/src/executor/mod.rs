@@ -175,7 +175,10 @@ impl Output {
 
     /// Finds `stream`, checks the values against its fields and routes them into
     /// `self.targets`. Panics (caught around user code) on a contract violation.
-    #[inline]
+    ///
+    /// Inlined into each emit: the common case (right arity, not direct, one
+    /// subscription) is a few compares and one router; the rest is out of line.
+    #[inline(always)]
     pub(crate) fn select(
         &mut self,
         stream: &str,
@@ -183,6 +186,27 @@ impl Output {
         direct: Option<TaskId>,
     ) -> &'static StreamInfo {
         let i = self.stream_index(stream);
+        let s = &mut self.streams[i];
+        match s.routers.as_mut_slice() {
+            [r] if direct.is_none() && !s.direct && values.len() == s.info.fields.len() => {
+                self.targets.clear();
+                r.route(values, None, &mut self.targets);
+                s.info
+            }
+            _ => self.select_slow(i, stream, values, direct),
+        }
+    }
+
+    /// [`Output::select`] for any stream: several or no subscriptions, direct emits,
+    /// contract violations.
+    #[inline(never)]
+    fn select_slow(
+        &mut self,
+        i: usize,
+        stream: &str,
+        values: &Values,
+        direct: Option<TaskId>,
+    ) -> &'static StreamInfo {
         let Output {
             streams,
             targets,
@@ -240,7 +264,7 @@ impl Output {
 
     /// Sends one tuple per target, `anchors(k)` giving the acking state of the copy for
     /// the k-th target.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn send_to_targets(
         &mut self,
         info: &'static StreamInfo,
@@ -252,16 +276,7 @@ impl Output {
             // The common case: one receiver, the values move.
             let to = self.targets[0];
             let anchors = anchors(self, 0);
-            let source_task = self.task;
-            self.push(
-                to,
-                Tuple {
-                    values,
-                    source: info,
-                    source_task,
-                    anchors,
-                },
-            );
+            self.push(to, values, info, anchors);
             return;
         }
         let mut values = Some(values);
@@ -273,27 +288,27 @@ impl Output {
             } else {
                 values.clone().unwrap_or_default()
             };
-            self.push(
-                to,
-                Tuple {
-                    values,
-                    source: info,
-                    source_task: self.task,
-                    anchors,
-                },
-            );
+            self.push(to, values, info, anchors);
         }
     }
 
+    /// Appends a tuple to the batch of task `to`, built where it is stored.
     #[inline(always)]
-    fn push(&mut self, to: TaskId, tuple: Tuple) {
+    pub(crate) fn push(
+        &mut self,
+        to: TaskId,
+        values: Values,
+        source: &'static StreamInfo,
+        anchors: Anchors,
+    ) {
         let slot = self.slots.get(to as usize).copied().unwrap_or(NO_SLOT);
         if slot == NO_SLOT {
             return;
         }
         self.counts.transferred += 1;
+        let source_task = self.task;
         let d = &mut self.dests[slot as usize];
-        d.buf.push(tuple);
+        push_in_place(&mut d.buf, values, source, source_task, anchors);
         if d.buf.len() >= self.batch {
             self.flush_dest(slot as usize);
         }
@@ -442,6 +457,40 @@ impl Output {
     pub(crate) fn next_id(&mut self) -> u64 {
         self.rng.next_u64()
     }
+}
+
+/// `buf.push(Tuple { .. })`, but writing each field straight into the vector's next
+/// slot: a `Tuple` is 128 bytes, and building it on the stack first cost two extra
+/// copies of it per emit.
+#[inline(always)]
+fn push_in_place(
+    buf: &mut Vec<Tuple>,
+    values: Values,
+    source: &'static StreamInfo,
+    source_task: TaskId,
+    anchors: Anchors,
+) {
+    if buf.len() == buf.capacity() {
+        grow(buf);
+    }
+    let len = buf.len();
+    // SAFETY: `len < capacity`, so slot `len` is allocated and holds no value; every
+    // field of the `Tuple` is written before `set_len` makes the slot part of the vector,
+    // and nothing between the writes can panic.
+    unsafe {
+        let slot = buf.as_mut_ptr().add(len);
+        std::ptr::addr_of_mut!((*slot).values).write(values);
+        std::ptr::addr_of_mut!((*slot).source).write(source);
+        std::ptr::addr_of_mut!((*slot).source_task).write(source_task);
+        std::ptr::addr_of_mut!((*slot).anchors).write(anchors);
+        buf.set_len(len + 1);
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn grow(buf: &mut Vec<Tuple>) {
+    buf.reserve(buf.capacity().max(16));
 }
 
 #[cold]
