@@ -141,8 +141,16 @@ impl Emitter for BoltCore {
                 child
             });
         } else if self.current.len() == 1 && !self.handled {
-            let children = &mut self.children;
             let root = self.current[0].0;
+            if let [to] = self.out.targets[..] {
+                // The common case: one input tree, one receiver.
+                let edge = self.out.next_id();
+                self.children ^= edge;
+                self.out
+                    .push(to, values, info, Anchors::from_buf([(root, edge)]));
+                return &self.out.targets;
+            }
+            let children = &mut self.children;
             self.out.send_to_targets(info, values, |out, _| {
                 let edge = out.next_id();
                 *children ^= edge;
