@@ -26,6 +26,7 @@ use crate::metrics::{TaskStats, PUBLISH_EVERY};
 use crate::route::{AckerIn, AckerMsg, Inbound, Route};
 use crate::summary::{Counts, SharedCounts};
 use crate::tuple::{Anchors, StreamInfo, TaskId, Tuple, Values};
+use crate::value::Value;
 
 /// One declared output stream of a task and its subscriptions.
 pub(crate) struct StreamOut {
@@ -321,9 +322,9 @@ impl Output {
             .unwrap_or_else(|| Vec::with_capacity(self.batch))
     }
 
-    /// Gives an emptied batch vector back for reuse.
+    /// Empties a batch vector and keeps it for reuse.
     pub(crate) fn recycle(&mut self, mut v: Vec<Tuple>) {
-        v.clear();
+        clear_batch(&mut v);
         if self.spare.len() < 4 {
             self.spare.push(v);
         } else {
@@ -456,6 +457,36 @@ impl Output {
     #[inline]
     pub(crate) fn next_id(&mut self) -> u64 {
         self.rng.next_u64()
+    }
+}
+
+/// `v.clear()`, but without running the drop glue of tuples that own nothing on the
+/// heap: numbers and short strings (most tuples) skip the out-of-line
+/// `drop_in_place::<[Value]>`, 40 instructions per tuple.
+fn clear_batch(v: &mut Vec<Tuple>) {
+    fn owns_nothing(t: &Tuple) -> bool {
+        !t.anchors.spilled()
+            && !t.values.0.spilled()
+            && t.values.iter().all(|v| match v {
+                Value::Null | Value::Bool(_) | Value::Int(_) | Value::Float(_) => true,
+                Value::Str(s) => !s.is_heap_allocated(),
+                Value::Bytes(_) | Value::List(_) | Value::Map(_) => false,
+            })
+    }
+    let len = v.len();
+    // SAFETY: the length is set to 0 first, so a panic in a drop leaks the rest instead
+    // of dropping twice; each tuple is then dropped at most once, in place. A tuple
+    // that `owns_nothing` has only inline values, inline anchors and a static
+    // reference, for which dropping does nothing, so skipping its drop is exact.
+    unsafe {
+        v.set_len(0);
+        let base = v.as_mut_ptr();
+        for i in 0..len {
+            let t = base.add(i);
+            if !owns_nothing(&*t) {
+                std::ptr::drop_in_place(t);
+            }
+        }
     }
 }
 
