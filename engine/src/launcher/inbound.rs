@@ -26,7 +26,7 @@ use crate::wire;
 type Waiting = VecDeque<(Inbound, Option<u32>)>;
 
 struct Dispatch {
-    topology: Arc<Topology>,
+    decoder: wire::DataDecoder,
     data: Vec<Option<Sender<Inbound>>>,
     ackers: Vec<Option<Sender<AckerIn>>>,
     spouts: Vec<Option<Sender<crate::route::SpoutMsg>>>,
@@ -62,7 +62,7 @@ pub(crate) fn spawn(
 ) -> std::io::Result<JoinHandle<()>> {
     let n = tasks + 1;
     let d = Dispatch {
-        topology,
+        decoder: wire::DataDecoder::new(topology),
         data: by_task(n, &inboxes.data),
         ackers: by_task(n, &inboxes.ackers),
         spouts: by_task(n, &inboxes.spouts),
@@ -113,7 +113,7 @@ impl Dispatch {
                 payload,
                 grant,
             } => {
-                let decoded = wire::decode_data(&payload, &self.topology);
+                let decoded = self.decoder.decode(&payload);
                 drop(grant);
                 let msg = match decoded {
                     Ok(m) => m,

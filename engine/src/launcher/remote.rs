@@ -24,7 +24,7 @@
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 
 use crate::plan::PhysicalPlan;
 use crate::route::{AckerIn, Gone, Inbound, RemoteSender, SpoutMsg};
@@ -57,6 +57,27 @@ pub(crate) fn encode_grant(task: TaskId, batches: u32) -> Option<Bytes> {
 pub(crate) fn decode_grant(payload: &[u8]) -> Result<(TaskId, u32), String> {
     rmp_serde::from_slice(payload).map_err(|e| format!("cannot decode a grant: {e}"))
 }
+
+/// Encodes `msg` into this thread's encode buffer: a payload is split off the buffer, so
+/// most batches take no allocation of their own (the buffer is reallocated once the
+/// payloads sharing its memory are all sent and it runs out of room).
+fn encode_reusing(msg: &Inbound) -> Result<Bytes, wire::WireError> {
+    thread_local! {
+        static BUF: std::cell::RefCell<BytesMut> = std::cell::RefCell::new(BytesMut::new());
+    }
+    BUF.with(|b| {
+        let mut b = b.borrow_mut();
+        if b.capacity() < ENCODE_MIN {
+            b.reserve(ENCODE_CHUNK);
+        }
+        wire::encode_data_into(msg, &mut b)?;
+        Ok(b.split().freeze())
+    })
+}
+
+/// A thread's encode buffer grows by this much when less than `ENCODE_MIN` is left.
+const ENCODE_CHUNK: usize = 256 * 1024;
+const ENCODE_MIN: usize = 16 * 1024;
 
 impl Remote {
     /// Senders for worker `me` of `plan`, given a sender per worker (`None` for `me`).
@@ -157,7 +178,7 @@ impl Remote {
 
     fn send_msg(&self, to: TaskId, msg: &Inbound) -> Result<(), Gone> {
         let peer = self.peer(to)?;
-        let payload = match wire::encode_data(msg) {
+        let payload = match encode_reusing(msg) {
             Ok(p) => p,
             Err(e) => {
                 tracing::warn!(task = to, error = %e, "Cannot encode a batch; dropped it.");
