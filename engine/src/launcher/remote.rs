@@ -13,8 +13,9 @@
 //! producers need, and two workers sending each other data could wait on each other for
 //! ever. So on top of it each destination task grants [`WINDOW`] batches to each worker
 //! that sends to it: a sender spends one per batch and blocks at zero (like a full local
-//! queue); the receiving worker grants one back, in a `Control` frame to task 0, each time
-//! a batch enters the task's inbox. The receiver then drops the transport's grant as soon
+//! queue); the receiving worker grants batches back, in a `Control` frame to task 0, as
+//! they enter the task's inbox (a few per frame, and all it owes whenever it has nothing
+//! else to do). The receiver then drops the transport's grant as soon
 //! as a batch is decoded: what waits for an inbox is bounded by the windows.
 //!
 //! Every end-of-stream sent is remembered, and sent again whenever a worker reconnects:
@@ -138,12 +139,12 @@ impl Remote {
         self.credit_changed.notify_all();
     }
 
-    /// Tells worker `worker` that our task `task` took one more of its batches.
-    pub(crate) fn grant(&self, worker: u32, task: TaskId) {
+    /// Tells worker `worker` that our task `task` took `batches` more of its batches.
+    pub(crate) fn grant(&self, worker: u32, task: TaskId, batches: u32) {
         let Some(Some(peer)) = self.workers.get(worker as usize) else {
             return;
         };
-        if let Some(payload) = encode_grant(task, 1) {
+        if let Some(payload) = encode_grant(task, batches) {
             // A peer that is gone gets a fresh window when it comes back.
             let _ = peer.send_control(0, payload);
         }
