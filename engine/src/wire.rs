@@ -1,13 +1,14 @@
 //! How the runtime's messages travel between workers: the payloads of the transport's
 //! `Data`, `Acker` and `Control` frames. A batch of tuples has its own compact binary
-//! codec (no serde per tuple, see [`encode_batch_into`]); everything else is MessagePack
+//! codec (no serde per tuple, see [`encode_batch_into`]), and so do acker messages;
+//! everything else is MessagePack
 //! (rmp-serde, structs as arrays).
 //!
 //! ```text
 //! Data payload    = 0xc1 batch                (see encode_batch_into)
 //!                 | {"Eos": from_task}       the end of from_task's stream
 //!                 | "Wake"                   (never sent between workers)
-//! Acker payload   = [acker_msg, ...]          (the frame names the acker task)
+//! Acker payload   = 0xc1 (kind, fields) ...   (see encode_acker; the frame names the acker)
 //! Control payload = spout_msg                  (the frame names the spout task)
 //! ```
 //!
@@ -33,7 +34,7 @@ use crate::value::Value;
 #[derive(Debug, thiserror::Error)]
 pub enum WireError {
     /// Not the encoding.
-    #[error("cannot decode a {what} payload: {message}")]
+    #[error("cannot decode {} {what} payload: {message}", article(what))]
     Decode {
         /// Which payload.
         what: &'static str,
@@ -56,6 +57,14 @@ pub enum WireError {
     /// Encoding failed (a value serde cannot write).
     #[error("cannot encode: {0}")]
     Encode(String),
+}
+
+fn article(word: &str) -> &'static str {
+    if word.starts_with(['a', 'e', 'i', 'o', 'u']) {
+        "an"
+    } else {
+        "a"
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -223,6 +232,8 @@ pub fn encode_batch_into(tuples: &[Tuple], out: &mut BytesMut) -> Result<(), Wir
 struct Reader<'a> {
     buf: &'a [u8],
     pos: usize,
+    /// Which payload, for errors.
+    what: &'static str,
 }
 
 fn bad(message: impl Into<String>) -> WireError {
@@ -233,6 +244,13 @@ fn bad(message: impl Into<String>) -> WireError {
 }
 
 impl<'a> Reader<'a> {
+    fn bad(&self, message: impl Into<String>) -> WireError {
+        WireError::Decode {
+            what: self.what,
+            message: message.into(),
+        }
+    }
+
     #[inline]
     fn left(&self) -> usize {
         self.buf.len() - self.pos
@@ -245,7 +263,7 @@ impl<'a> Reader<'a> {
                 self.pos += 1;
                 Ok(b)
             }
-            None => Err(bad("the batch ends early")),
+            None => Err(self.bad("the payload ends early")),
         }
     }
 
@@ -260,7 +278,7 @@ impl<'a> Reader<'a> {
         loop {
             let b = self.u8()?;
             if shift == 63 && b > 1 {
-                return Err(bad("a number over 64 bits"));
+                return Err(self.bad("a number over 64 bits"));
             }
             v |= u64::from(b & 0x7f) << shift;
             if b < 0x80 {
@@ -275,10 +293,7 @@ impl<'a> Reader<'a> {
     fn count(&mut self, min: usize) -> Result<usize, WireError> {
         let n = self.varint()?;
         if n > (self.left() / min.max(1)) as u64 {
-            return Err(bad(format!(
-                "a count of {n} with {} bytes left",
-                self.left()
-            )));
+            return Err(self.bad(format!("a count of {n} with {} bytes left", self.left())));
         }
         Ok(n as usize)
     }
@@ -286,7 +301,7 @@ impl<'a> Reader<'a> {
     #[inline]
     fn take(&mut self, n: usize) -> Result<&'a [u8], WireError> {
         if n > self.left() {
-            return Err(bad("the batch ends early"));
+            return Err(self.bad("the payload ends early"));
         }
         let s = &self.buf[self.pos..self.pos + n];
         self.pos += n;
@@ -304,7 +319,7 @@ impl<'a> Reader<'a> {
     #[inline]
     fn str(&mut self) -> Result<&'a str, WireError> {
         let n = self.count(1)?;
-        std::str::from_utf8(self.take(n)?).map_err(|_| bad("a string that is not UTF-8"))
+        std::str::from_utf8(self.take(n)?).map_err(|_| self.bad("a string that is not UTF-8"))
     }
 
     fn value(&mut self, depth: usize) -> Result<Value, WireError> {
@@ -323,7 +338,7 @@ impl<'a> Reader<'a> {
                 Value::Bytes(Bytes::copy_from_slice(self.take(n)?))
             }
             tag::LIST | tag::MAP if depth >= MAX_DEPTH => {
-                return Err(bad(format!(
+                return Err(self.bad(format!(
                     "values nest deeper than {MAX_DEPTH} lists and maps"
                 )))
             }
@@ -345,7 +360,7 @@ impl<'a> Reader<'a> {
                 }
                 Value::Map(m)
             }
-            t => return Err(bad(format!("unknown value tag {t}"))),
+            t => return Err(self.bad(format!("unknown value tag {t}"))),
         })
     }
 }
@@ -417,7 +432,11 @@ impl DataDecoder {
     }
 
     fn decode_batch(&mut self, buf: &[u8]) -> Result<Vec<Tuple>, WireError> {
-        let mut r = Reader { buf, pos: 0 };
+        let mut r = Reader {
+            buf,
+            pos: 0,
+            what: "data",
+        };
         // A source takes at least 3 bytes, a tuple at least 3.
         let n = r.count(3)?;
         let mut sources: SmallVec<[(&'static StreamInfo, TaskId); 2]> = SmallVec::with_capacity(n);
@@ -490,14 +509,75 @@ pub fn decode_data(bytes: &[u8], topology: &Topology) -> Result<Inbound, WireErr
     DataDecoder::new(Arc::new(topology.clone())).decode(bytes)
 }
 
-/// Encodes acker messages.
+/// First byte of an acker payload (like [`BATCH_TAG`], never the start of MessagePack).
+pub const ACKER_TAG: u8 = 0xc1;
+
+/// Encodes acker messages: [`ACKER_TAG`], then per message a kind byte and its fields,
+/// little-endian: `1 root:u64 xor:u64 spout:u32` (init), `2 root:u64 xor:u64` (xor),
+/// `3 root:u64` (fail).
 pub fn encode_acker(msgs: &[AckerMsg]) -> Result<Bytes, WireError> {
-    encode(&msgs)
+    let mut out = BytesMut::with_capacity(1 + msgs.len() * 21);
+    out.put_u8(ACKER_TAG);
+    for m in msgs {
+        match *m {
+            AckerMsg::Init { root, xor, spout } => {
+                out.put_u8(1);
+                out.put_u64_le(root);
+                out.put_u64_le(xor);
+                out.put_u32_le(spout);
+            }
+            AckerMsg::Xor { root, xor } => {
+                out.put_u8(2);
+                out.put_u64_le(root);
+                out.put_u64_le(xor);
+            }
+            AckerMsg::Fail { root } => {
+                out.put_u8(3);
+                out.put_u64_le(root);
+            }
+        }
+    }
+    Ok(out.freeze())
 }
 
 /// Decodes acker messages.
 pub fn decode_acker(bytes: &[u8]) -> Result<Vec<AckerMsg>, WireError> {
-    decode("acker", bytes)
+    let bad = |message: &str| WireError::Decode {
+        what: "acker",
+        message: message.to_owned(),
+    };
+    let Some((&ACKER_TAG, rest)) = bytes.split_first() else {
+        return Err(bad("not an acker payload"));
+    };
+    let mut r = Reader {
+        buf: rest,
+        pos: 0,
+        what: "acker",
+    };
+    // The smallest message (a fail) takes 9 bytes.
+    let mut msgs = Vec::with_capacity(rest.len() / 9);
+    while r.left() > 0 {
+        let kind = r.u8()?;
+        let root = r.u64_le()?;
+        msgs.push(match kind {
+            1 => {
+                let xor = r.u64_le()?;
+                let spout = r.take(4)?;
+                AckerMsg::Init {
+                    root,
+                    xor,
+                    spout: u32::from_le_bytes([spout[0], spout[1], spout[2], spout[3]]),
+                }
+            }
+            2 => AckerMsg::Xor {
+                root,
+                xor: r.u64_le()?,
+            },
+            3 => AckerMsg::Fail { root },
+            _ => return Err(bad("unknown acker message kind")),
+        });
+    }
+    Ok(msgs)
 }
 
 /// Encodes a message to a spout task.
@@ -627,6 +707,26 @@ mod tests {
         want.extend_from_slice(&2u64.to_le_bytes());
         want.extend_from_slice(&[2, tag::STR, 2, b'k', b'a', tag::INT, 3]);
         assert_eq!(&bytes[..], want);
+    }
+
+    #[test]
+    fn acker_messages_have_exact_bytes_and_garbage_is_an_error() {
+        let b = encode_acker(&[AckerMsg::Fail { root: 0x0102 }]).unwrap();
+        assert_eq!(&b[..], [ACKER_TAG, 3, 2, 1, 0, 0, 0, 0, 0, 0]);
+        let err = |b: &[u8]| decode_acker(b).unwrap_err().to_string();
+        assert_eq!(
+            err(&b[..5]),
+            "cannot decode an acker payload: the payload ends early"
+        );
+        assert_eq!(
+            err(&[ACKER_TAG, 9, 0, 0, 0, 0, 0, 0, 0, 0]),
+            "cannot decode an acker payload: unknown acker message kind"
+        );
+        assert_eq!(
+            err(&[0x91, 0x00]),
+            "cannot decode an acker payload: not an acker payload"
+        );
+        assert_eq!(decode_acker(&[ACKER_TAG]).unwrap(), []);
     }
 
     #[test]
