@@ -300,7 +300,7 @@ pub fn run(registry: &Registry) -> i32 {
         return fail(format!("worker {me} is not in a plan of {workers}"), false);
     }
     let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(1)
         .thread_name("transport")
         .enable_all()
         .build()
