@@ -37,5 +37,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod artifacts;
 pub mod control;
 pub mod secret;
+pub mod state;
