@@ -963,7 +963,13 @@ async fn serve(
         let _ = stream.set_nodelay(true);
         let Ok(permit) = slots.clone().try_acquire_owned() else {
             refused.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!("refused {peer}: {}", HandshakeError::Busy);
+            let reason = HandshakeError::Busy.to_string();
+            tracing::warn!("refused {peer}: {reason}");
+            // A fresh socket's send buffer is empty: this never blocks, and is best effort.
+            let body = Hs::Refuse(reason).encode();
+            let mut frame = (body.len() as u32).to_be_bytes().to_vec();
+            frame.extend_from_slice(&body);
+            let _ = stream.try_write(&frame);
             continue;
         };
         let (secret, options, tx, refused) =
