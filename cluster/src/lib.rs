@@ -16,6 +16,13 @@
 //!   verification before execution, transfer counters.
 //! - [`state`]: crash-safe JSON state files ([`save_atomic`](state::save_atomic),
 //!   [`load`](state::load)).
+//! - [`proto`]: the messages on the control connections (client, supervisor, relayed
+//!   worker lines).
+//! - [`coordinator`]: the coordinator daemon; [`schedule`]: placing workers on
+//!   supervisors' slots.
+//! - [`supervisor`]: the supervisor daemon: fetches binaries, runs and restarts workers.
+//! - [`client`]: the client side of `submit`, `list`, `kill`, `activate`, `deactivate`,
+//!   `rebalance`.
 //!
 //! # Example
 //! ```
@@ -38,6 +45,11 @@
 //! ```
 
 pub mod artifacts;
+pub mod client;
 pub mod control;
+pub mod coordinator;
+pub mod proto;
+pub mod schedule;
 pub mod secret;
 pub mod state;
+pub mod supervisor;

@@ -9,6 +9,8 @@
 //! - [`components`]: `topo components`
 //! - [`run`]: `topo run FILE`, `topo plan FILE`; [`status`]: its live status line and `/metrics`
 //! - [`worker`]: the hidden `topo worker`, a worker process of `topo run`
+//! - [`daemons`]: `topo coordinator`, `topo supervisor`; [`interim`]: `topo submit`,
+//!   `topo list`
 
 use std::ffi::OsString;
 use std::path::Path;
@@ -18,7 +20,9 @@ use topo_dsl::{Catalog, Diagnostic, Diagnostics, Span, Topology};
 use topo_engine::Registry;
 
 pub mod components;
+pub mod daemons;
 pub mod graph;
+pub mod interim;
 pub mod run;
 pub mod status;
 pub mod validate;
@@ -73,6 +77,18 @@ enum Command {
     /// A worker process of `topo run` (started by it; reads its work on stdin).
     #[command(hide = true)]
     Worker(worker::Args),
+    /// Run the cluster's coordinator: its state, placement, failover.
+    #[command(after_help = EXIT_HELP)]
+    Coordinator(daemons::CoordinatorArgs),
+    /// Run a cluster supervisor: the worker processes of this host.
+    #[command(after_help = EXIT_HELP)]
+    Supervisor(daemons::SupervisorArgs),
+    /// Submit a topology to a cluster; prints its id.
+    #[command(after_help = EXIT_HELP)]
+    Submit(interim::SubmitArgs),
+    /// List a cluster's topologies.
+    #[command(after_help = EXIT_HELP)]
+    List(interim::ListArgs),
 }
 
 /// Runs the CLI on the process's arguments with `registry`'s component types; returns the
@@ -102,6 +118,10 @@ where
         Command::Run(args) => run::run(&registry, args),
         Command::Plan(args) => run::plan(&registry, &args),
         Command::Worker(args) => worker::run(registry, &args),
+        Command::Coordinator(args) => daemons::coordinator(args),
+        Command::Supervisor(args) => daemons::supervisor(args),
+        Command::Submit(args) => interim::submit(&registry, &args),
+        Command::List(args) => interim::list(&args),
     }
 }
 
