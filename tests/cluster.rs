@@ -518,18 +518,6 @@ fn a_restarted_coordinator_neither_stops_nor_forgets_a_running_topology() {
     assert_eq!(source["acked"], 2000, "{t}");
 }
 
-/// A client call against the cluster's coordinator (no secret: loopback).
-fn call<T>(
-    c: &Cluster,
-    f: impl FnOnce(
-        SocketAddr,
-        topo_cluster::secret::Secret,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = T>>>,
-) -> T {
-    topo_cluster::client::block_on(f(c.coordinator_addr, topo_cluster::secret::Secret::none()))
-        .expect("a runtime")
-}
-
 /// The spout's emitted count as listed (0 before its first snapshot).
 fn emitted(c: &Cluster, id: &str) -> u64 {
     c.topology(id)
@@ -543,20 +531,21 @@ fn emitted(c: &Cluster, id: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// deactivate, activate, rebalance and kill on a running unbounded topology.
+/// `topo deactivate`, `activate`, `rebalance` and `kill` on a running unbounded
+/// topology.
 #[test]
 fn deactivate_activate_rebalance_and_kill_a_running_topology() {
-    use topo_cluster::client;
     let c = Cluster::start();
     let (file, out) = topology_file(&c, "endless", "type = \"sequence\"");
     let id = c.submit(&file, &[]);
     c.wait_until("the spout emits", |c| emitted(c, &id) > 0);
+    let verb = |args: &[&str]| {
+        let (code, out, err) = c.topo(args);
+        assert_eq!(code, 0, "topo {args:?}: {err}\n{}", c.logs());
+        out
+    };
 
-    let said = call(&c, |a, s| {
-        let id = id.clone();
-        Box::pin(async move { client::deactivate(a, &s, &id).await })
-    })
-    .expect("deactivate");
+    let said = verb(&["deactivate", &id]);
     assert!(said.contains("inactive"), "{said}");
     c.wait_status(&id, "inactive");
     // Deactivated: the spout's count stops (it holds for 2 s of snapshots).
@@ -570,19 +559,11 @@ fn deactivate_activate_rebalance_and_kill_a_running_topology() {
     });
     let stopped = last.0;
 
-    call(&c, |a, s| {
-        let id = id.clone();
-        Box::pin(async move { client::activate(a, &s, &id).await })
-    })
-    .expect("activate");
+    verb(&["activate", "endless"]);
     c.wait_status(&id, "active");
     c.wait_until("the spout emits again", |c| emitted(c, &id) > stopped);
 
-    let said = call(&c, |a, s| {
-        let id = id.clone();
-        Box::pin(async move { client::rebalance(a, &s, &id, 2).await })
-    })
-    .expect("rebalance");
+    let said = verb(&["rebalance", &id, "--workers", "2"]);
     assert!(said.contains("2 workers"), "{said}");
     c.wait_until("it runs on 2 workers", |c| {
         c.topology(&id).is_some_and(|t| {
@@ -597,11 +578,7 @@ fn deactivate_activate_rebalance_and_kill_a_running_topology() {
         emitted(c, &id) > 0
     });
 
-    let said = call(&c, |a, s| {
-        let id = id.clone();
-        Box::pin(async move { client::kill(a, &s, &id, Some(1.0)).await })
-    })
-    .expect("kill");
+    let said = verb(&["kill", &id, "--wait", "1"]);
     assert!(said.starts_with(&format!("killing {id}")), "{said}");
     let t = c.wait_status(&id, "killed");
     assert!(
@@ -611,14 +588,8 @@ fn deactivate_activate_rebalance_and_kill_a_running_topology() {
         "{t}"
     );
     assert!(!sink_numbers(&out).is_empty());
-    // Killed for good: a second kill is refused.
-    let again = call(&c, |a, s| {
-        let id = id.clone();
-        Box::pin(async move { client::kill(a, &s, &id, Some(1.0)).await })
-    });
-    let err = again.expect_err("a second kill is refused");
-    assert_eq!(
-        err.to_string(),
-        format!("the coordinator refused: topology {id} is killed")
-    );
+    // Killed for good: a second kill is refused (exit 1).
+    let (code, _, err) = c.topo(&["kill", &id]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains(&format!("topology {id} is killed")), "{err}");
 }
