@@ -9,6 +9,8 @@
 //! - [`components`]: `topo components`
 //! - [`run`]: `topo run FILE`, `topo plan FILE`; [`status`]: its live status line and `/metrics`
 //! - [`worker`]: the hidden `topo worker`, a worker process of `topo run`
+//! - [`daemons`]: `topo coordinator`, `topo supervisor`; [`cluster`]: the client verbs
+//!   `topo submit|list|kill|activate|deactivate|rebalance`
 
 use std::ffi::OsString;
 use std::path::Path;
@@ -17,7 +19,9 @@ use clap::{Parser, Subcommand};
 use topo_dsl::{Catalog, Diagnostic, Diagnostics, Span, Topology};
 use topo_engine::Registry;
 
+pub mod cluster;
 pub mod components;
+pub mod daemons;
 pub mod graph;
 pub mod run;
 pub mod status;
@@ -37,6 +41,16 @@ Exit status:
   0  success
   1  invalid topology (each problem is printed as FILE:LINE:COL: error: ...)
   2  I/O or usage error (unreadable file, bad arguments)";
+
+/// The exit codes of the cluster's client verbs.
+const CLUSTER_EXIT_HELP: &str = "\
+Exit status:
+  0  success
+  1  refused (wrong cluster secret, unknown topology) or invalid topology file
+  2  I/O or usage error (coordinator unreachable, unreadable file, bad arguments)
+
+The cluster secret is read from --secret-file or TOPO_CLUSTER_SECRET, never from the
+command line.";
 
 /// topo: run streaming topologies of spouts and bolts, with Storm's guarantees.
 #[derive(Debug, Parser)]
@@ -73,6 +87,30 @@ enum Command {
     /// A worker process of `topo run` (started by it; reads its work on stdin).
     #[command(hide = true)]
     Worker(worker::Args),
+    /// Run the cluster's coordinator: its state, placement, failover.
+    #[command(after_help = EXIT_HELP)]
+    Coordinator(daemons::CoordinatorArgs),
+    /// Run a cluster supervisor: the worker processes of this host.
+    #[command(after_help = EXIT_HELP)]
+    Supervisor(daemons::SupervisorArgs),
+    /// Submit a topology to a cluster; prints its id.
+    #[command(after_help = CLUSTER_EXIT_HELP)]
+    Submit(cluster::SubmitArgs),
+    /// List a cluster's topologies: status, workers, uptime, each component's counts.
+    #[command(after_help = CLUSTER_EXIT_HELP)]
+    List(cluster::ListArgs),
+    /// Stop a topology: deactivate its spouts, let messages drain, stop its workers.
+    #[command(after_help = CLUSTER_EXIT_HELP)]
+    Kill(cluster::KillArgs),
+    /// Resume a deactivated topology's spouts.
+    #[command(after_help = CLUSTER_EXIT_HELP)]
+    Activate(cluster::NameArgs),
+    /// Pause a topology's spouts; in-flight messages still finish.
+    #[command(after_help = CLUSTER_EXIT_HELP)]
+    Deactivate(cluster::NameArgs),
+    /// Restart a topology with another number of workers.
+    #[command(after_help = CLUSTER_EXIT_HELP)]
+    Rebalance(cluster::RebalanceArgs),
 }
 
 /// Runs the CLI on the process's arguments with `registry`'s component types; returns the
@@ -102,6 +140,14 @@ where
         Command::Run(args) => run::run(&registry, args),
         Command::Plan(args) => run::plan(&registry, &args),
         Command::Worker(args) => worker::run(registry, &args),
+        Command::Coordinator(args) => daemons::coordinator(args),
+        Command::Supervisor(args) => daemons::supervisor(args),
+        Command::Submit(args) => cluster::submit(&registry, &args),
+        Command::List(args) => cluster::list(&args),
+        Command::Kill(args) => cluster::kill(&args),
+        Command::Activate(args) => cluster::activate(&args, true),
+        Command::Deactivate(args) => cluster::activate(&args, false),
+        Command::Rebalance(args) => cluster::rebalance(&args),
     }
 }
 
