@@ -517,3 +517,79 @@ fn a_restarted_coordinator_neither_stops_nor_forgets_a_running_topology() {
         .expect("the spout's counts");
     assert_eq!(source["acked"], 2000, "{t}");
 }
+
+/// The spout's emitted count as listed (0 before its first snapshot).
+fn emitted(c: &Cluster, id: &str) -> u64 {
+    c.topology(id)
+        .and_then(|t| {
+            t["components"]
+                .as_array()?
+                .iter()
+                .find(|c| c["id"] == "source")?["emitted"]
+                .as_u64()
+        })
+        .unwrap_or(0)
+}
+
+/// `topo deactivate`, `activate`, `rebalance` and `kill` on a running unbounded
+/// topology.
+#[test]
+fn deactivate_activate_rebalance_and_kill_a_running_topology() {
+    let c = Cluster::start();
+    let (file, out) = topology_file(&c, "endless", "type = \"sequence\"");
+    let id = c.submit(&file, &[]);
+    c.wait_until("the spout emits", |c| emitted(c, &id) > 0);
+    let verb = |args: &[&str]| {
+        let (code, out, err) = c.topo(args);
+        assert_eq!(code, 0, "topo {args:?}: {err}\n{}", c.logs());
+        out
+    };
+
+    let said = verb(&["deactivate", &id]);
+    assert!(said.contains("inactive"), "{said}");
+    c.wait_status(&id, "inactive");
+    // Deactivated: the spout's count stops (it holds for 2 s of snapshots).
+    let mut last = (emitted(&c, &id), Instant::now());
+    c.wait_until("the spout stops emitting", |c| {
+        let now = emitted(c, &id);
+        if now != last.0 {
+            last = (now, Instant::now());
+        }
+        last.1.elapsed() > Duration::from_secs(2)
+    });
+    let stopped = last.0;
+
+    verb(&["activate", "endless"]);
+    c.wait_status(&id, "active");
+    c.wait_until("the spout emits again", |c| emitted(c, &id) > stopped);
+
+    let said = verb(&["rebalance", &id, "--workers", "2"]);
+    assert!(said.contains("2 workers"), "{said}");
+    c.wait_until("it runs on 2 workers", |c| {
+        c.topology(&id).is_some_and(|t| {
+            t["status"] == "active"
+                && t["workers"] == 2
+                && t["assignments"]
+                    .as_array()
+                    .is_some_and(|a| a.len() == 2 && a.iter().all(|w| w["running"] == true))
+        })
+    });
+    c.wait_until("the spout emits after the rebalance", |c| {
+        emitted(c, &id) > 0
+    });
+
+    let said = verb(&["kill", &id, "--wait", "1"]);
+    assert!(said.starts_with(&format!("killing {id}")), "{said}");
+    let t = c.wait_status(&id, "killed");
+    assert!(
+        t["assignments"]
+            .as_array()
+            .is_some_and(|a| a.iter().all(|w| w["running"] == false)),
+        "{t}"
+    );
+    assert!(!sink_numbers(&out).is_empty());
+    // Killed for good: a second kill is refused (exit 1).
+    let (code, _, err) = c.topo(&["kill", &id]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains(&format!("topology {id} is killed")), "{err}");
+}

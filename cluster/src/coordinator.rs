@@ -103,6 +103,35 @@ struct Record {
     /// The final counts, once it ended.
     components: Vec<ComponentInfo>,
     error: Option<String>,
+    /// While rebalancing: what it restarts as once drained.
+    #[serde(default)]
+    rebalance: Option<Rebalance>,
+}
+
+/// A rebalance in progress.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Rebalance {
+    workers: usize,
+    /// The topology file's text with the new `workers`.
+    text: String,
+    /// The status to go back to (active or inactive).
+    status: Status,
+}
+
+/// `text` with `[topology] workers = n` (the file is rewritten: comments and layout are
+/// not kept, the values are).
+fn with_workers(text: &str, n: usize) -> Result<String, String> {
+    let mut doc: toml::Table = text
+        .parse()
+        .map_err(|e| format!("cannot parse the topology file: {e}"))?;
+    let topology = doc
+        .entry("topology")
+        .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+    let Some(t) = topology.as_table_mut() else {
+        return Err("`topology` is not a table".into());
+    };
+    t.insert("workers".into(), toml::Value::Integer(n as i64));
+    toml::to_string(&doc).map_err(|e| format!("cannot write the topology file: {e}"))
 }
 
 struct Topology {
@@ -435,6 +464,10 @@ impl Coord {
             t.record.finishing = true;
             self.dirty = true;
         }
+        if t.record.status == Status::Rebalancing && t.record.kill_at.is_some_and(|k| now >= k) {
+            self.restart_rebalanced(id);
+            return;
+        }
         let ended = t.session.ended();
         let overdue = t.record.status == Status::Killing
             && t.record
@@ -491,6 +524,84 @@ impl Coord {
             self.dirty = true;
         }
         self.deliver(id, out);
+    }
+
+    /// A drained rebalance: stop the old workers, start the new plan.
+    fn restart_rebalanced(&mut self, id: &str) {
+        let Some(t) = self.topologies.get_mut(id) else {
+            return;
+        };
+        let Some(r) = t.record.rebalance.take() else {
+            return;
+        };
+        let old = std::mem::replace(&mut t.record.assignments, vec![None; r.workers]);
+        t.record.workers = r.workers;
+        t.record.fingerprint = fingerprint(&r.text, r.workers);
+        t.record.text = r.text;
+        t.record.addrs = vec![None; r.workers];
+        t.record.starts = vec![0; r.workers];
+        t.record.finishing = false;
+        t.record.kill_at = None;
+        t.record.status = r.status;
+        t.session = Session::new(r.workers);
+        info!(
+            topology = id,
+            workers = r.workers,
+            "Drained; restarting the topology with its new workers."
+        );
+        for (w, sup) in old.iter().enumerate() {
+            if let Some(sup) = sup {
+                self.send(
+                    sup,
+                    ToSupervisor::Stop {
+                        topology: id.to_string(),
+                        worker: w,
+                    },
+                );
+            }
+        }
+        self.dirty = true;
+        self.place();
+    }
+
+    fn rebalance(&mut self, name: &str, workers: usize) -> Reply {
+        let Some(id) = self.find(name) else {
+            return not_found(name);
+        };
+        let t = self.topologies.get_mut(&id).expect("found");
+        if !matches!(t.record.status, Status::Active | Status::Inactive) {
+            return Reply::Error {
+                message: format!("topology {id} is {}", t.record.status.name()),
+            };
+        }
+        if workers == 0 {
+            return Reply::Error {
+                message: "a topology needs at least 1 worker".into(),
+            };
+        }
+        let text = match with_workers(&t.record.text, workers) {
+            Ok(text) => text,
+            Err(message) => return Reply::Error { message },
+        };
+        let wait = t.record.message_timeout_secs.max(0.0);
+        t.record.rebalance = Some(Rebalance {
+            workers,
+            text,
+            status: t.record.status,
+        });
+        t.record.status = Status::Rebalancing;
+        t.record.kill_at = Some(now_secs() + wait);
+        let out: Outbox = (0..t.record.workers)
+            .map(|w| (w, ToWorker::Deactivate))
+            .collect();
+        self.dirty = true;
+        self.deliver(&id, out);
+        info!(topology = %id, workers, wait_secs = wait, "Rebalancing: spouts deactivated, draining.");
+        Reply::Done {
+            message: format!(
+                "rebalancing {id} to {workers} workers: spouts deactivated, restarting in {wait} s"
+            ),
+        }
     }
 
     fn fail(&mut self, id: &str, message: String) {
@@ -748,6 +859,7 @@ impl Coord {
             message_timeout_secs: spec.message_timeout_secs.unwrap_or(30.0),
             components: Vec::new(),
             error: None,
+            rebalance: None,
         };
         info!(topology = %id, workers, "Topology submitted.");
         self.topologies.insert(
@@ -1149,9 +1261,9 @@ async fn client_conn(
             Request::Kill { name, wait_secs } => Some(with(&coord, |c| c.kill(&name, wait_secs))),
             Request::Activate { name } => Some(with(&coord, |c| c.set_active(&name, true))),
             Request::Deactivate { name } => Some(with(&coord, |c| c.set_active(&name, false))),
-            Request::Rebalance { name, .. } => Some(Reply::Error {
-                message: format!("cannot rebalance {name}: rebalance is not supported yet"),
-            }),
+            Request::Rebalance { name, workers } => {
+                Some(with(&coord, |c| c.rebalance(&name, workers)))
+            }
         };
         if let Some(reply) = reply {
             if let Err(e) = writer.send(&reply).await {
@@ -1170,4 +1282,21 @@ fn with(coord: &Shared, f: impl FnOnce(&mut Coord) -> Reply) -> Reply {
         c.save();
     }
     reply
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rebalanced_file_keeps_its_values_with_the_new_workers() {
+        let text =
+            "# comment\n[topology]\nname = \"t\"\nworkers = 3\n\n[spouts.s]\ntype = \"sequence\"\n";
+        let out = with_workers(text, 2).unwrap();
+        let (spec, diags) = topo_dsl::parse(&out);
+        assert!(diags.is_empty(), "{out}");
+        assert_eq!(spec.workers, Some(2));
+        assert_eq!(spec.name.as_deref(), Some("t"));
+        assert_eq!(spec.components.len(), 1);
+    }
 }

@@ -197,6 +197,9 @@ pub enum Status {
     Inactive,
     /// Being killed: deactivated, draining.
     Killing,
+    /// Being rebalanced: deactivated, draining, then started again with another number
+    /// of workers.
+    Rebalancing,
     /// Killed by a client.
     Killed,
     /// A bounded topology whose spouts were all done; every worker sent its summary.
@@ -212,6 +215,7 @@ impl Status {
             Status::Active => "active",
             Status::Inactive => "inactive",
             Status::Killing => "killing",
+            Status::Rebalancing => "rebalancing",
             Status::Killed => "killed",
             Status::Finished => "finished",
             Status::Failed => "failed",
@@ -220,7 +224,10 @@ impl Status {
 
     /// Its workers should be running.
     pub fn is_live(self) -> bool {
-        matches!(self, Status::Active | Status::Inactive | Status::Killing)
+        matches!(
+            self,
+            Status::Active | Status::Inactive | Status::Killing | Status::Rebalancing
+        )
     }
 }
 

@@ -10,7 +10,8 @@
 //! hash: the store verifies the hash before the file appears under its name), re-verifies
 //! the stored file, and starts `BINARY worker --index I` with the launcher's JSON-lines
 //! control protocol on stdin and stdout, relaying those lines to and from the coordinator.
-//! Workers listen on this supervisor's IP address. A worker that exits before its
+//! Workers listen on this supervisor's IP address; what they print on stdout that is not
+//! a control line (a `console` bolt) goes to the supervisor's stdout. A worker that exits before its
 //! summary, or is silent for the worker timeout, is started again (and the coordinator is
 //! told, so its peers learn the new address). Workers die with their supervisor
 //! (`PR_SET_PDEATHSIG`, and EOF on their stdin).
@@ -541,8 +542,12 @@ impl Sup {
                                     return;
                                 }
                             }
+                            // Not a control line: the worker's own output (a `console`
+                            // bolt), passed on to the supervisor's stdout.
                             Err(_) => {
-                                warn!(line = %line, "Ignored a line a worker wrote to stdout.")
+                                use std::io::Write as _;
+                                let mut out = std::io::stdout().lock();
+                                let _ = writeln!(out, "{line}");
                             }
                         }
                     }
