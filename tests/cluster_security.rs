@@ -321,3 +321,51 @@ fn a_tampered_artifact_is_refused_by_the_supervisor() {
     });
     assert!(!marker.exists(), "the tampered artifact was executed");
 }
+
+#[test]
+fn a_binary_altered_in_the_coordinators_store_is_refused_by_the_supervisor() {
+    let s = Setup::new();
+    let legit_ran = s.path("the-binary-ran");
+    let impostor_ran = s.path("the-impostor-ran");
+    let script = |marker: &Path| format!("#!/bin/sh\ntouch '{}'\n", marker.display());
+    let binary = s.path("my-topology-binary");
+    std::fs::write(&binary, script(&legit_ran)).expect("write binary");
+    let hash = file_hash(&binary).expect("hash");
+
+    // Submitted while no supervisor is there: the coordinator stores it, places nothing.
+    let coordinator = s.coordinator();
+    let out = client(&[
+        "submit",
+        &wordcount().display().to_string(),
+        "--binary",
+        &binary.display().to_string(),
+        "--coordinator",
+        &s.addr_text,
+        "--secret-file",
+        &s.right.display().to_string(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).starts_with("uploaded "), "{}", stderr(&out));
+
+    // Someone with access to the coordinator's disk swaps the stored bytes.
+    let stored = s.path("coordinator").join("artifacts").join(hash.as_str());
+    std::fs::write(&stored, script(&impostor_ran)).expect("tamper");
+    let impostor = file_hash(&stored).expect("hash");
+
+    let (supervisor, sdir) = s.supervisor("127.0.0.4", &s.right);
+    let refusal = format!(
+        "artifact {}: uploaded bytes hash to {}; discarded",
+        hash.short(),
+        impostor.short()
+    );
+    supervisor.wait_log("the supervisor to refuse the altered binary", |l| {
+        l.contains(&refusal)
+    });
+    assert!(!sdir.join("artifacts").join(hash.as_str()).exists());
+    assert!(!impostor_ran.exists(), "the altered binary was executed");
+    assert!(
+        !legit_ran.exists(),
+        "something ran without a verified binary"
+    );
+    drop(coordinator);
+}

@@ -212,9 +212,13 @@ static UPLOADS: AtomicU64 = AtomicU64::new(0);
 
 impl ArtifactStore {
     /// Opens (creating) the store under `dir`; removes partial uploads a crash left.
+    /// Every path it returns is absolute, even when `dir` is relative.
     pub fn open(dir: &Path) -> Result<ArtifactStore, ArtifactError> {
         let artifacts = dir.join("artifacts");
         std::fs::create_dir_all(&artifacts).map_err(io("cannot create", &artifacts))?;
+        // Absolute, so a returned path still names the file from a worker's own folder.
+        let artifacts =
+            std::fs::canonicalize(&artifacts).map_err(io("cannot resolve", &artifacts))?;
         let entries = std::fs::read_dir(&artifacts).map_err(io("cannot read", &artifacts))?;
         for entry in entries {
             let entry = entry.map_err(io("cannot read", &artifacts))?;
@@ -526,7 +530,8 @@ mod tests {
         }
         assert_eq!(upload.written(), bytes.len() as u64);
         let path = upload.finish().expect("finish");
-        assert_eq!(path, dir.path().join("artifacts").join(hash.as_str()));
+        let canonical = std::fs::canonicalize(dir.path()).expect("canonical");
+        assert_eq!(path, canonical.join("artifacts").join(hash.as_str()));
         assert!(store.contains(&hash));
         assert_eq!(std::fs::read(&path).expect("read"), bytes);
         assert_eq!(store.verified_path(&hash).expect("verified"), path);
@@ -546,6 +551,22 @@ mod tests {
                 .expect("chunk"),
             bytes[2 * CHUNK_SIZE..].to_vec()
         );
+    }
+
+    #[test]
+    fn paths_are_absolute_even_from_a_roundabout_dir() {
+        let dir = tempfile::tempdir().expect("dir");
+        std::fs::create_dir(dir.path().join("sub")).expect("mkdir");
+        let roundabout = dir.path().join("sub").join("..").join("store");
+        let store = ArtifactStore::open(&roundabout).expect("open");
+        let hash = store.insert(b"x").expect("insert");
+        let path = store.verified_path(&hash).expect("verified");
+        let expected = std::fs::canonicalize(dir.path())
+            .expect("canonical")
+            .join("store/artifacts")
+            .join(hash.as_str());
+        assert_eq!(path, expected);
+        assert!(path.is_absolute());
     }
 
     #[test]
