@@ -108,18 +108,8 @@ impl Cluster {
         c.start_coordinator();
         for ip in ["127.0.0.2", "127.0.0.3", "127.0.0.4"] {
             let addr = free_addr(ip);
-            let sdir = c.dir.path().join(format!("supervisor-{ip}"));
-            let args = vec![
-                "supervisor".into(),
-                "--listen".into(),
-                addr.to_string(),
-                "--dir".into(),
-                sdir.display().to_string(),
-                "--coordinator".into(),
-                c.coordinator_addr.to_string(),
-            ];
-            c.supervisors
-                .push((addr, Some(Proc::start(&format!("supervisor {ip}"), &args))));
+            let p = c.supervisor_proc(addr);
+            c.supervisors.push((addr, Some(p)));
         }
         c.wait_until("every supervisor registered", |c| {
             c.coordinator_log()
@@ -128,6 +118,33 @@ impl Cluster {
                 >= 3
         });
         c
+    }
+
+    /// Starts the supervisor listening on `addr`, with its folder under the cluster's.
+    fn supervisor_proc(&self, addr: SocketAddr) -> Proc {
+        let ip = addr.ip();
+        let sdir = self.dir.path().join(format!("supervisor-{ip}"));
+        let args = vec![
+            "supervisor".into(),
+            "--listen".into(),
+            addr.to_string(),
+            "--dir".into(),
+            sdir.display().to_string(),
+            "--coordinator".into(),
+            self.coordinator_addr.to_string(),
+        ];
+        Proc::start(&format!("supervisor {ip}"), &args)
+    }
+
+    /// Starts supervisor `id` again (same address, same folder) after a kill.
+    fn restart_supervisor(&mut self, id: &str) {
+        let i = self
+            .supervisors
+            .iter()
+            .position(|(a, _)| a.to_string() == id)
+            .expect("a supervisor of this cluster");
+        let p = self.supervisor_proc(self.supervisors[i].0);
+        self.supervisors[i].1 = Some(p);
     }
 
     fn start_coordinator(&mut self) {
@@ -633,4 +650,42 @@ fn deactivate_activate_rebalance_and_kill_a_running_topology() {
     let (code, _, err) = c.topo(&["kill", &id]);
     assert_eq!(code, 1, "{err}");
     assert!(err.contains(&format!("topology {id} is killed")), "{err}");
+}
+
+/// A supervisor killed and started again at once (before the coordinator drops it) gets
+/// its worker back from its registration, without fetching the binary again.
+#[test]
+fn a_restarted_supervisor_runs_its_worker_again_without_a_new_fetch() {
+    let (mut c, id, mut writer, out, ids) = piped_topology("returning");
+    for i in &ids[..1000] {
+        writeln!(writer, "{i}").expect("write an id");
+    }
+    writer.flush().expect("flush");
+    c.wait_until("some ids arrived", |_| sink_ids(&out).len() >= 100);
+    let before = c.topology(&id).expect("listed");
+    let transfers = c.transfers();
+    let host = Cluster::placement(&before)[1].clone();
+    let orphans = c.kill_supervisor(&host);
+    c.restart_supervisor(&host);
+    c.wait_until("worker 1 runs again on its supervisor", |c| {
+        c.topology(&id).is_some_and(|t| {
+            let w = &t["assignments"][1];
+            w["supervisor"] == host.as_str() && w["running"] == true && w["restarts"] == 1
+        })
+    });
+    assert!(orphans.iter().all(|&pid| gone(pid)));
+    for i in &ids[1000..] {
+        writeln!(writer, "{i}").expect("write an id");
+    }
+    drop(writer);
+    let t = c.wait_status(&id, "finished");
+    assert_eq!(Cluster::placement(&t), Cluster::placement(&before), "{t}");
+    assert_eq!(c.transfers(), transfers, "no binary fetched again");
+    let got = sink_ids(&out);
+    let want: BTreeSet<String> = ids.into_iter().collect();
+    assert!(
+        got.is_superset(&want),
+        "missing: {:?}",
+        missing(&want, &got)
+    );
 }
