@@ -233,18 +233,26 @@ impl Cluster {
             .collect()
     }
 
-    fn kill_supervisor(&mut self, id: &str) {
+    /// Kills supervisor `id` with SIGKILL; returns the pids of the workers it had started.
+    fn kill_supervisor(&mut self, id: &str) -> Vec<i32> {
         let (_, slot) = self
             .supervisors
             .iter_mut()
             .find(|(a, _)| a.to_string() == id)
             .expect("a supervisor of this cluster");
-        if let Some(p) = slot.take() {
-            self.dead_logs.push_str(&p.log());
-            // SAFETY: kill(2) on a process this test started.
-            assert_eq!(unsafe { libc::kill(p.pid(), libc::SIGKILL) }, 0);
-            drop(p);
-        }
+        let Some(p) = slot.take() else {
+            return Vec::new();
+        };
+        let log = p.log();
+        // SAFETY: kill(2) on a process this test started.
+        assert_eq!(unsafe { libc::kill(p.pid(), libc::SIGKILL) }, 0);
+        drop(p);
+        self.dead_logs.push_str(&log);
+        strip_ansi(&log)
+            .lines()
+            .filter(|l| l.contains("Worker started."))
+            .filter_map(|l| l.split(" pid=").nth(1)?.split(' ').next()?.parse().ok())
+            .collect()
     }
 
     fn kill_coordinator(&mut self) {
@@ -272,6 +280,35 @@ impl Cluster {
                     .unwrap_or(Json::Null)
             })
             .collect()
+    }
+}
+
+/// `text` without terminal colour codes.
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(ch) = chars.next() {
+        if ch == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(ch);
+        }
+    }
+    out
+}
+
+/// The process `pid` is gone (or a zombie waiting for its reaper).
+fn gone(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rsplit(')')
+            .next()
+            .is_some_and(|rest| rest.trim_start().starts_with('Z')),
     }
 }
 
@@ -441,7 +478,11 @@ fn a_killed_supervisors_workers_move_and_every_id_still_arrives() {
     let t = c.topology(&id).expect("listed");
     let placement = Cluster::placement(&t);
     let victim = placement[1].clone();
-    c.kill_supervisor(&victim);
+    let orphans = c.kill_supervisor(&victim);
+    assert!(!orphans.is_empty(), "the supervisor had started worker 1");
+    c.wait_until("the killed supervisor's workers died with it", |_| {
+        orphans.iter().all(|&pid| gone(pid))
+    });
     c.wait_until("worker 1 runs on another supervisor", |c| {
         c.topology(&id).is_some_and(|t| {
             let w = &t["assignments"][1];

@@ -1288,6 +1288,202 @@ fn with(coord: &Shared, f: impl FnOnce(&mut Coord) -> Reply) -> Reply {
 mod tests {
     use super::*;
 
+    const TEXT: &str = "[topology]\nname = \"t\"\nworkers = 2\n\n[spouts.s]\ntype = \"sequence\"\n";
+
+    /// A coordinator with supervisors `ids` registered, each with its channel.
+    fn coord(
+        dir: &std::path::Path,
+        ids: &[&str],
+    ) -> (Coord, Vec<mpsc::UnboundedReceiver<ToSupervisor>>) {
+        let mut c = Coord {
+            path: dir.join("state.json"),
+            secret: Secret::none(),
+            store: Arc::new(ArtifactStore::open(dir).unwrap()),
+            timeout: Duration::from_secs(60),
+            supervisors: BTreeMap::new(),
+            topologies: BTreeMap::new(),
+            next_conn: 0,
+            dirty: false,
+            last_tick: Instant::now(),
+        };
+        let rx = ids
+            .iter()
+            .map(|id| connect(&mut c, id, Vec::new()))
+            .collect();
+        (c, rx)
+    }
+
+    fn connect(
+        c: &mut Coord,
+        id: &str,
+        workers: Vec<WorkerReport>,
+    ) -> mpsc::UnboundedReceiver<ToSupervisor> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        c.next_conn += 1;
+        let conn = c.next_conn;
+        c.register(id, 4, workers, Link { conn, ctl: tx });
+        rx
+    }
+
+    fn drain(rx: &mut mpsc::UnboundedReceiver<ToSupervisor>) -> Vec<ToSupervisor> {
+        std::iter::from_fn(|| rx.try_recv().ok()).collect()
+    }
+
+    fn assigned(msgs: &[ToSupervisor]) -> Vec<usize> {
+        msgs.iter()
+            .filter_map(|m| match m {
+                ToSupervisor::Assign { assignment } => Some(assignment.worker),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn said(c: &mut Coord, sup: &str, id: &str, worker: usize, msg: FromWorker) {
+        c.on_supervisor(
+            sup,
+            FromSupervisor::Worker {
+                topology: id.into(),
+                worker,
+                msg: Json(msg),
+            },
+        );
+    }
+
+    fn addr(port: u16) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 2], port))
+    }
+
+    fn submitted(c: &mut Coord) -> String {
+        let hash = c.store.insert(b"a binary").unwrap().to_string();
+        match c.submit("t".into(), TEXT.into(), hash) {
+            Reply::Submitted { id } => id,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_silent_supervisors_worker_moves_and_its_peer_learns_the_new_address() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut c, mut rx) = coord(dir.path(), &["a", "b", "c"]);
+        let id = submitted(&mut c);
+        let mut on: Vec<Vec<ToSupervisor>> = rx.iter_mut().map(drain).collect();
+        assert_eq!(assigned(&on[0]), [0]);
+        assert_eq!(assigned(&on[1]), [1]);
+        assert!(assigned(&on[2]).is_empty());
+        said(&mut c, "a", &id, 0, FromWorker::Listening { addr: addr(1) });
+        said(&mut c, "b", &id, 1, FromWorker::Listening { addr: addr(2) });
+        said(&mut c, "a", &id, 0, FromWorker::Running);
+        said(&mut c, "b", &id, 1, FromWorker::Running);
+        on = rx.iter_mut().map(drain).collect();
+        assert!(matches!(
+            &on[0][..],
+            [ToSupervisor::Worker { worker: 0, .. }]
+        ));
+
+        // b goes silent: its worker 1 goes to c (it runs none of t), a hears of the move.
+        c.supervisors.get_mut("b").unwrap().last_seen -= Duration::from_secs(61);
+        c.tick();
+        on = rx.iter_mut().map(drain).collect();
+        assert_eq!(assigned(&on[2]), [1]);
+        assert!(!c.supervisors.contains_key("b"));
+        // A line from b's old worker is not its own any more.
+        said(&mut c, "b", &id, 1, FromWorker::Listening { addr: addr(9) });
+        assert!(rx.iter_mut().map(drain).all(|m| m.is_empty()));
+        c.on_supervisor(
+            "c",
+            FromSupervisor::Started {
+                topology: id.clone(),
+                worker: 1,
+            },
+        );
+        said(&mut c, "c", &id, 1, FromWorker::Listening { addr: addr(3) });
+        on = rx.iter_mut().map(drain).collect();
+        let moved = ToWorker::PeerMoved {
+            worker: 1,
+            addr: addr(3),
+        };
+        assert!(
+            on[0].iter().any(
+                |m| matches!(m, ToSupervisor::Worker { worker: 0, msg, .. } if msg.0 == moved)
+            ),
+            "{:?}",
+            on[0]
+        );
+        assert!(on[2].iter().any(|m| matches!(
+            m,
+            ToSupervisor::Worker {
+                worker: 1,
+                msg: Json(ToWorker::Peers { .. }),
+                ..
+            }
+        )));
+        let t = &c.list()[0];
+        assert_eq!(t.assignments[1].supervisor.as_deref(), Some("c"));
+    }
+
+    #[test]
+    fn a_restarted_coordinator_rebuilds_a_topology_from_the_registrations() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut c, _rx) = coord(dir.path(), &["a", "b"]);
+        let id = submitted(&mut c);
+        said(&mut c, "a", &id, 0, FromWorker::Listening { addr: addr(1) });
+        said(&mut c, "b", &id, 1, FromWorker::Listening { addr: addr(2) });
+        c.save();
+
+        // A new coordinator from the saved state: nothing is sent until both report.
+        let saved: Saved = crate::state::load(&dir.path().join("state.json"))
+            .unwrap()
+            .unwrap();
+        let (mut c2, _) = coord(dir.path(), &[]);
+        for r in saved.topologies {
+            c2.topologies.insert(
+                r.id.clone(),
+                Topology {
+                    session: Session::new(r.workers),
+                    record: r,
+                },
+            );
+        }
+        let report = |w: usize, port: u16| WorkerReport {
+            topology: id.clone(),
+            worker: w,
+            addr: Some(addr(port)),
+            running: true,
+            summary: None,
+        };
+        let mut a = connect(&mut c2, "a", vec![report(0, 1)]);
+        let mut b = connect(&mut c2, "b", vec![report(1, 2)]);
+        let (a, b) = (drain(&mut a), drain(&mut b));
+        assert!(
+            assigned(&a).is_empty() && assigned(&b).is_empty(),
+            "{a:?} {b:?}"
+        );
+        assert!(!a
+            .iter()
+            .chain(&b)
+            .any(|m| matches!(m, ToSupervisor::Stop { .. })));
+        let t = &c2.list()[0];
+        assert_eq!(t.status, Status::Active);
+        assert!(t.assignments.iter().all(|w| w.running));
+        // Both spouts report done: the new coordinator ends the run.
+        said(
+            &mut c2,
+            "a",
+            &id,
+            0,
+            FromWorker::Status { spouts_done: true },
+        );
+        said(
+            &mut c2,
+            "b",
+            &id,
+            1,
+            FromWorker::Status { spouts_done: true },
+        );
+        c2.tick();
+        assert!(c2.topologies[&id].session.finishing());
+    }
+
     #[test]
     fn a_rebalanced_file_keeps_its_values_with_the_new_workers() {
         let text =
