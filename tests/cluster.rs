@@ -108,18 +108,8 @@ impl Cluster {
         c.start_coordinator();
         for ip in ["127.0.0.2", "127.0.0.3", "127.0.0.4"] {
             let addr = free_addr(ip);
-            let sdir = c.dir.path().join(format!("supervisor-{ip}"));
-            let args = vec![
-                "supervisor".into(),
-                "--listen".into(),
-                addr.to_string(),
-                "--dir".into(),
-                sdir.display().to_string(),
-                "--coordinator".into(),
-                c.coordinator_addr.to_string(),
-            ];
-            c.supervisors
-                .push((addr, Some(Proc::start(&format!("supervisor {ip}"), &args))));
+            let p = c.supervisor_proc(addr);
+            c.supervisors.push((addr, Some(p)));
         }
         c.wait_until("every supervisor registered", |c| {
             c.coordinator_log()
@@ -128,6 +118,33 @@ impl Cluster {
                 >= 3
         });
         c
+    }
+
+    /// Starts the supervisor listening on `addr`, with its folder under the cluster's.
+    fn supervisor_proc(&self, addr: SocketAddr) -> Proc {
+        let ip = addr.ip();
+        let sdir = self.dir.path().join(format!("supervisor-{ip}"));
+        let args = vec![
+            "supervisor".into(),
+            "--listen".into(),
+            addr.to_string(),
+            "--dir".into(),
+            sdir.display().to_string(),
+            "--coordinator".into(),
+            self.coordinator_addr.to_string(),
+        ];
+        Proc::start(&format!("supervisor {ip}"), &args)
+    }
+
+    /// Starts supervisor `id` again (same address, same folder) after a kill.
+    fn restart_supervisor(&mut self, id: &str) {
+        let i = self
+            .supervisors
+            .iter()
+            .position(|(a, _)| a.to_string() == id)
+            .expect("a supervisor of this cluster");
+        let p = self.supervisor_proc(self.supervisors[i].0);
+        self.supervisors[i].1 = Some(p);
     }
 
     fn start_coordinator(&mut self) {
@@ -233,18 +250,26 @@ impl Cluster {
             .collect()
     }
 
-    fn kill_supervisor(&mut self, id: &str) {
+    /// Kills supervisor `id` with SIGKILL; returns the pids of the workers it had started.
+    fn kill_supervisor(&mut self, id: &str) -> Vec<i32> {
         let (_, slot) = self
             .supervisors
             .iter_mut()
             .find(|(a, _)| a.to_string() == id)
             .expect("a supervisor of this cluster");
-        if let Some(p) = slot.take() {
-            self.dead_logs.push_str(&p.log());
-            // SAFETY: kill(2) on a process this test started.
-            assert_eq!(unsafe { libc::kill(p.pid(), libc::SIGKILL) }, 0);
-            drop(p);
-        }
+        let Some(p) = slot.take() else {
+            return Vec::new();
+        };
+        let log = p.log();
+        // SAFETY: kill(2) on a process this test started.
+        assert_eq!(unsafe { libc::kill(p.pid(), libc::SIGKILL) }, 0);
+        drop(p);
+        self.dead_logs.push_str(&log);
+        strip_ansi(&log)
+            .lines()
+            .filter(|l| l.contains("Worker started."))
+            .filter_map(|l| l.split(" pid=").nth(1)?.split(' ').next()?.parse().ok())
+            .collect()
     }
 
     fn kill_coordinator(&mut self) {
@@ -272,6 +297,35 @@ impl Cluster {
                     .unwrap_or(Json::Null)
             })
             .collect()
+    }
+}
+
+/// `text` without terminal colour codes.
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(ch) = chars.next() {
+        if ch == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(ch);
+        }
+    }
+    out
+}
+
+/// The process `pid` is gone (or a zombie waiting for its reaper).
+fn gone(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rsplit(')')
+            .next()
+            .is_some_and(|rest| rest.trim_start().starts_with('Z')),
     }
 }
 
@@ -441,7 +495,11 @@ fn a_killed_supervisors_workers_move_and_every_id_still_arrives() {
     let t = c.topology(&id).expect("listed");
     let placement = Cluster::placement(&t);
     let victim = placement[1].clone();
-    c.kill_supervisor(&victim);
+    let orphans = c.kill_supervisor(&victim);
+    assert!(!orphans.is_empty(), "the supervisor had started worker 1");
+    c.wait_until("the killed supervisor's workers died with it", |_| {
+        orphans.iter().all(|&pid| gone(pid))
+    });
     c.wait_until("worker 1 runs on another supervisor", |c| {
         c.topology(&id).is_some_and(|t| {
             let w = &t["assignments"][1];
@@ -592,4 +650,42 @@ fn deactivate_activate_rebalance_and_kill_a_running_topology() {
     let (code, _, err) = c.topo(&["kill", &id]);
     assert_eq!(code, 1, "{err}");
     assert!(err.contains(&format!("topology {id} is killed")), "{err}");
+}
+
+/// A supervisor killed and started again at once (before the coordinator drops it) gets
+/// its worker back from its registration, without fetching the binary again.
+#[test]
+fn a_restarted_supervisor_runs_its_worker_again_without_a_new_fetch() {
+    let (mut c, id, mut writer, out, ids) = piped_topology("returning");
+    for i in &ids[..1000] {
+        writeln!(writer, "{i}").expect("write an id");
+    }
+    writer.flush().expect("flush");
+    c.wait_until("some ids arrived", |_| sink_ids(&out).len() >= 100);
+    let before = c.topology(&id).expect("listed");
+    let transfers = c.transfers();
+    let host = Cluster::placement(&before)[1].clone();
+    let orphans = c.kill_supervisor(&host);
+    c.restart_supervisor(&host);
+    c.wait_until("worker 1 runs again on its supervisor", |c| {
+        c.topology(&id).is_some_and(|t| {
+            let w = &t["assignments"][1];
+            w["supervisor"] == host.as_str() && w["running"] == true && w["restarts"] == 1
+        })
+    });
+    assert!(orphans.iter().all(|&pid| gone(pid)));
+    for i in &ids[1000..] {
+        writeln!(writer, "{i}").expect("write an id");
+    }
+    drop(writer);
+    let t = c.wait_status(&id, "finished");
+    assert_eq!(Cluster::placement(&t), Cluster::placement(&before), "{t}");
+    assert_eq!(c.transfers(), transfers, "no binary fetched again");
+    let got = sink_ids(&out);
+    let want: BTreeSet<String> = ids.into_iter().collect();
+    assert!(
+        got.is_superset(&want),
+        "missing: {:?}",
+        missing(&want, &got)
+    );
 }

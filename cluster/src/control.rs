@@ -339,8 +339,7 @@ fn framed_tcp(stream: TcpStream) -> (Reader, Writer) {
     framed_halves(Box::new(r), Box::new(w))
 }
 
-/// Frames any stream (the tests use in-memory ones).
-#[cfg(test)]
+/// Frames any stream (in-memory ones in the tests and the fuzz target).
 fn framed<S>(stream: S) -> (Reader, Writer)
 where
     S: AsyncRead + AsyncWrite + Send + 'static,
@@ -998,9 +997,10 @@ async fn serve(
     }
 }
 
-/// Runs the acceptor's handshake over any stream (for the tests).
-#[cfg(test)]
-async fn accept_on<S>(
+/// Runs the acceptor's side of the handshake over any stream (a pipe, an in-memory
+/// stream: the fuzz target feeds it arbitrary bytes), without a timeout (wrap it).
+/// `peer` is what [`Conn::peer_addr`] will report.
+pub async fn accept_on<S>(
     stream: S,
     peer: SocketAddr,
     secret: &Secret,

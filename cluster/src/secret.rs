@@ -98,6 +98,9 @@ impl Secret {
             if bytes.is_empty() {
                 return Err(SecretError::EmptyFile(path.to_path_buf()));
             }
+            if let Some(warning) = exposure(path) {
+                tracing::warn!("{warning}");
+            }
             return Ok(Secret { key: Some(bytes) });
         }
         match env {
@@ -137,6 +140,27 @@ pub fn check_bind(addr: SocketAddr, secret: &Secret) -> Result<(), SecretError> 
         Ok(())
     } else {
         Err(SecretError::NoSecret(addr))
+    }
+}
+
+/// A warning when the secret file at `path` may be read by users other than its owner
+/// (group or other permission bits set), as `ssh` warns about private keys.
+pub fn exposure(path: &Path) -> Option<String> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o777;
+        (mode & 0o077 != 0).then(|| {
+            format!(
+                "the cluster secret file {} is readable by others (mode {mode:03o}); chmod 600 it",
+                path.display()
+            )
+        })
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        None
     }
 }
 
@@ -225,6 +249,27 @@ mod tests {
         assert!(err
             .to_string()
             .starts_with("cannot read the cluster secret file /nonexistent/secret: "));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_secret_file_others_can_read_is_flagged() {
+        use std::os::unix::fs::PermissionsExt;
+        let f = file(b"s");
+        std::fs::set_permissions(f.path(), std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        assert_eq!(exposure(f.path()), None);
+        std::fs::set_permissions(f.path(), std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        assert_eq!(
+            exposure(f.path()),
+            Some(format!(
+                "the cluster secret file {} is readable by others (mode 644); chmod 600 it",
+                f.path().display()
+            ))
+        );
+        // Still loaded: the warning is advice, not a refusal.
+        assert!(Secret::load_from(Some(f.path()), None)
+            .expect("load")
+            .is_set());
     }
 
     #[test]

@@ -89,6 +89,8 @@ enum Event {
     /// A fetched binary is stored (or refused).
     Fetched {
         hash: String,
+        /// Which download (a later one for the same hash supersedes it).
+        download: u64,
         result: Result<(), String>,
     },
     /// The stored binary of an assignment was hashed again before its start.
@@ -135,6 +137,10 @@ struct Sup {
     pending: HashMap<String, Vec<Assignment>>,
     /// Downloads in progress: chunks go to a thread that writes them (`None`: the end).
     downloads: HashMap<String, std::sync::mpsc::Sender<Option<Vec<u8>>>>,
+    /// The latest download started per hash: the result of an older one (cut short by a
+    /// lost coordinator) must not refuse the assignments waiting for the new one.
+    latest_download: HashMap<String, u64>,
+    next_download: u64,
     events: mpsc::UnboundedSender<Event>,
     next_incarnation: u64,
     /// Sends to the coordinator while connected.
@@ -180,6 +186,8 @@ async fn serve(opts: SupervisorOptions) -> anyhow::Result<()> {
         starting: HashSet::new(),
         pending: HashMap::new(),
         downloads: HashMap::new(),
+        latest_download: HashMap::new(),
+        next_download: 0,
         events: ev_tx,
         next_incarnation: 0,
         link: None,
@@ -246,6 +254,7 @@ async fn serve(opts: SupervisorOptions) -> anyhow::Result<()> {
                         sup.link = None;
                         // Assigned again after the next registration, fetched again then.
                         sup.downloads.clear();
+                        sup.latest_download.clear();
                         sup.pending.clear();
                     }
                 }
@@ -341,7 +350,10 @@ impl Sup {
                 match upload {
                     Ok(u) => {
                         info!(hash = %hash, len, "Fetching a binary.");
-                        match self.write_in_thread(hash.clone(), u) {
+                        self.next_download += 1;
+                        let download = self.next_download;
+                        self.latest_download.insert(hash.clone(), download);
+                        match self.write_in_thread(hash.clone(), download, u) {
                             Ok(tx) => {
                                 self.downloads.insert(hash, tx);
                             }
@@ -372,6 +384,7 @@ impl Sup {
     fn write_in_thread(
         &self,
         hash: String,
+        download: u64,
         mut upload: Upload,
     ) -> Result<std::sync::mpsc::Sender<Option<Vec<u8>>>, String> {
         let (tx, rx) = std::sync::mpsc::channel::<Option<Vec<u8>>>();
@@ -400,7 +413,11 @@ impl Sup {
                     None if !complete => Err("the download was cut short".to_string()),
                     None => upload.finish().map(|_| ()).map_err(|e| e.to_string()),
                 };
-                let _ = events.send(Event::Fetched { hash, result });
+                let _ = events.send(Event::Fetched {
+                    hash,
+                    download,
+                    result,
+                });
             })
             .map(|_| tx)
             .map_err(|e| format!("cannot start a thread: {e}"))
@@ -597,13 +614,20 @@ impl Sup {
                 incarnation,
                 line,
             } => (key, incarnation, line),
-            Event::Fetched { hash, result } => {
+            Event::Fetched {
+                hash,
+                download,
+                result,
+            } => {
                 match result {
                     Ok(()) => {
                         info!(hash = %hash, "Binary stored.");
                         for a in self.pending.remove(&hash).unwrap_or_default() {
                             self.start(a, 0);
                         }
+                    }
+                    Err(e) if self.latest_download.get(&hash) != Some(&download) => {
+                        info!(hash = %hash, error = %e, "An earlier download of a binary ended.");
                     }
                     Err(e) => {
                         warn!(hash = %hash, error = %e, "Refused a binary.");

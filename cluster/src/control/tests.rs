@@ -607,3 +607,59 @@ async fn nonces_are_fresh_and_a_recorded_handshake_cannot_be_replayed() {
     let err = acceptor.await.expect("join").expect_err("replay refused");
     assert!(matches!(err, HandshakeError::BadAuth), "{err}");
 }
+
+mod arbitrary_bytes {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Feeds `data` to an acceptor as everything a peer ever sends, then ends the stream.
+    fn accept_bytes(data: Vec<u8>) -> Result<Conn, HandshakeError> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async move {
+            let (mut peer, ours) = tokio::io::duplex(1 << 16);
+            peer.write_all(&data).await.expect("write");
+            peer.shutdown().await.expect("shutdown");
+            let result = accept_on(
+                ours,
+                local(),
+                &secret("not in the input"),
+                Role::Coordinator,
+            )
+            .await;
+            drop(peer);
+            result
+        })
+    }
+
+    /// A Hello the acceptor accepts, then `tail`: a peer that speaks the protocol but
+    /// guesses the answer.
+    fn hello_then(tail: &[u8]) -> Vec<u8> {
+        let hello = Hs::hello(Role::Client, [3; NONCE_LEN]).encode();
+        let mut data = (hello.len() as u32).to_be_bytes().to_vec();
+        data.extend_from_slice(&hello);
+        data.extend_from_slice(tail);
+        data
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn no_bytes_authenticate_without_the_secret(data in proptest::collection::vec(any::<u8>(), 0..600)) {
+            prop_assert!(accept_bytes(data).is_err());
+        }
+
+        #[test]
+        fn no_guessed_answer_authenticates(mac in proptest::array::uniform32(any::<u8>())) {
+            let auth = Hs::Auth(mac).encode();
+            let mut tail = (auth.len() as u32).to_be_bytes().to_vec();
+            tail.extend_from_slice(&auth);
+            let err = accept_bytes(hello_then(&tail)).expect_err("guessed");
+            prop_assert!(matches!(err, HandshakeError::BadAuth), "{}", err);
+        }
+    }
+}
