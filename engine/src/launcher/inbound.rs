@@ -5,7 +5,8 @@
 //! line while deliveries for other tasks go on. Each batch that enters an inbox grants
 //! its sender one more batch for that task (see `remote`'s flow control per task), so a
 //! slow bolt stops its remote producers and the lines stay within the windows; the
-//! transport's own grant is dropped as soon as a frame is decoded.
+//! transport's own grant is dropped as soon as a frame is decoded. Grants go out a few
+//! batches at a time, and all of them whenever no delivery is waiting.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -21,12 +22,16 @@ use crate::runtime::Inboxes;
 use crate::transport::Delivery;
 use crate::wire;
 
+/// Batches of one task granted back to a worker in one `Control` frame (at most: all
+/// that is owed is granted whenever nothing more has arrived).
+const GRANT_EVERY: u32 = (remote::WINDOW / 2) as u32;
+
 /// Messages waiting for room in a task's inbox, each with the worker to grant a batch
 /// when it gets in (`None` for an end of stream).
 type Waiting = VecDeque<(Inbound, Option<u32>)>;
 
 struct Dispatch {
-    topology: Arc<Topology>,
+    decoder: wire::DataDecoder,
     data: Vec<Option<Sender<Inbound>>>,
     ackers: Vec<Option<Sender<AckerIn>>>,
     spouts: Vec<Option<Sender<crate::route::SpoutMsg>>>,
@@ -38,6 +43,8 @@ struct Dispatch {
     eos_seen: std::collections::HashSet<(u32, u32)>,
     worker: usize,
     bad: u64,
+    /// Worker -> task -> batches taken but not yet granted back.
+    owed: Vec<Vec<u32>>,
 }
 
 fn by_task<T: Clone>(n: usize, items: &[(u32, T)]) -> Vec<Option<T>> {
@@ -62,7 +69,7 @@ pub(crate) fn spawn(
 ) -> std::io::Result<JoinHandle<()>> {
     let n = tasks + 1;
     let d = Dispatch {
-        topology,
+        decoder: wire::DataDecoder::new(topology),
         data: by_task(n, &inboxes.data),
         ackers: by_task(n, &inboxes.ackers),
         spouts: by_task(n, &inboxes.spouts),
@@ -72,6 +79,7 @@ pub(crate) fn spawn(
         eos_seen: Default::default(),
         worker,
         bad: 0,
+        owed: vec![vec![0; n]; workers],
     };
     std::thread::Builder::new()
         .name(format!("inbound-{worker}"))
@@ -95,6 +103,36 @@ impl Dispatch {
                 Err(RecvTimeoutError::Disconnected) => break,
             }
             backlog = self.retry();
+            if deliveries.is_empty() {
+                self.pay_all();
+            }
+        }
+    }
+
+    /// Batch `task` took from `worker` entered the inbox: grant it back, a few at a time
+    /// (every [`GRANT_EVERY`], and all that is owed before this thread waits).
+    fn owe(&mut self, worker: u32, task: u32) {
+        let Some(n) = self
+            .owed
+            .get_mut(worker as usize)
+            .and_then(|w| w.get_mut(task as usize))
+        else {
+            return;
+        };
+        *n += 1;
+        if *n >= GRANT_EVERY {
+            let batches = std::mem::take(n);
+            self.remote.grant(worker, task, batches);
+        }
+    }
+
+    fn pay_all(&mut self) {
+        for (w, tasks) in self.owed.iter_mut().enumerate() {
+            for (t, n) in tasks.iter_mut().enumerate() {
+                if *n > 0 {
+                    self.remote.grant(w as u32, t as u32, std::mem::take(n));
+                }
+            }
         }
     }
 
@@ -113,7 +151,7 @@ impl Dispatch {
                 payload,
                 grant,
             } => {
-                let decoded = wire::decode_data(&payload, &self.topology);
+                let decoded = self.decoder.decode(&payload);
                 drop(grant);
                 let msg = match decoded {
                     Ok(m) => m,
@@ -142,7 +180,7 @@ impl Dispatch {
                 match tx.try_send(msg) {
                     Ok(()) => {
                         if let Some(w) = owed {
-                            self.remote.grant(w, dest_task);
+                            self.owe(w, dest_task);
                         }
                     }
                     Err(TrySendError::Full(msg)) => self.waiting[t].push_back((msg, owed)),
@@ -203,6 +241,10 @@ impl Dispatch {
             }
             Delivery::PeerDown { peer } => {
                 self.remote.reset_credit(peer);
+                // Its next incarnation starts with whole windows.
+                if let Some(w) = self.owed.get_mut(peer as usize) {
+                    w.fill(0);
+                }
                 tracing::debug!(
                     worker = self.worker,
                     peer,
@@ -215,6 +257,7 @@ impl Dispatch {
     /// Moves waiting batches into inboxes that have room; returns how many still wait.
     fn retry(&mut self) -> usize {
         let mut left = 0;
+        let mut entered = Vec::new();
         for (t, line) in self.waiting.iter_mut().enumerate() {
             if line.is_empty() {
                 continue;
@@ -227,7 +270,7 @@ impl Dispatch {
                 match tx.try_send(msg) {
                     Ok(()) => {
                         if let Some(w) = owed {
-                            self.remote.grant(w, t as u32);
+                            entered.push((w, t as u32));
                         }
                     }
                     Err(TrySendError::Full(msg)) => {
@@ -238,6 +281,9 @@ impl Dispatch {
                 }
             }
             left += line.len();
+        }
+        for (w, t) in entered {
+            self.owe(w, t);
         }
         left
     }

@@ -13,8 +13,9 @@
 //! producers need, and two workers sending each other data could wait on each other for
 //! ever. So on top of it each destination task grants [`WINDOW`] batches to each worker
 //! that sends to it: a sender spends one per batch and blocks at zero (like a full local
-//! queue); the receiving worker grants one back, in a `Control` frame to task 0, each time
-//! a batch enters the task's inbox. The receiver then drops the transport's grant as soon
+//! queue); the receiving worker grants batches back, in a `Control` frame to task 0, as
+//! they enter the task's inbox (a few per frame, and all it owes whenever it has nothing
+//! else to do). The receiver then drops the transport's grant as soon
 //! as a batch is decoded: what waits for an inbox is bounded by the windows.
 //!
 //! Every end-of-stream sent is remembered, and sent again whenever a worker reconnects:
@@ -24,7 +25,7 @@
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 
 use crate::plan::PhysicalPlan;
 use crate::route::{AckerIn, Gone, Inbound, RemoteSender, SpoutMsg};
@@ -57,6 +58,27 @@ pub(crate) fn encode_grant(task: TaskId, batches: u32) -> Option<Bytes> {
 pub(crate) fn decode_grant(payload: &[u8]) -> Result<(TaskId, u32), String> {
     rmp_serde::from_slice(payload).map_err(|e| format!("cannot decode a grant: {e}"))
 }
+
+/// Encodes `msg` into this thread's encode buffer: a payload is split off the buffer, so
+/// most batches take no allocation of their own (the buffer is reallocated once the
+/// payloads sharing its memory are all sent and it runs out of room).
+fn encode_reusing(msg: &Inbound) -> Result<Bytes, wire::WireError> {
+    thread_local! {
+        static BUF: std::cell::RefCell<BytesMut> = std::cell::RefCell::new(BytesMut::new());
+    }
+    BUF.with(|b| {
+        let mut b = b.borrow_mut();
+        if b.capacity() < ENCODE_MIN {
+            b.reserve(ENCODE_CHUNK);
+        }
+        wire::encode_data_into(msg, &mut b)?;
+        Ok(b.split().freeze())
+    })
+}
+
+/// A thread's encode buffer grows by this much when less than `ENCODE_MIN` is left.
+const ENCODE_CHUNK: usize = 256 * 1024;
+const ENCODE_MIN: usize = 16 * 1024;
 
 impl Remote {
     /// Senders for worker `me` of `plan`, given a sender per worker (`None` for `me`).
@@ -117,12 +139,12 @@ impl Remote {
         self.credit_changed.notify_all();
     }
 
-    /// Tells worker `worker` that our task `task` took one more of its batches.
-    pub(crate) fn grant(&self, worker: u32, task: TaskId) {
+    /// Tells worker `worker` that our task `task` took `batches` more of its batches.
+    pub(crate) fn grant(&self, worker: u32, task: TaskId, batches: u32) {
         let Some(Some(peer)) = self.workers.get(worker as usize) else {
             return;
         };
-        if let Some(payload) = encode_grant(task, 1) {
+        if let Some(payload) = encode_grant(task, batches) {
             // A peer that is gone gets a fresh window when it comes back.
             let _ = peer.send_control(0, payload);
         }
@@ -157,7 +179,7 @@ impl Remote {
 
     fn send_msg(&self, to: TaskId, msg: &Inbound) -> Result<(), Gone> {
         let peer = self.peer(to)?;
-        let payload = match wire::encode_data(msg) {
+        let payload = match encode_reusing(msg) {
             Ok(p) => p,
             Err(e) => {
                 tracing::warn!(task = to, error = %e, "Cannot encode a batch; dropped it.");
