@@ -122,3 +122,96 @@ fn help_and_version_document_the_exit_codes() {
         format!("topo {}\n", env!("CARGO_PKG_VERSION"))
     );
 }
+
+fn topo_stdin(args: &[&str], input: &[u8]) -> Output {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_topo"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("topo starts");
+    let mut stdin = child.stdin.take().expect("piped stdin");
+    stdin.write_all(input).expect("write stdin");
+    drop(stdin);
+    child.wait_with_output().expect("topo runs")
+}
+
+#[test]
+fn a_dash_reads_the_topology_from_standard_input() {
+    let ok = std::fs::read("examples/wordcount.topo.toml").expect("example");
+    let out = topo_stdin(&["validate", "-"], &ok);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).starts_with("<stdin>: ok: \"wordcount\""),
+        "{}",
+        text(&out.stdout)
+    );
+
+    let broken = std::fs::read("tests/data/broken.topo.toml").expect("broken");
+    let out = topo_stdin(&["validate", "-"], &broken);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(stderr.starts_with("<stdin>:"), "{stderr}");
+    assert!(
+        stderr.ends_with("error: <stdin>: invalid topology (15 errors)\n"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn json_format_gives_every_error_with_its_span_on_stdout() {
+    let out = topo(&[
+        "validate",
+        "--format",
+        "json",
+        "tests/data/broken.topo.toml",
+        "examples/wordcount.topo.toml",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(text(&out.stderr), "");
+    let stdout = text(&out.stdout);
+    let lines: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("each line is JSON"))
+        .collect();
+    assert_eq!(lines.len(), 2, "{stdout}");
+
+    let broken = &lines[0];
+    assert_eq!(broken["file"], "tests/data/broken.topo.toml");
+    assert_eq!(broken["ok"], false);
+    let errors = broken["errors"].as_array().expect("errors");
+    assert_eq!(errors.len(), 15);
+    // The same problems, places and hints as the human format (the golden file).
+    let golden = include_str!("data/broken.topo.stderr");
+    for e in errors {
+        let message = e["message"].as_str().expect("message");
+        let head = match (e["line"].as_u64(), e["column"].as_u64()) {
+            (Some(line), Some(col)) => {
+                format!("tests/data/broken.topo.toml:{line}:{col}: error: ")
+            }
+            _ => "tests/data/broken.topo.toml: error: ".to_owned(),
+        };
+        let first_line = message.lines().next().unwrap_or_default();
+        let known = topo_dsl::Catalog::type_names(&topo::default_registry()).join(", ");
+        let golden = golden.replace("{KNOWN_TYPES}", &known);
+        assert!(
+            golden.contains(&format!("{head}{first_line}")),
+            "{head}{first_line} is not in the golden file"
+        );
+        if let Some(hint) = e["hint"].as_str() {
+            assert!(golden.contains(&format!("= hint: {hint}")), "hint {hint}");
+        }
+        if let (Some(l), Some(el)) = (e["line"].as_u64(), e["end_line"].as_u64()) {
+            assert!(el >= l);
+        }
+    }
+
+    let ok = &lines[1];
+    assert_eq!(ok["ok"], true);
+    assert_eq!(ok["errors"].as_array().map(Vec::len), Some(0));
+    assert_eq!(ok["summary"]["name"], "wordcount");
+    assert_eq!(ok["summary"]["tasks"], 6);
+}

@@ -406,3 +406,39 @@ inputs = [\"b\"]
         ]
     );
 }
+
+#[test]
+fn every_problem_in_one_config_is_reported_not_only_the_first() {
+    let mut registry = Registry::new();
+    topo_spouts::sequence::register(&mut registry);
+    topo_bolts::console::register(&mut registry);
+    let text =
+        "[spouts.s]\ntype = \"sequence\"\ncont = 5\ncount = \"ten\"\nstart = -1\nbegin = 3\n\n\
+                [bolts.c]\ntype = \"console\"\ninputs = [\"s\"]\n";
+    let d = match topo_dsl::load(text, &registry) {
+        Ok(_) => panic!("three mistakes in one config"),
+        Err(d) => d,
+    };
+    let got: Vec<(usize, &str)> = d
+        .items
+        .iter()
+        .map(|d| {
+            (
+                d.span.map_or(0, |s| position(text, s.start).0),
+                d.message.as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (3, "spout \"s\": unknown key \"cont\""),
+            (
+                4,
+                "spout \"s\": invalid type for \"count\": expected u64, found string \"ten\""
+            ),
+            (6, "spout \"s\": unknown key \"begin\""),
+        ],
+        "{d}"
+    );
+}

@@ -12,22 +12,6 @@ use topo::prelude::*;
 /// Sends even numbers to the first `sink` task and odd ones to the second, on the direct
 /// stream `to`; once, it also tries to send to its own task, which does not subscribe.
 const ROUTER: &str = r#"
-import json, os, sys
-
-def read():
-    lines = []
-    while True:
-        line = sys.stdin.readline()
-        if not line:
-            sys.exit(0)
-        line = line.rstrip("\n")
-        if line == "end":
-            return json.loads("\n".join(lines))
-        lines.append(line)
-
-def send(m):
-    sys.stdout.write(json.dumps(m) + "\nend\n")
-    sys.stdout.flush()
 
 hs = read()
 send({"pid": os.getpid()})
@@ -93,7 +77,7 @@ fn direct_emits_reach_the_named_task_and_a_stray_one_is_failed_and_replayed() {
         },
     );
     let dir = tempfile::tempdir().expect("temp dir");
-    std::fs::write(dir.path().join("router.py"), ROUTER).expect("script");
+    common::write_python(&dir.path().join("router.py"), ROUTER);
     let mut outputs = toml::Table::new();
     outputs.insert("to".into(), strings(&["n"]));
     let topology = Topology::builder("direct")

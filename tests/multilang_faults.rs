@@ -9,22 +9,6 @@ use topo::prelude::*;
 /// Passes `n` on, except that the first time it sees 7 it exits, and the first time it
 /// sees 13 it stops reading (marker files make each happen once, across children).
 const FLAKY: &str = r#"
-import json, os, sys, threading
-
-def read():
-    lines = []
-    while True:
-        line = sys.stdin.readline()
-        if not line:
-            sys.exit(0)
-        line = line.rstrip("\n")
-        if line == "end":
-            return json.loads("\n".join(lines))
-        lines.append(line)
-
-def send(m):
-    sys.stdout.write(json.dumps(m) + "\nend\n")
-    sys.stdout.flush()
 
 def once(name):
     try:
@@ -55,7 +39,7 @@ while True:
 fn a_crashing_and_a_hanging_child_are_replaced_and_their_tuples_replayed() {
     let (registry, seen) = common::registry();
     let dir = tempfile::tempdir().expect("temp dir");
-    std::fs::write(dir.path().join("flaky.py"), FLAKY).expect("script");
+    common::write_python(&dir.path().join("flaky.py"), FLAKY);
     let topology = Topology::builder("faults")
         .message_timeout_secs(60.0)
         .spout("numbers", "sequence")
@@ -96,22 +80,6 @@ fn a_crashing_and_a_hanging_child_are_replaced_and_their_tuples_replayed() {
 /// Emits 0..10 with ids and exits once all are acked; the first child to reach 5 stops
 /// answering instead.
 const HANGING_SPOUT: &str = r#"
-import json, os, sys, threading
-
-def read():
-    lines = []
-    while True:
-        line = sys.stdin.readline()
-        if not line:
-            sys.exit(0)
-        line = line.rstrip("\n")
-        if line == "end":
-            return json.loads("\n".join(lines))
-        lines.append(line)
-
-def send(m):
-    sys.stdout.write(json.dumps(m) + "\nend\n")
-    sys.stdout.flush()
 
 read()
 send({"pid": os.getpid()})
@@ -141,7 +109,7 @@ while True:
 fn a_hanging_spout_child_is_replaced_and_the_topology_finishes() {
     let (registry, seen) = common::registry();
     let dir = tempfile::tempdir().expect("temp dir");
-    std::fs::write(dir.path().join("spout.py"), HANGING_SPOUT).expect("script");
+    common::write_python(&dir.path().join("spout.py"), HANGING_SPOUT);
     let topology = Topology::builder("spout_faults")
         .spout("numbers", "multilang_spout")
         .set("command", strings(&["python3", "spout.py"]))

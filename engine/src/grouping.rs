@@ -123,13 +123,41 @@ impl Router {
 
     /// Appends the tasks that get a tuple with `values` to `out`. `direct` is the task an
     /// `emit_direct` named; a direct router adds it when it is one of its tasks.
-    #[inline]
+    ///
+    /// Shuffle and fields, the groupings of nearly every emit, are inlined into the
+    /// emit; the others are a call.
+    #[inline(always)]
     pub(crate) fn route(
         &mut self,
         values: &[Value],
         direct: Option<TaskId>,
         out: &mut Vec<TaskId>,
     ) {
+        match self {
+            Router::RoundRobin { tasks, next } => {
+                if let Some(&t) = tasks.get(*next) {
+                    out.push(t);
+                    *next += 1;
+                    if *next == tasks.len() {
+                        *next = 0;
+                    }
+                }
+            }
+            Router::Fields { tasks, fields } => match tasks.len() {
+                0 => {}
+                // One task gets every key: no need to hash.
+                1 => out.push(tasks[0]),
+                n => {
+                    let i = fields_index(fields.iter().map(|&i| &values[i]), n);
+                    out.push(tasks[i]);
+                }
+            },
+            _ => self.route_other(values, direct, out),
+        }
+    }
+
+    #[inline(never)]
+    fn route_other(&mut self, values: &[Value], direct: Option<TaskId>, out: &mut Vec<TaskId>) {
         match self {
             Router::RoundRobin { tasks, next } => {
                 if let Some(&t) = tasks.get(*next) {

@@ -9,6 +9,8 @@
 //! - [`components`]: `topo components`
 //! - [`run`]: `topo run FILE`, `topo plan FILE`; [`status`]: its live status line and `/metrics`
 //! - [`worker`]: the hidden `topo worker`, a worker process of `topo run`
+//! - [`daemons`]: `topo coordinator`, `topo supervisor`; [`cluster`]: the client verbs
+//!   `topo submit|list|kill|activate|deactivate|rebalance`
 
 use std::ffi::OsString;
 use std::path::Path;
@@ -17,7 +19,9 @@ use clap::{Parser, Subcommand};
 use topo_dsl::{Catalog, Diagnostic, Diagnostics, Span, Topology};
 use topo_engine::Registry;
 
+pub mod cluster;
 pub mod components;
+pub mod daemons;
 pub mod graph;
 pub mod run;
 pub mod status;
@@ -37,6 +41,16 @@ Exit status:
   0  success
   1  invalid topology (each problem is printed as FILE:LINE:COL: error: ...)
   2  I/O or usage error (unreadable file, bad arguments)";
+
+/// The exit codes of the cluster's client verbs.
+const CLUSTER_EXIT_HELP: &str = "\
+Exit status:
+  0  success
+  1  refused (wrong cluster secret, unknown topology) or invalid topology file
+  2  I/O or usage error (coordinator unreachable, unreadable file, bad arguments)
+
+The cluster secret is read from --secret-file or TOPO_CLUSTER_SECRET, never from the
+command line.";
 
 /// topo: run streaming topologies of spouts and bolts, with Storm's guarantees.
 #[derive(Debug, Parser)]
@@ -73,6 +87,30 @@ enum Command {
     /// A worker process of `topo run` (started by it; reads its work on stdin).
     #[command(hide = true)]
     Worker(worker::Args),
+    /// Run the cluster's coordinator: its state, placement, failover.
+    #[command(after_help = EXIT_HELP)]
+    Coordinator(daemons::CoordinatorArgs),
+    /// Run a cluster supervisor: the worker processes of this host.
+    #[command(after_help = EXIT_HELP)]
+    Supervisor(daemons::SupervisorArgs),
+    /// Submit a topology to a cluster; prints its id.
+    #[command(after_help = CLUSTER_EXIT_HELP)]
+    Submit(cluster::SubmitArgs),
+    /// List a cluster's topologies: status, workers, uptime, each component's counts.
+    #[command(after_help = CLUSTER_EXIT_HELP)]
+    List(cluster::ListArgs),
+    /// Stop a topology: deactivate its spouts, let messages drain, stop its workers.
+    #[command(after_help = CLUSTER_EXIT_HELP)]
+    Kill(cluster::KillArgs),
+    /// Resume a deactivated topology's spouts.
+    #[command(after_help = CLUSTER_EXIT_HELP)]
+    Activate(cluster::NameArgs),
+    /// Pause a topology's spouts; in-flight messages still finish.
+    #[command(after_help = CLUSTER_EXIT_HELP)]
+    Deactivate(cluster::NameArgs),
+    /// Restart a topology with another number of workers.
+    #[command(after_help = CLUSTER_EXIT_HELP)]
+    Rebalance(cluster::RebalanceArgs),
 }
 
 /// Runs the CLI on the process's arguments with `registry`'s component types; returns the
@@ -102,39 +140,86 @@ where
         Command::Run(args) => run::run(&registry, args),
         Command::Plan(args) => run::plan(&registry, &args),
         Command::Worker(args) => worker::run(registry, &args),
+        Command::Coordinator(args) => daemons::coordinator(args),
+        Command::Supervisor(args) => daemons::supervisor(args),
+        Command::Submit(args) => cluster::submit(&registry, &args),
+        Command::List(args) => cluster::list(&args),
+        Command::Kill(args) => cluster::kill(&args),
+        Command::Activate(args) => cluster::activate(&args, true),
+        Command::Deactivate(args) => cluster::activate(&args, false),
+        Command::Rebalance(args) => cluster::rebalance(&args),
     }
 }
 
-/// Reads, parses and validates the topology file `path`. On failure prints every problem
-/// to stderr (rustc style) and returns the exit code: [`EXIT_INVALID`] for an invalid
-/// topology, [`EXIT_USAGE`] for a file that cannot be read.
+/// Reads, parses and validates the topology file `path` (`-` reads standard input). On
+/// failure prints every problem to stderr (rustc style) and returns the exit code:
+/// [`EXIT_INVALID`] for an invalid topology, [`EXIT_USAGE`] for a file that cannot be read.
 pub fn load_file(path: &Path, catalog: &dyn Catalog) -> Result<Topology, i32> {
-    let shown = path.display().to_string();
-    let bytes = match std::fs::read(path) {
-        Ok(b) => b,
-        Err(e) => {
-            eprintln!("error: cannot read {shown}: {e}");
-            return Err(EXIT_USAGE);
-        }
-    };
-    let (text, result) = match String::from_utf8(bytes) {
-        Ok(text) => {
-            let result = topo_dsl::load(&text, catalog);
-            (text, result)
-        }
-        Err(e) => {
-            let at = e.utf8_error().valid_up_to();
-            let text = String::from_utf8_lossy(e.as_bytes()).into_owned();
-            let diag = Diagnostic::new("file is not valid utf-8", Some(Span::new(at, at + 1)))
-                .with_hint("topology files are utf-8 text");
-            (text, Err(Diagnostics { items: vec![diag] }))
-        }
-    };
-    result.map_err(|diags| {
-        eprint!("{}", diags.render(&shown, &text));
+    let source = Source::read(path)?;
+    source.load(catalog).map_err(|diags| {
+        eprint!("{}", diags.render(&source.shown, &source.text));
         let n = diags.len();
         let plural = if n == 1 { "" } else { "s" };
-        eprintln!("error: {shown}: invalid topology ({n} error{plural})");
+        eprintln!(
+            "error: {}: invalid topology ({n} error{plural})",
+            source.shown
+        );
         EXIT_INVALID
     })
+}
+
+/// A topology file's text and the name it is shown under.
+pub(crate) struct Source {
+    /// The path as given, or `<stdin>`.
+    pub(crate) shown: String,
+    /// The text (lossy when the file is not utf-8; then `bad_utf8` is where it broke).
+    pub(crate) text: String,
+    bad_utf8: Option<usize>,
+}
+
+impl Source {
+    /// Reads `path`, or standard input for `-`; prints the error and returns
+    /// [`EXIT_USAGE`] when it cannot be read.
+    pub(crate) fn read(path: &Path) -> Result<Source, i32> {
+        let stdin = path.as_os_str() == "-";
+        let shown = if stdin {
+            "<stdin>".to_owned()
+        } else {
+            path.display().to_string()
+        };
+        let bytes = if stdin {
+            let mut b = Vec::new();
+            std::io::Read::read_to_end(&mut std::io::stdin().lock(), &mut b).map(|_| b)
+        } else {
+            std::fs::read(path)
+        };
+        let bytes = bytes.map_err(|e| {
+            eprintln!("error: cannot read {shown}: {e}");
+            EXIT_USAGE
+        })?;
+        Ok(match String::from_utf8(bytes) {
+            Ok(text) => Source {
+                shown,
+                text,
+                bad_utf8: None,
+            },
+            Err(e) => Source {
+                shown,
+                bad_utf8: Some(e.utf8_error().valid_up_to()),
+                text: String::from_utf8_lossy(e.as_bytes()).into_owned(),
+            },
+        })
+    }
+
+    /// Parses and validates the text.
+    pub(crate) fn load(&self, catalog: &dyn Catalog) -> Result<Topology, Diagnostics> {
+        match self.bad_utf8 {
+            None => topo_dsl::load(&self.text, catalog),
+            Some(at) => {
+                let diag = Diagnostic::new("file is not valid utf-8", Some(Span::new(at, at + 1)))
+                    .with_hint("topology files are utf-8 text");
+                Err(Diagnostics { items: vec![diag] })
+            }
+        }
+    }
 }

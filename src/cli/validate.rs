@@ -1,18 +1,34 @@
-//! `topo validate FILE...`: check topology files, print a one-line summary of each.
+//! `topo validate FILE...`: check topology files, print a one-line summary of each, or
+//! with `--format json` one JSON object per file (for editors and CI).
 
 use std::path::PathBuf;
 
-use topo_dsl::{Kind, Topology};
+use serde_json::json;
+use topo_dsl::{Diagnostics, Kind, Topology};
 use topo_engine::Registry;
 
-use super::{load_file, EXIT_OK};
+use super::{load_file, Source, EXIT_INVALID, EXIT_OK};
 
 /// Arguments of `topo validate`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The `*.topo.toml` files.
+    /// The `*.topo.toml` files; `-` reads one from standard input.
     #[arg(required = true, value_name = "FILE")]
     pub files: Vec<PathBuf>,
+    /// `human`: rustc-style errors on stderr and a summary per valid file on stdout;
+    /// `json`: one JSON object per file on stdout (`file`, `ok`, `errors` with `message`,
+    /// `line`, `column`, `end_line`, `end_column`, `hint`; `summary` when valid).
+    #[arg(long, value_enum, default_value_t = Format::Human)]
+    pub format: Format,
+}
+
+/// How `topo validate` reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// For people.
+    Human,
+    /// For programs: JSON lines.
+    Json,
 }
 
 /// Validates every file (each is checked even when an earlier one fails); the exit code is
@@ -20,12 +36,75 @@ pub struct Args {
 pub fn run(registry: &Registry, args: &Args) -> i32 {
     let mut code = EXIT_OK;
     for file in &args.files {
-        match load_file(file, registry) {
-            Ok(t) => println!("{}: {}", file.display(), summary(&t)),
-            Err(c) => code = code.max(c),
-        }
+        let c = match args.format {
+            Format::Human => match load_file(file, registry) {
+                Ok(t) => {
+                    println!("{}: {}", file_name(file), summary(&t));
+                    EXIT_OK
+                }
+                Err(c) => c,
+            },
+            Format::Json => match Source::read(file) {
+                Ok(source) => {
+                    let result = source.load(registry);
+                    println!("{}", report(&source, &result));
+                    if result.is_ok() {
+                        EXIT_OK
+                    } else {
+                        EXIT_INVALID
+                    }
+                }
+                Err(c) => c,
+            },
+        };
+        code = code.max(c);
     }
     code
+}
+
+fn file_name(file: &std::path::Path) -> String {
+    if file.as_os_str() == "-" {
+        "<stdin>".to_owned()
+    } else {
+        file.display().to_string()
+    }
+}
+
+/// The JSON report of one file.
+fn report(source: &Source, result: &Result<Topology, Diagnostics>) -> serde_json::Value {
+    match result {
+        Ok(t) => json!({
+            "file": source.shown,
+            "ok": true,
+            "errors": [],
+            "summary": {
+                "name": t.name(),
+                "components": t.components().len(),
+                "tasks": t.task_count(),
+                "edges": t.edge_count(),
+                "workers": t.settings().workers,
+                "ackers": t.settings().ackers,
+            },
+        }),
+        Err(diags) => {
+            let errors: Vec<serde_json::Value> = diags
+                .items
+                .iter()
+                .map(|d| {
+                    let at = d.location(&source.text);
+                    json!({
+                        "message": d.message,
+                        "line": at.map(|l| l.line),
+                        "column": at.map(|l| l.column),
+                        "end_line": at.map(|l| l.end_line),
+                        "end_column": at.map(|l| l.end_column),
+                        "hint": d.hint,
+                    })
+                })
+                .collect();
+            json!({ "file": source.shown, "ok": false, "errors": errors })
+        }
+    }
 }
 
 fn plural(n: usize, one: &str, many: &str) -> String {

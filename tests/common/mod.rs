@@ -168,3 +168,29 @@ pub fn copy_examples(names: &[&str], dir: &Path) {
         std::fs::copy(root.join(name), &to).expect("copy example");
     }
 }
+
+/// The multilang protocol's framing for test scripts: `read()` returns the next message
+/// (exits on EOF), `send(m)` writes one; `json`, `os`, `sys` and `threading` are imported.
+pub const PY_PROTOCOL: &str = r#"
+import json, os, sys, threading
+
+def read():
+    lines = []
+    while True:
+        line = sys.stdin.readline()
+        if not line:
+            sys.exit(0)
+        line = line.rstrip("\n")
+        if line == "end":
+            return json.loads("\n".join(lines))
+        lines.append(line)
+
+def send(m):
+    sys.stdout.write(json.dumps(m) + "\nend\n")
+    sys.stdout.flush()
+"#;
+
+/// Writes the Python script `body`, after [`PY_PROTOCOL`], to `path`.
+pub fn write_python(path: &Path, body: &str) {
+    std::fs::write(path, format!("{PY_PROTOCOL}\n{body}")).expect("write the script");
+}

@@ -115,22 +115,61 @@ pub trait Catalog {
 
 /// Deserializes a component's config table into its typed config `C`.
 ///
-/// Use `#[serde(deny_unknown_fields)]` on `C` so unknown keys are issues.
+/// Use `#[serde(deny_unknown_fields)]` on `C` so unknown keys are issues. Every problem is
+/// reported, not only serde's first: after an issue about a key, the key is set aside and
+/// the rest is deserialized again (at most 32 rounds).
 pub fn parse_config<C: serde::de::DeserializeOwned>(
     config: &toml::Table,
 ) -> Result<C, Vec<ConfigIssue>> {
-    C::deserialize(toml::Value::Table(config.clone())).map_err(|e| {
+    let mut table = config.clone();
+    let mut issues = Vec::new();
+    let mut removed: Vec<String> = Vec::new();
+    for _ in 0..32 {
+        let e = match C::deserialize(toml::Value::Table(table.clone())) {
+            Ok(c) if issues.is_empty() => return Ok(c),
+            Ok(_) => break,
+            Err(e) => e,
+        };
         let message = e.to_string().trim().to_string();
-        // serde names the key in backticks: "unknown field `sed`, expected ...".
-        let key = message
-            .split('`')
-            .nth(1)
-            .filter(|k| config.contains_key(*k))
-            .map(str::to_string);
-        vec![ConfigIssue {
-            key,
+        // A key set aside for an earlier issue is not also missing.
+        if message.starts_with("missing field")
+            && ticked(&message)
+                .next()
+                .is_some_and(|k| removed.iter().any(|r| r == k))
+        {
+            break;
+        }
+        let key = fault_key(&message).filter(|k| table.contains_key(k.as_str()));
+        issues.push(ConfigIssue {
+            key: key.clone(),
             message,
             hint: None,
-        }]
-    })
+        });
+        match key {
+            Some(k) => {
+                table.remove(&k);
+                removed.push(k);
+            }
+            None => break,
+        }
+    }
+    Err(issues)
+}
+
+/// The words serde and toml put in backticks.
+fn ticked(message: &str) -> impl Iterator<Item = &str> {
+    message.split('`').skip(1).step_by(2)
+}
+
+/// The top-level key a serde/toml error is about: toml's last line `in `a.b`` names the
+/// path inside the value (`a`), serde's `unknown field `k`, ...` names the key.
+fn fault_key(message: &str) -> Option<String> {
+    let last = message.lines().last().unwrap_or_default().trim();
+    if let Some(path) = last.strip_prefix("in `").and_then(|p| p.strip_suffix('`')) {
+        return path.split('.').next().map(str::to_string);
+    }
+    if message.starts_with("unknown field") {
+        return ticked(message).next().map(str::to_string);
+    }
+    None
 }

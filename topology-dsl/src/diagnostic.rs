@@ -46,6 +46,35 @@ impl Diagnostic {
     }
 }
 
+/// Where a diagnostic points in its file: 1-based lines, columns in characters; the end is
+/// exclusive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Location {
+    /// Line of the first character.
+    pub line: usize,
+    /// Column of the first character.
+    pub column: usize,
+    /// Line of the end.
+    pub end_line: usize,
+    /// Column just past the last character.
+    pub end_column: usize,
+}
+
+impl Diagnostic {
+    /// Where this diagnostic points in `source`, when it has a span.
+    pub fn location(&self, source: &str) -> Option<Location> {
+        let span = self.span?;
+        let (line, column, _) = position(source, span.start);
+        let (end_line, end_column, _) = position(source, span.end.max(span.start));
+        Some(Location {
+            line,
+            column,
+            end_line,
+            end_column,
+        })
+    }
+}
+
 /// Every problem found in a topology.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Diagnostics {
@@ -208,6 +237,22 @@ mod tests {
             d.render("f.toml", src),
             "f.toml:2:11: error: unknown input \"splt\"\n  |\n2 | inputs = [\"splt\"]\n  |           ^^^^^^\n  = hint: did you mean \"split\"?\n\n"
         );
+    }
+
+    #[test]
+    fn locations_span_lines_and_characters() {
+        let src = "[bolts.count]\ninputs = [\"splt\"]\n";
+        let d = Diagnostic::new("x", Some(Span::new(24, 30)));
+        assert_eq!(
+            d.location(src),
+            Some(Location {
+                line: 2,
+                column: 11,
+                end_line: 2,
+                end_column: 17
+            })
+        );
+        assert_eq!(Diagnostic::new("x", None).location(src), None);
     }
 
     #[test]

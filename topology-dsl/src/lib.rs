@@ -42,6 +42,7 @@ pub use builder::{ComponentBuilder, TopologyBuilder};
 pub use catalog::{
     parse_config, Catalog, ComponentType, ConfigIssue, Kind, StreamDecl, DEFAULT_STREAM,
 };
+pub use diagnostic::Location;
 pub use load::{load, parse};
 pub use spec::{ComponentSpec, InputSpec, Span, Spans, TopologySpec};
 pub use topology::{Component, ComponentIdx, Grouping, Input, Settings, Topology};

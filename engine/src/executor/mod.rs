@@ -21,12 +21,12 @@ use rand::rngs::SmallRng;
 use rand::Rng;
 use topo_dsl::DEFAULT_STREAM;
 
-use crate::acker::IdMap;
 use crate::grouping::Router;
 use crate::metrics::{TaskStats, PUBLISH_EVERY};
 use crate::route::{AckerIn, AckerMsg, Inbound, Route};
 use crate::summary::{Counts, SharedCounts};
 use crate::tuple::{Anchors, StreamInfo, TaskId, Tuple, Values};
+use crate::value::Value;
 
 /// One declared output stream of a task and its subscriptions.
 pub(crate) struct StreamOut {
@@ -56,10 +56,10 @@ struct Dest {
     route: Route<Inbound>,
 }
 
+/// Messages for one acker task, in the order they arose.
 #[derive(Default)]
 struct AckBuf {
     msgs: Vec<AckerMsg>,
-    xors: IdMap<u64>,
 }
 
 /// Everything an [`Output`] needs, built by the runtime for one task.
@@ -98,6 +98,11 @@ pub(crate) struct Output {
     ackers: Vec<(TaskId, Route<AckerIn>)>,
     acks: Vec<AckBuf>,
     acks_dirty: bool,
+    /// The XOR being accumulated for tree `xor_root` (consecutive updates mostly share a
+    /// root: the words of one sentence), queued as one message when the root changes or
+    /// at the next flush.
+    xor_root: u64,
+    xor_acc: u64,
     pub(crate) rng: SmallRng,
     batch: usize,
     flush_interval: Duration,
@@ -150,6 +155,8 @@ impl Output {
             acks: spec.ackers.iter().map(|_| AckBuf::default()).collect(),
             ackers: spec.ackers,
             acks_dirty: false,
+            xor_root: 0,
+            xor_acc: 0,
             rng: rand::make_rng(),
             batch: spec.batch.max(1),
             flush_interval: spec.flush_interval,
@@ -169,7 +176,10 @@ impl Output {
 
     /// Finds `stream`, checks the values against its fields and routes them into
     /// `self.targets`. Panics (caught around user code) on a contract violation.
-    #[inline]
+    ///
+    /// Inlined into each emit: the common case (right arity, not direct, one
+    /// subscription) is a few compares and one router; the rest is out of line.
+    #[inline(always)]
     pub(crate) fn select(
         &mut self,
         stream: &str,
@@ -177,6 +187,27 @@ impl Output {
         direct: Option<TaskId>,
     ) -> &'static StreamInfo {
         let i = self.stream_index(stream);
+        let s = &mut self.streams[i];
+        match s.routers.as_mut_slice() {
+            [r] if direct.is_none() && !s.direct && values.len() == s.info.fields.len() => {
+                self.targets.clear();
+                r.route(values, None, &mut self.targets);
+                s.info
+            }
+            _ => self.select_slow(i, stream, values, direct),
+        }
+    }
+
+    /// [`Output::select`] for any stream: several or no subscriptions, direct emits,
+    /// contract violations.
+    #[inline(never)]
+    fn select_slow(
+        &mut self,
+        i: usize,
+        stream: &str,
+        values: &Values,
+        direct: Option<TaskId>,
+    ) -> &'static StreamInfo {
         let Output {
             streams,
             targets,
@@ -200,13 +231,14 @@ impl Output {
         s.info
     }
 
-    /// The index of `stream` in `self.streams`. `DEFAULT_STREAM` itself (the same
-    /// static string, which every `emit` without a stream passes) is found without
-    /// comparing bytes; other names are compared with the last one used first.
+    /// The index of `stream` in `self.streams`. `DEFAULT_STREAM`, which every `emit`
+    /// without a stream passes, is compared with the constant inline (two loads, no
+    /// `memcmp` call; its address differs between crates, so no pointer test); other
+    /// names are compared with the last one used first.
     #[inline]
     fn stream_index(&mut self, stream: &str) -> usize {
         if let Some(i) = self.default {
-            if std::ptr::eq(stream, DEFAULT_STREAM) {
+            if stream == DEFAULT_STREAM {
                 return i;
             }
         }
@@ -233,7 +265,7 @@ impl Output {
 
     /// Sends one tuple per target, `anchors(k)` giving the acking state of the copy for
     /// the k-th target.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn send_to_targets(
         &mut self,
         info: &'static StreamInfo,
@@ -245,16 +277,7 @@ impl Output {
             // The common case: one receiver, the values move.
             let to = self.targets[0];
             let anchors = anchors(self, 0);
-            let source_task = self.task;
-            self.push(
-                to,
-                Tuple {
-                    values,
-                    source: info,
-                    source_task,
-                    anchors,
-                },
-            );
+            self.push(to, values, info, anchors);
             return;
         }
         let mut values = Some(values);
@@ -266,27 +289,27 @@ impl Output {
             } else {
                 values.clone().unwrap_or_default()
             };
-            self.push(
-                to,
-                Tuple {
-                    values,
-                    source: info,
-                    source_task: self.task,
-                    anchors,
-                },
-            );
+            self.push(to, values, info, anchors);
         }
     }
 
-    #[inline]
-    fn push(&mut self, to: TaskId, tuple: Tuple) {
+    /// Appends a tuple to the batch of task `to`, built where it is stored.
+    #[inline(always)]
+    pub(crate) fn push(
+        &mut self,
+        to: TaskId,
+        values: Values,
+        source: &'static StreamInfo,
+        anchors: Anchors,
+    ) {
         let slot = self.slots.get(to as usize).copied().unwrap_or(NO_SLOT);
         if slot == NO_SLOT {
             return;
         }
         self.counts.transferred += 1;
+        let source_task = self.task;
         let d = &mut self.dests[slot as usize];
-        d.buf.push(tuple);
+        push_in_place(&mut d.buf, values, source, source_task, anchors);
         if d.buf.len() >= self.batch {
             self.flush_dest(slot as usize);
         }
@@ -299,9 +322,9 @@ impl Output {
             .unwrap_or_else(|| Vec::with_capacity(self.batch))
     }
 
-    /// Gives an emptied batch vector back for reuse.
+    /// Empties a batch vector and keeps it for reuse.
     pub(crate) fn recycle(&mut self, mut v: Vec<Tuple>) {
-        v.clear();
+        clear_batch(&mut v);
         if self.spare.len() < 4 {
             self.spare.push(v);
         } else {
@@ -329,12 +352,31 @@ impl Output {
     /// XORs `x` into the acker buffer of tree `root`.
     #[inline]
     pub(crate) fn ack_xor(&mut self, root: u64, x: u64) {
-        let n = self.acks.len() as u64;
-        if n == 0 {
+        if root == self.xor_root {
+            self.xor_acc ^= x;
+            self.acks_dirty = true;
             return;
         }
-        *self.acks[(root % n) as usize].xors.entry(root).or_insert(0) ^= x;
+        if self.acks.is_empty() {
+            return;
+        }
+        self.spill_xor();
+        self.xor_root = root;
+        self.xor_acc = x;
         self.acks_dirty = true;
+    }
+
+    /// Queues the accumulated XOR (nothing when it is 0: XOR with 0 changes nothing).
+    #[inline]
+    fn spill_xor(&mut self) {
+        let (root, xor) = (self.xor_root, self.xor_acc);
+        self.xor_acc = 0;
+        if xor != 0 {
+            let n = self.acks.len() as u64;
+            self.acks[(root % n) as usize]
+                .msgs
+                .push(AckerMsg::Xor { root, xor });
+        }
     }
 
     /// Queues a message for the acker of `root`.
@@ -344,6 +386,7 @@ impl Output {
         if n == 0 {
             return;
         }
+        self.spill_xor();
         self.acks[(root % n) as usize].msgs.push(msg);
         self.acks_dirty = true;
     }
@@ -354,21 +397,16 @@ impl Output {
             return;
         }
         self.acks_dirty = false;
+        self.spill_xor();
+        // A root of 0 never matches a random root: the next update starts afresh.
+        self.xor_root = 0;
         for (b, (id, route)) in self.acks.iter_mut().zip(&self.ackers) {
-            if b.msgs.is_empty() && b.xors.is_empty() {
+            if b.msgs.is_empty() {
                 continue;
             }
-            let cap = b.msgs.len() + b.xors.len();
-            let mut msgs = std::mem::replace(&mut b.msgs, Vec::with_capacity(cap));
-            msgs.extend(
-                b.xors
-                    .drain()
-                    .filter(|&(_, x)| x != 0)
-                    .map(|(root, xor)| AckerMsg::Xor { root, xor }),
-            );
-            if !msgs.is_empty() {
-                let _ = route.send(*id, AckerIn::Batch(msgs));
-            }
+            let cap = b.msgs.len();
+            let msgs = std::mem::replace(&mut b.msgs, Vec::with_capacity(cap));
+            let _ = route.send(*id, AckerIn::Batch(msgs));
         }
     }
 
@@ -420,6 +458,70 @@ impl Output {
     pub(crate) fn next_id(&mut self) -> u64 {
         self.rng.next_u64()
     }
+}
+
+/// `v.clear()`, but without running the drop glue of tuples that own nothing on the
+/// heap: numbers and short strings (most tuples) skip the out-of-line
+/// `drop_in_place::<[Value]>`, 40 instructions per tuple.
+fn clear_batch(v: &mut Vec<Tuple>) {
+    fn owns_nothing(t: &Tuple) -> bool {
+        !t.anchors.spilled()
+            && !t.values.0.spilled()
+            && t.values.iter().all(|v| match v {
+                Value::Null | Value::Bool(_) | Value::Int(_) | Value::Float(_) => true,
+                Value::Str(s) => !s.is_heap_allocated(),
+                Value::Bytes(_) | Value::List(_) | Value::Map(_) => false,
+            })
+    }
+    let len = v.len();
+    // SAFETY: the length is set to 0 first, so a panic in a drop leaks the rest instead
+    // of dropping twice; each tuple is then dropped at most once, in place. A tuple
+    // that `owns_nothing` has only inline values, inline anchors and a static
+    // reference, for which dropping does nothing, so skipping its drop is exact.
+    unsafe {
+        v.set_len(0);
+        let base = v.as_mut_ptr();
+        for i in 0..len {
+            let t = base.add(i);
+            if !owns_nothing(&*t) {
+                std::ptr::drop_in_place(t);
+            }
+        }
+    }
+}
+
+/// `buf.push(Tuple { .. })`, but writing each field straight into the vector's next
+/// slot: a `Tuple` is 128 bytes, and building it on the stack first cost two extra
+/// copies of it per emit.
+#[inline(always)]
+fn push_in_place(
+    buf: &mut Vec<Tuple>,
+    values: Values,
+    source: &'static StreamInfo,
+    source_task: TaskId,
+    anchors: Anchors,
+) {
+    if buf.len() == buf.capacity() {
+        grow(buf);
+    }
+    let len = buf.len();
+    // SAFETY: `len < capacity`, so slot `len` is allocated and holds no value; every
+    // field of the `Tuple` is written before `set_len` makes the slot part of the vector,
+    // and nothing between the writes can panic.
+    unsafe {
+        let slot = buf.as_mut_ptr().add(len);
+        std::ptr::addr_of_mut!((*slot).values).write(values);
+        std::ptr::addr_of_mut!((*slot).source).write(source);
+        std::ptr::addr_of_mut!((*slot).source_task).write(source_task);
+        std::ptr::addr_of_mut!((*slot).anchors).write(anchors);
+        buf.set_len(len + 1);
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn grow(buf: &mut Vec<Tuple>) {
+    buf.reserve(buf.capacity().max(16));
 }
 
 #[cold]

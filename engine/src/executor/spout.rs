@@ -100,6 +100,24 @@ impl Emitter for SpoutCore {
         self.out.counts.emitted += 1;
         let n = self.out.targets.len();
         match msg_id {
+            Some(id) if n == 1 && self.out.tracking => {
+                // The common case: one receiver, one edge.
+                let root = self.out.next_id();
+                let edge = self.out.next_id();
+                let spout = self.out.task;
+                self.out.acker_msg(
+                    root,
+                    AckerMsg::Init {
+                        root,
+                        xor: edge,
+                        spout,
+                    },
+                );
+                self.pending.insert(root, id, self.now + self.timeout);
+                let to = self.out.targets[0];
+                self.out
+                    .push(to, values, info, Anchors::from_buf([(root, edge)]));
+            }
             Some(id) if n > 0 && self.out.tracking => {
                 let root = self.out.next_id();
                 let mut edges: SmallVec<[u64; 8]> = SmallVec::with_capacity(n);

@@ -29,9 +29,12 @@
 //! - `remote`: the runtime's senders to tasks of other workers (they wait out a
 //!   restarting peer and remember the ends of streams they sent).
 //! - `inbound`: the thread that hands what peers send to the local inboxes.
+//! - [`session`]: the per-run state machine (who listens where, who gets `Peers`,
+//!   `PeerMoved`, `Finish`), shared with the cluster coordinator.
 
 mod inbound;
 mod remote;
+pub mod session;
 pub mod worker;
 
 use std::io::{BufRead, BufReader, Write};
@@ -51,7 +54,8 @@ use tracing::{info, warn};
 
 use crate::metrics::WorkerSnapshot;
 use crate::plan::PhysicalPlan;
-use crate::summary::{ComponentSummary, Counts, RunSummary};
+use crate::summary::RunSummary;
+use session::{merge, Outbox, Session};
 use worker::{fingerprint, hex, FromWorker, ToWorker, METRICS_INTERVAL};
 
 /// How to launch the workers.
@@ -136,11 +140,6 @@ struct Slot {
     stdin: Option<ChildStdin>,
     incarnation: u32,
     pid: u32,
-    addr: Option<SocketAddr>,
-    peers_sent: bool,
-    running: bool,
-    done: bool,
-    summary: Option<RunSummary>,
     last_seen: Instant,
     restarts: u32,
 }
@@ -183,9 +182,7 @@ struct Supervisor<'a> {
     run_id: String,
     events: Sender<(usize, u32, Event)>,
     slots: Vec<Slot>,
-    finishing: bool,
-    /// The latest metrics snapshot of each worker (of its current or previous life).
-    snapshots: Vec<Option<WorkerSnapshot>>,
+    session: Session,
     reported: Instant,
 }
 
@@ -204,6 +201,7 @@ pub fn launch(topology: &Topology, opts: &LaunchOptions) -> Result<RunSummary, L
     rand::rng().fill_bytes(&mut secret);
     let (tx, rx) = crossbeam_channel::unbounded();
     let mut sup = Supervisor {
+        session: Session::new(plan.workers()),
         fingerprint: fingerprint(&opts.text, plan.workers()),
         plan,
         opts,
@@ -216,8 +214,6 @@ pub fn launch(topology: &Topology, opts: &LaunchOptions) -> Result<RunSummary, L
         ),
         events: tx,
         slots: Vec::new(),
-        finishing: false,
-        snapshots: Vec::new(),
         reported: Instant::now(),
     };
     info!(
@@ -238,7 +234,7 @@ pub fn launch(topology: &Topology, opts: &LaunchOptions) -> Result<RunSummary, L
     }
     let summaries = result?;
     let mut summary = merge(summaries);
-    let finals: Vec<WorkerSnapshot> = sup.snapshots.iter().flatten().cloned().collect();
+    let finals: Vec<WorkerSnapshot> = sup.session.snapshots().iter().flatten().cloned().collect();
     crate::metrics::fill_summary(&mut summary, &finals);
     sup.report();
     summary.elapsed_secs = started.elapsed().as_secs_f64();
@@ -246,7 +242,8 @@ pub fn launch(topology: &Topology, opts: &LaunchOptions) -> Result<RunSummary, L
 }
 
 impl Supervisor<'_> {
-    fn spawn(&self, w: usize, incarnation: u32, restarts: u32) -> Result<Slot, LaunchError> {
+    fn spawn(&mut self, w: usize, incarnation: u32, restarts: u32) -> Result<Slot, LaunchError> {
+        self.session.started(w);
         let mut cmd = Command::new(&self.exe);
         cmd.arg("worker")
             .arg("--index")
@@ -301,11 +298,6 @@ impl Supervisor<'_> {
             stdin,
             incarnation,
             pid,
-            addr: None,
-            peers_sent: false,
-            running: false,
-            done: false,
-            summary: None,
             last_seen: Instant::now(),
             restarts,
         };
@@ -315,6 +307,7 @@ impl Supervisor<'_> {
             worker: w,
             secret: self.secret.clone(),
             fingerprint: self.fingerprint,
+            bind: None,
         });
         Ok(slot)
     }
@@ -322,6 +315,14 @@ impl Supervisor<'_> {
     fn broadcast(&mut self, msg: &ToWorker) {
         for s in &mut self.slots {
             s.send(msg);
+        }
+    }
+
+    fn deliver(&mut self, out: Outbox) {
+        for (w, msg) in out {
+            if let Some(s) = self.slots.get_mut(w) {
+                s.send(&msg);
+            }
         }
     }
 
@@ -338,7 +339,7 @@ impl Supervisor<'_> {
         };
         let status = Status {
             supervisor: std::process::id(),
-            finishing: self.finishing,
+            finishing: self.session.finishing(),
             workers: self
                 .slots
                 .iter()
@@ -346,9 +347,9 @@ impl Supervisor<'_> {
                 .map(|(w, s)| StatusWorker {
                     worker: w,
                     pid: s.pid,
-                    addr: s.addr,
+                    addr: self.session.worker(w).addr,
                     restarts: s.restarts,
-                    running: s.running,
+                    running: self.session.worker(w).running,
                 })
                 .collect(),
         };
@@ -390,12 +391,13 @@ impl Supervisor<'_> {
     }
 
     fn finish(&mut self, why: &str) {
-        if self.finishing {
+        if self.session.finishing() {
             return;
         }
-        self.finishing = true;
         info!("{why}; finishing the run.");
-        self.broadcast(&ToWorker::Finish);
+        let mut out = Outbox::new();
+        self.session.finish(&mut out);
+        self.deliver(out);
         self.write_status();
     }
 
@@ -407,12 +409,13 @@ impl Supervisor<'_> {
             return;
         };
         let snapshots = self
-            .snapshots
+            .session
+            .snapshots()
             .iter()
             .enumerate()
             .filter_map(|(w, s)| {
                 let mut s = s.clone()?;
-                s.running &= self.slots.get(w).is_some_and(|slot| slot.running);
+                s.running &= w < self.slots.len() && self.session.worker(w).running;
                 Some(s)
             })
             .collect();
@@ -432,7 +435,7 @@ impl Supervisor<'_> {
                     self.slots[w].last_seen = Instant::now();
                     match ev {
                         Event::Line(msg) => self.on_message(w, msg)?,
-                        Event::Eof if self.slots[w].summary.is_some() => {}
+                        Event::Eof if self.session.worker(w).summary.is_some() => {}
                         Event::Eof => self.restart(w, "exited")?,
                     }
                 }
@@ -442,8 +445,8 @@ impl Supervisor<'_> {
             if self.reported.elapsed() >= METRICS_INTERVAL {
                 self.report();
             }
-            if !self.finishing {
-                if self.slots.iter().all(|s| s.running && s.done) {
+            if !self.session.finishing() {
+                if self.session.spouts_done() {
                     self.finish("Every spout is done");
                 } else if self.opts.stop.load(Ordering::Acquire) {
                     self.finish("Stop requested");
@@ -451,21 +454,21 @@ impl Supervisor<'_> {
                     self.finish("Time is up");
                 }
             }
-            if self.slots.iter().all(|s| s.summary.is_some()) {
+            if self.session.ended() {
                 self.broadcast(&ToWorker::Exit);
-                let mut out = Vec::new();
                 for s in &mut self.slots {
                     s.stdin = None;
                     let _ = s.child.wait();
-                    out.extend(s.summary.take());
                 }
-                return Ok(out);
+                return Ok(self.session.take_summaries());
             }
             // An exit shows as EOF on the worker's stdout (after its last lines); silence
             // past the heartbeat timeout means it hangs.
             for w in 0..self.slots.len() {
                 let s = &self.slots[w];
-                if s.summary.is_none() && s.last_seen.elapsed() > self.opts.heartbeat_timeout {
+                if self.session.worker(w).summary.is_none()
+                    && s.last_seen.elapsed() > self.opts.heartbeat_timeout
+                {
                     self.restart(w, "stopped heartbeating")?;
                 }
             }
@@ -473,147 +476,20 @@ impl Supervisor<'_> {
     }
 
     fn on_message(&mut self, w: usize, msg: FromWorker) -> Result<(), LaunchError> {
-        match msg {
+        let status_changes = matches!(msg, FromWorker::Listening { .. } | FromWorker::Running);
+        match &msg {
             FromWorker::Listening { addr } => {
-                info!(worker = w, pid = self.slots[w].pid, %addr, "Worker listening.");
-                self.slots[w].addr = Some(addr);
-                for (j, s) in self.slots.iter_mut().enumerate() {
-                    if j != w && s.peers_sent {
-                        s.send(&ToWorker::PeerMoved { worker: w, addr });
-                    }
-                }
-                let addrs: Option<Vec<SocketAddr>> = self.slots.iter().map(|s| s.addr).collect();
-                if let Some(addrs) = addrs {
-                    let finishing = self.finishing;
-                    for s in self.slots.iter_mut().filter(|s| !s.peers_sent) {
-                        s.send(&ToWorker::Peers {
-                            addrs: addrs.clone(),
-                        });
-                        s.peers_sent = true;
-                        if finishing {
-                            s.send(&ToWorker::Finish);
-                        }
-                    }
-                }
-                self.write_status();
+                info!(worker = w, pid = self.slots[w].pid, %addr, "Worker listening.")
             }
-            FromWorker::Running => {
-                info!(worker = w, "Worker running.");
-                self.slots[w].running = true;
-                self.write_status();
-            }
-            FromWorker::Status { spouts_done } => self.slots[w].done = spouts_done,
-            FromWorker::Metrics { snapshot } => {
-                if self.snapshots.len() <= w {
-                    self.snapshots.resize(w + 1, None);
-                }
-                self.snapshots[w] = Some(*snapshot);
-            }
-            FromWorker::Summary { summary } => {
-                info!(worker = w, "Worker finished.");
-                self.slots[w].summary = Some(summary);
-            }
-            FromWorker::Failed { message, invalid } => {
-                return Err(LaunchError::Worker {
-                    worker: w,
-                    message,
-                    invalid,
-                })
-            }
+            FromWorker::Running => info!(worker = w, "Worker running."),
+            _ => {}
+        }
+        let mut out = Outbox::new();
+        self.session.on_message(w, msg, &mut out)?;
+        self.deliver(out);
+        if status_changes {
+            self.write_status();
         }
         Ok(())
-    }
-}
-
-/// One summary from the workers' summaries (each lists the tasks that ran in it): every
-/// component's tasks from all workers, in task order, and their sums.
-fn merge(summaries: Vec<RunSummary>) -> RunSummary {
-    let mut out = RunSummary {
-        topology: String::new(),
-        elapsed_secs: 0.0,
-        components: Vec::new(),
-        errors: Vec::new(),
-    };
-    for s in summaries {
-        out.topology = s.topology;
-        out.errors.extend(s.errors);
-        for c in s.components {
-            let mine = match out.components.iter_mut().find(|m| m.id == c.id) {
-                Some(m) => m,
-                None => {
-                    out.components.push(ComponentSummary {
-                        id: c.id.clone(),
-                        kind: c.kind.clone(),
-                        total: Counts::default(),
-                        complete_latency: None,
-                        execute_latency: None,
-                        capacity: None,
-                        tasks: Vec::new(),
-                    });
-                    out.components.last_mut().expect("just pushed")
-                }
-            };
-            mine.total.add(&c.total);
-            mine.tasks.extend(c.tasks);
-            // Complete latency: the worker with the most samples speaks for the component.
-            if let Some(l) = c.complete_latency {
-                if mine.complete_latency.is_none_or(|m| l.samples > m.samples) {
-                    mine.complete_latency = Some(l);
-                }
-            }
-        }
-    }
-    for c in &mut out.components {
-        c.tasks.sort_by_key(|t| t.task);
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::summary::TaskSummary;
-
-    fn summary(tasks: &[(u32, usize, u64)]) -> RunSummary {
-        RunSummary {
-            topology: "t".into(),
-            elapsed_secs: 1.0,
-            components: vec![ComponentSummary {
-                id: "c".into(),
-                kind: "bolt".into(),
-                total: Counts {
-                    executed: tasks.iter().map(|t| t.2).sum(),
-                    ..Counts::default()
-                },
-                complete_latency: None,
-                execute_latency: None,
-                capacity: None,
-                tasks: tasks
-                    .iter()
-                    .map(|&(task, worker, executed)| TaskSummary {
-                        task,
-                        worker,
-                        counts: Counts {
-                            executed,
-                            ..Counts::default()
-                        },
-                    })
-                    .collect(),
-            }],
-            errors: vec![format!("from {}", tasks[0].1)],
-        }
-    }
-
-    #[test]
-    fn summaries_merge_task_by_task() {
-        let m = merge(vec![
-            summary(&[(1, 0, 5), (3, 0, 7)]),
-            summary(&[(2, 1, 11)]),
-        ]);
-        let c = m.component("c").unwrap();
-        assert_eq!(c.total.executed, 23);
-        let tasks: Vec<(u32, usize)> = c.tasks.iter().map(|t| (t.task, t.worker)).collect();
-        assert_eq!(tasks, [(1, 0), (2, 1), (3, 0)]);
-        assert_eq!(m.errors, ["from 0", "from 1"]);
     }
 }

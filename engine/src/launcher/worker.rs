@@ -15,6 +15,7 @@
 //!                                             <- Status {spouts_done} (every 100 ms: the heartbeat)
 //!                                             <- Metrics {snapshot}   (every second)
 //!   PeerMoved {worker, addr} (a peer restarted) ->
+//!   Deactivate / Activate (any time it runs)  ->
 //!   Finish (every spout is done, or time is up) ->
 //!                                                spouts end their streams, tasks drain
 //!                                             <- Metrics {snapshot}   (final)
@@ -27,7 +28,7 @@
 //!
 
 use std::io::{BufRead, Write};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -61,6 +62,10 @@ pub enum ToWorker {
         secret: String,
         /// The plan's fingerprint; peers with another are refused.
         fingerprint: u64,
+        /// The IP address its transport listens on (port 0); 127.0.0.1 when absent. A
+        /// cluster supervisor passes its own listen address.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        bind: Option<IpAddr>,
     },
     /// Every worker's listening address, by worker index.
     Peers {
@@ -76,6 +81,11 @@ pub enum ToWorker {
     },
     /// End the run: spouts end their streams, tasks drain, then send the summary.
     Finish,
+    /// Deactivate every spout task here: `next_tuple` is no longer called (pending trees
+    /// still complete or fail).
+    Deactivate,
+    /// Activate the spouts again.
+    Activate,
     /// Shut down (after the summary).
     Exit,
 }
@@ -259,14 +269,15 @@ pub fn start(
 pub fn run(registry: &Registry) -> i32 {
     let ctl = read_stdin();
     let say = Say(Arc::new(Mutex::new(std::io::stdout())));
-    let (text, base_dir, me, secret, fingerprint) = match ctl.recv() {
+    let (text, base_dir, me, secret, fingerprint, bind) = match ctl.recv() {
         Ok(ToWorker::Start {
             topology,
             base_dir,
             worker,
             secret,
             fingerprint,
-        }) => (topology, base_dir, worker, secret, fingerprint),
+            bind,
+        }) => (topology, base_dir, worker, secret, fingerprint, bind),
         Ok(other) => {
             eprintln!("error: the first control message must be `start`, not {other:?}");
             return 2;
@@ -308,7 +319,7 @@ pub fn run(registry: &Registry) -> i32 {
         Ok(rt) => rt,
         Err(e) => return fail(format!("cannot start the I/O runtime: {e}"), false),
     };
-    let listener = match rt.block_on(transport::bind(None)) {
+    let listener = match rt.block_on(transport::bind(bind.map(|ip| SocketAddr::new(ip, 0)))) {
         Ok(l) => l,
         Err(e) => return fail(format!("cannot listen: {e}"), false),
     };
@@ -320,10 +331,14 @@ pub fn run(registry: &Registry) -> i32 {
     say.say(&FromWorker::Listening { addr });
 
     let mut finish = false;
+    // Deactivated before the tasks run: they start deactivated.
+    let mut inactive = false;
     let peers = loop {
         match ctl.recv() {
             Ok(ToWorker::Peers { addrs }) => break addrs,
             Ok(ToWorker::Finish) => finish = true,
+            Ok(ToWorker::Deactivate) => inactive = true,
+            Ok(ToWorker::Activate) => inactive = false,
             Ok(ToWorker::Exit) => return 0,
             Ok(_) => {}
             Err(_) => orphaned(me),
@@ -351,6 +366,8 @@ pub fn run(registry: &Registry) -> i32 {
                         transport.set_peer_addr(worker as u32, addr);
                     }
                     Ok(ToWorker::Finish) => finish = true,
+                    Ok(ToWorker::Deactivate) => inactive = true,
+                    Ok(ToWorker::Activate) => inactive = false,
                     Ok(ToWorker::Exit) => return 0,
                     Ok(_) => {}
                     Err(crossbeam_channel::TryRecvError::Empty) => break,
@@ -382,6 +399,9 @@ pub fn run(registry: &Registry) -> i32 {
         "Worker running."
     );
     say.say(&FromWorker::Running);
+    if inactive {
+        running.stop_handle().deactivate();
+    }
     if finish {
         running.stop();
     }
@@ -389,6 +409,14 @@ pub fn run(registry: &Registry) -> i32 {
     loop {
         match ctl.recv_timeout(STATUS_INTERVAL) {
             Ok(ToWorker::Finish) => running.stop(),
+            Ok(ToWorker::Deactivate) => {
+                tracing::info!(worker = me, "Spouts deactivated.");
+                running.stop_handle().deactivate();
+            }
+            Ok(ToWorker::Activate) => {
+                tracing::info!(worker = me, "Spouts activated.");
+                running.stop_handle().activate();
+            }
             Ok(ToWorker::PeerMoved { worker, addr }) => {
                 tracing::info!(worker = me, peer = worker, %addr, "Peer moved.");
                 transport.set_peer_addr(worker as u32, addr);

@@ -1,0 +1,483 @@
+//! The messages on the control connections: client ↔ coordinator and supervisor ↔
+//! coordinator (each one msgpack frame of [`crate::control`], named fields).
+//!
+//! # Client ↔ coordinator
+//! One request, one reply, except an upload, whose chunks are not answered:
+//! ```text
+//! client                                      coordinator
+//!   HasArtifact {hash}                      ->
+//!                                           <-  Artifact {present}
+//!   UploadBegin {hash, len}                 ->  (only when not present)
+//!   UploadChunk {data} ...                  ->  (1 MiB each)
+//!   UploadEnd                               ->
+//!                                           <-  Uploaded {hash} | Error
+//!   Submit {name, topology, binary}         ->
+//!                                           <-  Submitted {id} | Error
+//!   List | Kill | Activate | Deactivate | Rebalance ->
+//!                                           <-  Topologies | Done | Error
+//! ```
+//!
+//! # Supervisor ↔ coordinator
+//! The supervisor dials and sends `Register` (its id, slots and the workers it runs now,
+//! so a restarted coordinator rebuilds its view), then a `Heartbeat` every second. The
+//! coordinator sends assignments; the supervisor fetches a binary it lacks (`Fetch`,
+//! answered by chunks), starts the worker, and relays its control lines both ways
+//! (`Worker` messages wrap the launcher's [`ToWorker`] / [`FromWorker`]).
+
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use topo_engine::launcher::worker::{FromWorker, ToWorker};
+use topo_engine::summary::RunSummary;
+
+/// Bytes of one artifact chunk on the wire.
+pub const CHUNK_SIZE: usize = 1024 * 1024;
+
+/// Raw bytes, sent as one msgpack `bin` (not an array of integers).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Chunk(pub Vec<u8>);
+
+impl Serialize for Chunk {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Chunk {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Chunk;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("bytes")
+            }
+            fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Chunk, E> {
+                Ok(Chunk(v.to_vec()))
+            }
+            fn visit_byte_buf<E: serde::de::Error>(self, v: Vec<u8>) -> Result<Chunk, E> {
+                Ok(Chunk(v))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut a: A) -> Result<Chunk, A::Error> {
+                let mut out = Vec::new();
+                while let Some(b) = a.next_element::<u8>()? {
+                    out.push(b);
+                }
+                Ok(Chunk(out))
+            }
+        }
+        d.deserialize_byte_buf(V)
+    }
+}
+
+/// A value carried as its JSON text: the launcher's worker messages are internally
+/// tagged enums holding socket addresses, which do not survive a round trip through a
+/// non-self-describing format's buffered content; as JSON they are what the worker wrote.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Json<T>(pub T);
+
+impl<T: Serialize> Serialize for Json<T> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let text = serde_json::to_string(&self.0).map_err(serde::ser::Error::custom)?;
+        s.serialize_str(&text)
+    }
+}
+
+impl<'de, T: serde::de::DeserializeOwned> Deserialize<'de> for Json<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        serde_json::from_str(&text)
+            .map(Json)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// A client's request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Request {
+    /// Does the coordinator hold this binary?
+    HasArtifact {
+        /// Its SHA-256, lowercase hex.
+        hash: String,
+    },
+    /// An upload of a binary follows in chunks.
+    UploadBegin {
+        /// Its SHA-256, lowercase hex.
+        hash: String,
+        /// Its length in bytes.
+        len: u64,
+    },
+    /// The next piece of the upload (not answered).
+    UploadChunk {
+        /// The bytes.
+        data: Chunk,
+    },
+    /// The upload is complete: the coordinator verifies the hash.
+    UploadEnd,
+    /// Run a topology with a binary the coordinator holds.
+    Submit {
+        /// Its name (the file's `[topology] name` or `--name`).
+        name: String,
+        /// The topology file's text.
+        topology: String,
+        /// The binary's SHA-256, lowercase hex.
+        binary: String,
+    },
+    /// Every topology.
+    List,
+    /// Deactivate, drain, stop.
+    Kill {
+        /// The topology's name or id.
+        name: String,
+        /// Seconds to drain; the topology's message timeout when absent.
+        wait_secs: Option<f64>,
+    },
+    /// Activate the spouts again.
+    Activate {
+        /// The topology's name or id.
+        name: String,
+    },
+    /// Stop calling the spouts.
+    Deactivate {
+        /// The topology's name or id.
+        name: String,
+    },
+    /// Restart with another number of workers.
+    Rebalance {
+        /// The topology's name or id.
+        name: String,
+        /// The new number.
+        workers: usize,
+    },
+}
+
+/// The coordinator's reply to a client.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reply {
+    /// Whether the artifact is stored.
+    Artifact {
+        /// It is.
+        present: bool,
+    },
+    /// The upload verified and is stored.
+    Uploaded {
+        /// Its hash.
+        hash: String,
+    },
+    /// The topology is accepted and being placed.
+    Submitted {
+        /// Its id, `NAME-<unix time>`.
+        id: String,
+    },
+    /// Every topology the coordinator knows.
+    Topologies {
+        /// Newest last.
+        topologies: Vec<TopologyInfo>,
+    },
+    /// The request was carried out.
+    Done {
+        /// What happened, one line.
+        message: String,
+    },
+    /// The request was refused.
+    Error {
+        /// Why, one line.
+        message: String,
+    },
+}
+
+/// Where a topology is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Its spouts run.
+    Active,
+    /// Its spouts are deactivated.
+    Inactive,
+    /// Being killed: deactivated, draining.
+    Killing,
+    /// Being rebalanced: deactivated, draining, then started again with another number
+    /// of workers.
+    Rebalancing,
+    /// Killed by a client.
+    Killed,
+    /// A bounded topology whose spouts were all done; every worker sent its summary.
+    Finished,
+    /// A worker cannot run it (the reason is in `error`).
+    Failed,
+}
+
+impl Status {
+    /// Lowercase name as in `topo list`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Status::Active => "active",
+            Status::Inactive => "inactive",
+            Status::Killing => "killing",
+            Status::Rebalancing => "rebalancing",
+            Status::Killed => "killed",
+            Status::Finished => "finished",
+            Status::Failed => "failed",
+        }
+    }
+
+    /// Its workers should be running.
+    pub fn is_live(self) -> bool {
+        matches!(
+            self,
+            Status::Active | Status::Inactive | Status::Killing | Status::Rebalancing
+        )
+    }
+}
+
+/// One topology, for `topo list`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TopologyInfo {
+    /// `NAME-<unix time>`.
+    pub id: String,
+    /// Its name.
+    pub name: String,
+    /// Where it is in its life.
+    pub status: Status,
+    /// Number of workers.
+    pub workers: usize,
+    /// Seconds since it was submitted.
+    pub uptime_secs: f64,
+    /// The binary's SHA-256.
+    pub binary: String,
+    /// Each worker: where it runs.
+    pub assignments: Vec<WorkerInfo>,
+    /// Each component's counts (the sum over the current incarnation of every worker, or
+    /// the final summary once it ended).
+    pub components: Vec<ComponentInfo>,
+    /// Why it failed, when it did.
+    pub error: Option<String>,
+}
+
+/// Where one worker of a topology runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerInfo {
+    /// Its index.
+    pub worker: usize,
+    /// The supervisor it is assigned to (its listen address).
+    pub supervisor: Option<String>,
+    /// Where its transport listens.
+    pub addr: Option<SocketAddr>,
+    /// Its tasks run.
+    pub running: bool,
+    /// Times it was started again (by its supervisor, or on another one).
+    pub restarts: u32,
+}
+
+/// One component's counts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ComponentInfo {
+    /// Its id.
+    pub id: String,
+    /// `spout` or `bolt`.
+    pub kind: String,
+    /// Tuples emitted.
+    pub emitted: u64,
+    /// Spouts: trees acked; bolts: inputs acked.
+    pub acked: u64,
+    /// Spouts: trees failed; bolts: inputs failed.
+    pub failed: u64,
+}
+
+/// What a supervisor sends the coordinator.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FromSupervisor {
+    /// The first message on every connection.
+    Register {
+        /// Its id: its listen address.
+        id: String,
+        /// Workers it may run at once.
+        slots: usize,
+        /// The workers it runs now.
+        workers: Vec<WorkerReport>,
+    },
+    /// Every second.
+    Heartbeat,
+    /// Send me this binary.
+    Fetch {
+        /// Its SHA-256.
+        hash: String,
+    },
+    /// It started a (new incarnation of a) worker and sent it `Start`.
+    Started {
+        /// The topology id.
+        topology: String,
+        /// The worker index.
+        worker: usize,
+    },
+    /// It cannot run an assigned worker.
+    Refused {
+        /// The topology id.
+        topology: String,
+        /// The worker index.
+        worker: usize,
+        /// Why.
+        message: String,
+    },
+    /// A worker's control line.
+    Worker {
+        /// The topology id.
+        topology: String,
+        /// The worker index.
+        worker: usize,
+        /// What it said.
+        msg: Json<FromWorker>,
+    },
+}
+
+/// What a supervisor knows of a worker it runs (sent in `Register`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkerReport {
+    /// The topology id.
+    pub topology: String,
+    /// The worker index.
+    pub worker: usize,
+    /// Where it listens, once it said.
+    pub addr: Option<SocketAddr>,
+    /// It said its tasks run.
+    pub running: bool,
+    /// Its summary, if it sent one.
+    pub summary: Option<RunSummary>,
+}
+
+/// What the coordinator sends a supervisor.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ToSupervisor {
+    /// Registration accepted.
+    Registered,
+    /// Run this worker (fetch the binary first if it is not stored).
+    Assign {
+        /// What to run.
+        assignment: Assignment,
+    },
+    /// Stop this worker (kill it) and forget it.
+    Stop {
+        /// The topology id.
+        topology: String,
+        /// The worker index.
+        worker: usize,
+    },
+    /// A control line for a worker.
+    Worker {
+        /// The topology id.
+        topology: String,
+        /// The worker index.
+        worker: usize,
+        /// What to tell it.
+        msg: Json<ToWorker>,
+    },
+    /// A binary asked for with `Fetch` follows in chunks.
+    ArtifactBegin {
+        /// Its hash.
+        hash: String,
+        /// Its length in bytes.
+        len: u64,
+    },
+    /// The next piece of a binary asked for with `Fetch`.
+    ArtifactChunk {
+        /// Its hash.
+        hash: String,
+        /// The bytes.
+        data: Chunk,
+    },
+    /// The last piece was sent.
+    ArtifactEnd {
+        /// Its hash.
+        hash: String,
+    },
+    /// The coordinator cannot send it.
+    ArtifactMissing {
+        /// Its hash.
+        hash: String,
+        /// Why.
+        message: String,
+    },
+}
+
+/// One worker to run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Assignment {
+    /// The topology id (also the workers' `TOPO_RUN_ID`).
+    pub topology: String,
+    /// The worker index.
+    pub worker: usize,
+    /// The binary's SHA-256: the only artifact it may execute for this worker.
+    pub binary: String,
+    /// The topology file's text.
+    pub text: String,
+    /// The topology's worker secret, hex.
+    pub secret: String,
+    /// The plan's fingerprint.
+    pub fingerprint: u64,
+    /// Start its spouts deactivated.
+    pub inactive: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn round_trip<T: Serialize + serde::de::DeserializeOwned>(v: &T) -> T {
+        let bytes = rmp_serde::to_vec_named(v).unwrap();
+        rmp_serde::from_slice(&bytes).unwrap()
+    }
+
+    #[test]
+    fn a_chunk_is_one_bin_and_round_trips() {
+        let req = Request::UploadChunk {
+            data: Chunk(vec![0, 200, 255, 7]),
+        };
+        let bytes = rmp_serde::to_vec_named(&req).unwrap();
+        // bin8 marker, length 4, the bytes themselves.
+        assert!(bytes.windows(6).any(|w| w == [0xc4, 4, 0, 200, 255, 7]));
+        assert_eq!(round_trip(&req), req);
+    }
+
+    #[test]
+    fn relayed_worker_messages_round_trip() {
+        let to = ToSupervisor::Worker {
+            topology: "t-1".into(),
+            worker: 2,
+            msg: Json(ToWorker::Peers {
+                addrs: vec!["127.0.0.2:4000".parse().unwrap()],
+            }),
+        };
+        assert_eq!(round_trip(&to), to);
+        let from = FromSupervisor::Worker {
+            topology: "t-1".into(),
+            worker: 0,
+            msg: Json(FromWorker::Listening {
+                addr: "127.0.0.3:4001".parse().unwrap(),
+            }),
+        };
+        assert_eq!(round_trip(&from), from);
+        let list = Reply::Topologies {
+            topologies: vec![TopologyInfo {
+                id: "t-1".into(),
+                name: "t".into(),
+                status: Status::Active,
+                workers: 1,
+                uptime_secs: 1.5,
+                binary: "ab".into(),
+                assignments: vec![WorkerInfo {
+                    worker: 0,
+                    supervisor: Some("127.0.0.2:7001".into()),
+                    addr: Some("127.0.0.2:4000".parse().unwrap()),
+                    running: true,
+                    restarts: 0,
+                }],
+                components: Vec::new(),
+                error: None,
+            }],
+        };
+        assert_eq!(round_trip(&list), list);
+    }
+}

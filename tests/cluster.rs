@@ -1,0 +1,595 @@
+//! Cluster mode end to end: a coordinator on 127.0.0.1 and three supervisors on
+//! 127.0.0.2, .3 and .4, each a `topo` process with its own folder; topologies submitted
+//! with `topo submit`, watched with `topo list --json`.
+//!
+//! Every process a test starts is killed when its guard drops (a supervisor's workers die
+//! with it). Waits poll an observable condition with a deadline.
+
+mod workers_support;
+
+use std::collections::BTreeSet;
+use std::fs::File;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value as Json;
+use workers_support::{mkfifo, sink_strings, sink_values};
+
+const DEADLINE: Duration = Duration::from_secs(90);
+
+/// A `topo` daemon; killed (SIGKILL) and reaped on drop.
+struct Proc {
+    child: Child,
+    log: Arc<Mutex<String>>,
+}
+
+impl Proc {
+    fn start(name: &str, args: &[String]) -> Proc {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_topo"))
+            .args(args)
+            .env("RUST_LOG", "info")
+            .env_remove("TOPO_CLUSTER_SECRET")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start topo");
+        let log = Arc::new(Mutex::new(String::new()));
+        let mut err = child.stderr.take().expect("stderr");
+        let sink = Arc::clone(&log);
+        let prefix = format!("[{name}] ");
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 8192];
+            loop {
+                match err.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        let text = String::from_utf8_lossy(&buf[..n]);
+                        let mut l = sink.lock().expect("lock");
+                        for line in text.split_inclusive('\n') {
+                            if l.is_empty() || l.ends_with('\n') {
+                                l.push_str(&prefix);
+                            }
+                            l.push_str(line);
+                        }
+                    }
+                }
+            }
+        });
+        Proc { child, log }
+    }
+
+    fn log(&self) -> String {
+        self.log.lock().expect("lock").clone()
+    }
+
+    fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A free port on `ip` (bound, then released for the daemon to take).
+fn free_addr(ip: &str) -> SocketAddr {
+    let l = TcpListener::bind(format!("{ip}:0")).expect("bind a free port");
+    l.local_addr().expect("local addr")
+}
+
+struct Cluster {
+    dir: tempfile::TempDir,
+    coordinator_addr: SocketAddr,
+    coordinator: Option<Proc>,
+    supervisors: Vec<(SocketAddr, Option<Proc>)>,
+    /// Logs of processes already killed.
+    dead_logs: String,
+}
+
+impl Cluster {
+    /// A coordinator and supervisors on 127.0.0.2, .3 and .4, all registered.
+    fn start() -> Cluster {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut c = Cluster {
+            coordinator_addr: free_addr("127.0.0.1"),
+            dir,
+            coordinator: None,
+            supervisors: Vec::new(),
+            dead_logs: String::new(),
+        };
+        c.start_coordinator();
+        for ip in ["127.0.0.2", "127.0.0.3", "127.0.0.4"] {
+            let addr = free_addr(ip);
+            let sdir = c.dir.path().join(format!("supervisor-{ip}"));
+            let args = vec![
+                "supervisor".into(),
+                "--listen".into(),
+                addr.to_string(),
+                "--dir".into(),
+                sdir.display().to_string(),
+                "--coordinator".into(),
+                c.coordinator_addr.to_string(),
+            ];
+            c.supervisors
+                .push((addr, Some(Proc::start(&format!("supervisor {ip}"), &args))));
+        }
+        c.wait_until("every supervisor registered", |c| {
+            c.coordinator_log()
+                .matches("Supervisor registered.")
+                .count()
+                >= 3
+        });
+        c
+    }
+
+    fn start_coordinator(&mut self) {
+        let args = vec![
+            "coordinator".into(),
+            "--listen".into(),
+            self.coordinator_addr.to_string(),
+            "--state-dir".into(),
+            self.dir.path().join("coordinator").display().to_string(),
+            "--supervisor-timeout".into(),
+            // Short, yet long enough for three debug-build supervisors to take in a
+            // 100 MB binary on a loaded two-core machine.
+            "5s".into(),
+        ];
+        self.coordinator = Some(Proc::start("coordinator", &args));
+    }
+
+    fn coordinator_log(&self) -> String {
+        self.coordinator.as_ref().map(Proc::log).unwrap_or_default()
+    }
+
+    fn logs(&self) -> String {
+        let mut all = self.dead_logs.clone();
+        all.push_str(&self.coordinator_log());
+        for (_, s) in &self.supervisors {
+            if let Some(s) = s {
+                all.push_str(&s.log());
+            }
+        }
+        all
+    }
+
+    /// Runs a client verb against the coordinator; (exit code, stdout, stderr).
+    fn topo(&self, args: &[&str]) -> (i32, String, String) {
+        let out = Command::new(env!("CARGO_BIN_EXE_topo"))
+            .args(args)
+            .arg("--coordinator")
+            .arg(self.coordinator_addr.to_string())
+            .env_remove("TOPO_CLUSTER_SECRET")
+            .output()
+            .expect("run topo");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    fn submit(&self, file: &Path, extra: &[&str]) -> String {
+        let mut args = vec!["submit", file.to_str().expect("utf-8 path")];
+        args.extend_from_slice(extra);
+        let (code, out, err) = self.topo(&args);
+        assert_eq!(code, 0, "submit failed: {err}\n{}", self.logs());
+        out.trim().to_string()
+    }
+
+    /// The topology `id` as `topo list --json` shows it (None if the coordinator does not
+    /// answer or does not list it).
+    fn topology(&self, id: &str) -> Option<Json> {
+        let (code, out, _) = self.topo(&["list", "--json"]);
+        if code != 0 {
+            return None;
+        }
+        let all: Json = serde_json::from_str(&out).ok()?;
+        all.as_array()?.iter().find(|t| t["id"] == id).cloned()
+    }
+
+    fn wait_until(&self, what: &str, mut cond: impl FnMut(&Cluster) -> bool) {
+        let start = Instant::now();
+        while !cond(self) {
+            assert!(
+                start.elapsed() < DEADLINE,
+                "timed out waiting until {what}\n{}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits until topology `id` has status `status`; returns its listing.
+    fn wait_status(&self, id: &str, status: &str) -> Json {
+        let mut found = Json::Null;
+        self.wait_until(&format!("{id} is {status}"), |c| match c.topology(id) {
+            Some(t) if t["status"] == status => {
+                found = t;
+                true
+            }
+            Some(t) if t["status"] == "failed" => {
+                panic!("{id} failed: {}\n{}", t["error"], c.logs())
+            }
+            _ => false,
+        });
+        found
+    }
+
+    /// The supervisor id each worker of `t` is assigned to.
+    fn placement(t: &Json) -> Vec<String> {
+        t["assignments"]
+            .as_array()
+            .expect("assignments")
+            .iter()
+            .map(|a| a["supervisor"].as_str().unwrap_or("").to_string())
+            .collect()
+    }
+
+    fn kill_supervisor(&mut self, id: &str) {
+        let (_, slot) = self
+            .supervisors
+            .iter_mut()
+            .find(|(a, _)| a.to_string() == id)
+            .expect("a supervisor of this cluster");
+        if let Some(p) = slot.take() {
+            self.dead_logs.push_str(&p.log());
+            // SAFETY: kill(2) on a process this test started.
+            assert_eq!(unsafe { libc::kill(p.pid(), libc::SIGKILL) }, 0);
+            drop(p);
+        }
+    }
+
+    fn kill_coordinator(&mut self) {
+        if let Some(p) = self.coordinator.take() {
+            self.dead_logs.push_str(&p.log());
+            // SAFETY: kill(2) on a process this test started.
+            assert_eq!(unsafe { libc::kill(p.pid(), libc::SIGKILL) }, 0);
+            drop(p);
+        }
+    }
+
+    fn transfers(&self) -> Vec<Json> {
+        self.supervisors
+            .iter()
+            .map(|(addr, _)| {
+                let ip = addr.ip();
+                let path = self
+                    .dir
+                    .path()
+                    .join(format!("supervisor-{ip}"))
+                    .join("transfers.json");
+                std::fs::read_to_string(&path)
+                    .ok()
+                    .and_then(|t| serde_json::from_str(&t).ok())
+                    .unwrap_or(Json::Null)
+            })
+            .collect()
+    }
+}
+
+/// A topology file in the cluster's folder: `spout` (its TOML) → `relay` (3 tasks) →
+/// `out` (3 tasks writing `out.jsonl` under the cluster's folder).
+fn topology_file(c: &Cluster, name: &str, spout: &str) -> (PathBuf, PathBuf) {
+    let out = c.dir.path().join(format!("{name}.jsonl"));
+    let file = c.dir.path().join(format!("{name}.topo.toml"));
+    std::fs::write(
+        &file,
+        format!(
+            r#"
+[topology]
+name = "{name}"
+workers = 3
+acking = true
+message_timeout_secs = 2
+max_spout_pending = 200
+
+[spouts.source]
+{spout}
+
+[bolts.relay]
+type = "map"
+fields = ["n"]
+parallelism = 3
+inputs = ["source"]
+
+[bolts.out]
+type = "file_sink"
+parallelism = 3
+path = "{}"
+inputs = ["relay"]
+"#,
+            out.display()
+        ),
+    )
+    .expect("write the topology");
+    (file, out)
+}
+
+fn missing<T: Ord + Clone + std::fmt::Debug>(want: &BTreeSet<T>, got: &BTreeSet<T>) -> Vec<T> {
+    want.difference(got).take(5).cloned().collect()
+}
+
+fn sink_numbers(path: &Path) -> BTreeSet<i64> {
+    sink_values(path, "n")
+        .iter()
+        .filter_map(Json::as_i64)
+        .collect()
+}
+
+/// Acceptance: three workers under three supervisors, every number arrives; a second
+/// topology with the same binary transfers nothing new.
+#[test]
+fn a_topology_runs_across_three_supervisors_and_its_binary_moves_once() {
+    const N: i64 = 2000;
+    let c = Cluster::start();
+    let (file, out) = topology_file(&c, "numbers", &format!("type = \"sequence\"\ncount = {N}"));
+    let id = c.submit(&file, &[]);
+    assert!(id.starts_with("numbers-"), "{id}");
+    let t = c.wait_status(&id, "finished");
+
+    let placement = Cluster::placement(&t);
+    let distinct: BTreeSet<&String> = placement.iter().collect();
+    assert_eq!(
+        distinct.len(),
+        3,
+        "one worker per supervisor: {t}\n{}",
+        c.logs()
+    );
+    for s in &placement {
+        assert!(
+            ["127.0.0.2", "127.0.0.3", "127.0.0.4"]
+                .iter()
+                .any(|ip| s.starts_with(ip)),
+            "{s}"
+        );
+    }
+    let got = sink_numbers(&out);
+    let want: BTreeSet<i64> = (0..N).collect();
+    assert!(got == want, "missing: {:?}", missing(&want, &got));
+    let source = t["components"]
+        .as_array()
+        .expect("components")
+        .iter()
+        .find(|c| c["id"] == "source")
+        .cloned()
+        .expect("the spout's counts");
+    assert_eq!(source["acked"], N, "{t}");
+    assert_eq!(source["failed"], 0, "{t}");
+
+    // Every supervisor fetched the binary once.
+    let before = c.transfers();
+    for t in &before {
+        assert_eq!(t["fetched"], 1, "{before:?}");
+    }
+    let (file2, out2) = topology_file(&c, "numbers2", "type = \"sequence\"\ncount = 100");
+    let id2 = c.submit(&file2, &[]);
+    c.wait_status(&id2, "finished");
+    assert_eq!(sink_numbers(&out2), (0..100).collect::<BTreeSet<i64>>());
+    assert_eq!(
+        c.transfers(),
+        before,
+        "the second submit transferred nothing"
+    );
+    assert_eq!(
+        c.coordinator_log().matches("Receiving a binary.").count(),
+        1,
+        "the binary was uploaded once"
+    );
+}
+
+/// Opens the write end of a named pipe once its reader (a spout) opened it.
+fn open_pipe(path: &Path, c: &Cluster) -> File {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let p = path.to_path_buf();
+    std::thread::spawn(move || {
+        let _ = tx.send(std::fs::OpenOptions::new().write(true).open(p));
+    });
+    match rx.recv_timeout(DEADLINE) {
+        Ok(f) => f.expect("open the pipe"),
+        Err(_) => panic!("no spout opened the pipe\n{}", c.logs()),
+    }
+}
+
+/// A topology reading ids from a named pipe the test writes; returns the cluster, the
+/// topology id, the pipe's writer, the output file and the ids.
+fn piped_topology(name: &str) -> (Cluster, String, File, PathBuf, Vec<String>) {
+    let c = Cluster::start();
+    let pipe = c.dir.path().join(format!("{name}.pipe"));
+    mkfifo(&pipe);
+    let (file, out) = topology_file(
+        &c,
+        name,
+        &format!("type = \"file_lines\"\npath = \"{}\"", pipe.display()),
+    );
+    // The relay maps field `n`; file_lines emits `line`.
+    let text = std::fs::read_to_string(&file).expect("read");
+    std::fs::write(
+        &file,
+        text.replace("fields = [\"n\"]", "fields = [\"line as n\"]"),
+    )
+    .expect("write");
+    let id = c.submit(&file, &[]);
+    let writer = open_pipe(&pipe, &c);
+    let ids = (0..2000).map(|i| format!("id{i:05}")).collect();
+    (c, id, writer, out, ids)
+}
+
+fn sink_ids(path: &Path) -> BTreeSet<String> {
+    sink_strings(path, "n")
+}
+
+/// Acceptance: a supervisor killed with SIGKILL mid-run (its workers die with it): they
+/// are placed on the others and every id still arrives.
+#[test]
+fn a_killed_supervisors_workers_move_and_every_id_still_arrives() {
+    let (mut c, id, mut writer, out, ids) = piped_topology("moving");
+    for i in &ids[..1000] {
+        writeln!(writer, "{i}").expect("write an id");
+    }
+    writer.flush().expect("flush");
+    c.wait_until("some ids arrived", |_| sink_ids(&out).len() >= 100);
+
+    // Worker 0 runs the spout (it reads the pipe); worker 1 a relay, a sink and an acker.
+    let t = c.topology(&id).expect("listed");
+    let placement = Cluster::placement(&t);
+    let victim = placement[1].clone();
+    c.kill_supervisor(&victim);
+    c.wait_until("worker 1 runs on another supervisor", |c| {
+        c.topology(&id).is_some_and(|t| {
+            let w = &t["assignments"][1];
+            w["supervisor"] != victim.as_str()
+                && w["supervisor"].is_string()
+                && w["running"] == true
+        })
+    });
+    for i in &ids[1000..] {
+        writeln!(writer, "{i}").expect("write an id");
+    }
+    drop(writer);
+    let t = c.wait_status(&id, "finished");
+    let placement = Cluster::placement(&t);
+    assert!(!placement.contains(&victim), "{t}");
+    let got = sink_ids(&out);
+    let want: BTreeSet<String> = ids.into_iter().collect();
+    assert!(
+        got.is_superset(&want),
+        "missing: {:?}",
+        missing(&want, &got)
+    );
+    assert!(
+        c.coordinator_log()
+            .contains("Supervisor is silent; dropping it and placing its workers elsewhere."),
+        "{}",
+        c.coordinator_log()
+    );
+}
+
+/// Acceptance: the coordinator killed and restarted mid-run: the topology keeps running
+/// meanwhile (every id reaches the sink while it is down) and the restarted coordinator
+/// still lists it, with the same workers, and ends it.
+#[test]
+fn a_restarted_coordinator_neither_stops_nor_forgets_a_running_topology() {
+    let (mut c, id, mut writer, out, ids) = piped_topology("steady");
+    for i in &ids[..1000] {
+        writeln!(writer, "{i}").expect("write an id");
+    }
+    writer.flush().expect("flush");
+    c.wait_until("some ids arrived", |_| sink_ids(&out).len() >= 100);
+    let before = c.wait_status(&id, "active");
+
+    c.kill_coordinator();
+    // Progress while it is down: the rest of the ids reach the sink. (The end of the
+    // input ends the spout; only a coordinator ends the run.)
+    for i in &ids[1000..] {
+        writeln!(writer, "{i}").expect("write an id");
+    }
+    drop(writer);
+    let want: BTreeSet<String> = ids.iter().cloned().collect();
+    c.wait_until("every id arrived while the coordinator was down", |_| {
+        sink_ids(&out).is_superset(&want)
+    });
+    assert!(c.topology(&id).is_none(), "the coordinator is down");
+
+    c.start_coordinator();
+    let t = c.wait_status(&id, "finished");
+    assert_eq!(
+        Cluster::placement(&t),
+        Cluster::placement(&before),
+        "the same workers: {t}"
+    );
+    for w in t["assignments"].as_array().expect("assignments") {
+        assert_eq!(w["restarts"], 0, "no worker was started again: {t}");
+    }
+    let source = t["components"]
+        .as_array()
+        .expect("components")
+        .iter()
+        .find(|c| c["id"] == "source")
+        .cloned()
+        .expect("the spout's counts");
+    assert_eq!(source["acked"], 2000, "{t}");
+}
+
+/// The spout's emitted count as listed (0 before its first snapshot).
+fn emitted(c: &Cluster, id: &str) -> u64 {
+    c.topology(id)
+        .and_then(|t| {
+            t["components"]
+                .as_array()?
+                .iter()
+                .find(|c| c["id"] == "source")?["emitted"]
+                .as_u64()
+        })
+        .unwrap_or(0)
+}
+
+/// `topo deactivate`, `activate`, `rebalance` and `kill` on a running unbounded
+/// topology.
+#[test]
+fn deactivate_activate_rebalance_and_kill_a_running_topology() {
+    let c = Cluster::start();
+    let (file, out) = topology_file(&c, "endless", "type = \"sequence\"");
+    let id = c.submit(&file, &[]);
+    c.wait_until("the spout emits", |c| emitted(c, &id) > 0);
+    let verb = |args: &[&str]| {
+        let (code, out, err) = c.topo(args);
+        assert_eq!(code, 0, "topo {args:?}: {err}\n{}", c.logs());
+        out
+    };
+
+    let said = verb(&["deactivate", &id]);
+    assert!(said.contains("inactive"), "{said}");
+    c.wait_status(&id, "inactive");
+    // Deactivated: the spout's count stops (it holds for 2 s of snapshots).
+    let mut last = (emitted(&c, &id), Instant::now());
+    c.wait_until("the spout stops emitting", |c| {
+        let now = emitted(c, &id);
+        if now != last.0 {
+            last = (now, Instant::now());
+        }
+        last.1.elapsed() > Duration::from_secs(2)
+    });
+    let stopped = last.0;
+
+    verb(&["activate", "endless"]);
+    c.wait_status(&id, "active");
+    c.wait_until("the spout emits again", |c| emitted(c, &id) > stopped);
+
+    let said = verb(&["rebalance", &id, "--workers", "2"]);
+    assert!(said.contains("2 workers"), "{said}");
+    c.wait_until("it runs on 2 workers", |c| {
+        c.topology(&id).is_some_and(|t| {
+            t["status"] == "active"
+                && t["workers"] == 2
+                && t["assignments"]
+                    .as_array()
+                    .is_some_and(|a| a.len() == 2 && a.iter().all(|w| w["running"] == true))
+        })
+    });
+    c.wait_until("the spout emits after the rebalance", |c| {
+        emitted(c, &id) > 0
+    });
+
+    let said = verb(&["kill", &id, "--wait", "1"]);
+    assert!(said.starts_with(&format!("killing {id}")), "{said}");
+    let t = c.wait_status(&id, "killed");
+    assert!(
+        t["assignments"]
+            .as_array()
+            .is_some_and(|a| a.iter().all(|w| w["running"] == false)),
+        "{t}"
+    );
+    assert!(!sink_numbers(&out).is_empty());
+    // Killed for good: a second kill is refused (exit 1).
+    let (code, _, err) = c.topo(&["kill", &id]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains(&format!("topology {id} is killed")), "{err}");
+}
