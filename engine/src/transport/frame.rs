@@ -27,10 +27,15 @@
 //! addressed to a task the same way; task ids start at 1, so `dest_task` 0 may stand for the
 //! receiving worker itself.
 //!
+//! The codec writes and reads `Data`, `Acker` and `Control` frames without serde (the same
+//! bytes): the payload is copied once when written and not at all when read (it is a
+//! slice of the read buffer). Other frames, and bodies it does not recognize, go through
+//! rmp-serde.
+//!
 //! Decoding never panics: a length over the maximum, a body that is not exactly one
 //! `Frame`, or a stream that ends inside a frame is a [`FrameError`].
 
-use bytes::{Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
 use tokio_util::codec::{Decoder, Encoder, LengthDelimitedCodec};
 
@@ -223,7 +228,13 @@ impl Decoder for FrameCodec {
         match self.framing.decode(src) {
             Ok(Some(body)) => {
                 self.in_frame = false;
-                Frame::decode_body(&body).map(Some)
+                match payload_frame(&body) {
+                    Some((kind, dest_task, start)) => {
+                        let payload = body.freeze().slice(start..);
+                        Ok(Some(kind.frame(dest_task, payload)))
+                    }
+                    None => Frame::decode_body(&body).map(Some),
+                }
             }
             Ok(None) => {
                 if src.len() < before {
@@ -251,6 +262,27 @@ impl Encoder<Frame> for FrameCodec {
     type Error = FrameError;
 
     fn encode(&mut self, frame: Frame, dst: &mut BytesMut) -> Result<(), FrameError> {
+        if let Frame::Data { dest_task, payload }
+        | Frame::Acker { dest_task, payload }
+        | Frame::Control { dest_task, payload } = &frame
+        {
+            // The same bytes as rmp-serde writes, without copying the payload twice.
+            let mut head = [0u8; FRAME_OVERHEAD];
+            let n = payload_head(frame.kind(), *dest_task, payload.len(), &mut head);
+            let len = n + payload.len();
+            if len > self.max_frame_len() {
+                return Err(FrameError::Encode(format!(
+                    "{} frame of {len} bytes is over the maximum of {} bytes",
+                    frame.kind(),
+                    self.max_frame_len()
+                )));
+            }
+            dst.reserve(HEADER_LEN + len);
+            dst.put_u32(len as u32);
+            dst.extend_from_slice(&head[..n]);
+            dst.extend_from_slice(payload);
+            return Ok(());
+        }
         let body = frame.encode_body()?;
         if body.len() > self.max_frame_len() {
             return Err(FrameError::Encode(format!(
@@ -264,6 +296,94 @@ impl Encoder<Frame> for FrameCodec {
             .encode(body.as_slice(), dst)
             .map_err(|e| FrameError::Encode(e.to_string()))
     }
+}
+
+/// The frames that carry a payload, for the codec's fast path.
+#[derive(Debug, Clone, Copy)]
+enum PayloadKind {
+    Data,
+    Acker,
+    Control,
+}
+
+impl PayloadKind {
+    fn frame(self, dest_task: u32, payload: Bytes) -> Frame {
+        match self {
+            PayloadKind::Data => Frame::Data { dest_task, payload },
+            PayloadKind::Acker => Frame::Acker { dest_task, payload },
+            PayloadKind::Control => Frame::Control { dest_task, payload },
+        }
+    }
+}
+
+/// Writes what rmp-serde writes before the payload of a `Data`, `Acker` or `Control`
+/// frame: `{name: [dest_task, bin]}` with the shortest encodings; returns its length.
+fn payload_head(name: &str, dest_task: u32, len: usize, out: &mut [u8; FRAME_OVERHEAD]) -> usize {
+    let mut n = 0;
+    let mut put = |b: &[u8]| {
+        out[n..n + b.len()].copy_from_slice(b);
+        n += b.len();
+    };
+    put(&[0x81, 0xa0 | name.len() as u8]);
+    put(name.as_bytes());
+    put(&[0x92]);
+    match dest_task {
+        0..=0x7f => put(&[dest_task as u8]),
+        0x80..=0xff => put(&[0xcc, dest_task as u8]),
+        0x100..=0xffff => {
+            put(&[0xcd]);
+            put(&(dest_task as u16).to_be_bytes());
+        }
+        _ => {
+            put(&[0xce]);
+            put(&dest_task.to_be_bytes());
+        }
+    }
+    match len {
+        0..=0xff => put(&[0xc4, len as u8]),
+        0x100..=0xffff => {
+            put(&[0xc5]);
+            put(&(len as u16).to_be_bytes());
+        }
+        _ => {
+            put(&[0xc6]);
+            put(&(len as u32).to_be_bytes());
+        }
+    }
+    n
+}
+
+/// Recognizes the body of a `Data`, `Acker` or `Control` frame as rmp-serde writes it:
+/// its kind, destination task and where the payload starts (it runs to the end). Any
+/// other body, or one with bytes after the payload, is left to rmp-serde.
+fn payload_frame(body: &[u8]) -> Option<(PayloadKind, u32, usize)> {
+    let (kind, mut at) = match body {
+        [0x81, 0xa4, b'D', b'a', b't', b'a', 0x92, ..] => (PayloadKind::Data, 7),
+        [0x81, 0xa5, b'A', b'c', b'k', b'e', b'r', 0x92, ..] => (PayloadKind::Acker, 8),
+        [0x81, 0xa7, b'C', b'o', b'n', b't', b'r', b'o', b'l', 0x92, ..] => {
+            (PayloadKind::Control, 10)
+        }
+        _ => return None,
+    };
+    let mut be = |n: usize| -> Option<u32> {
+        let bytes = body.get(at..at + n)?;
+        at += n;
+        Some(bytes.iter().fold(0u32, |v, &b| (v << 8) | u32::from(b)))
+    };
+    let dest_task = match be(1)? {
+        t @ 0..=0x7f => t,
+        0xcc => be(1)?,
+        0xcd => be(2)?,
+        0xce => be(4)?,
+        _ => return None,
+    };
+    let len = match be(1)? {
+        0xc4 => be(1)?,
+        0xc5 => be(2)?,
+        0xc6 => be(4)?,
+        _ => return None,
+    };
+    (body.len().checked_sub(at)? == len as usize).then_some((kind, dest_task, at))
 }
 
 /// Most bytes a `Data`, `Acker` or `Control` frame body takes beyond its payload.
@@ -294,6 +414,68 @@ mod tests {
         want.extend_from_slice(&[0x81, 0xa4, b'D', b'a', b't', b'a', 0x92, 0x07, 0xc4, 0x02]);
         want.extend_from_slice(b"hi");
         assert_eq!(encode(&frame), want);
+    }
+
+    #[test]
+    fn payload_frames_take_the_fast_path_with_rmp_serde_bytes() {
+        for dest_task in [0, 0x7f, 0x80, 0xff, 0x100, 0xffff, 0x1_0000, u32::MAX] {
+            for len in [0, 1, 0xff, 0x100, 0xffff, 0x1_0000] {
+                let payload = Bytes::from(vec![7u8; len]);
+                for frame in [
+                    Frame::Data {
+                        dest_task,
+                        payload: payload.clone(),
+                    },
+                    Frame::Acker {
+                        dest_task,
+                        payload: payload.clone(),
+                    },
+                    Frame::Control {
+                        dest_task,
+                        payload: payload.clone(),
+                    },
+                ] {
+                    let body = frame.encode_body().expect("encodes");
+                    let wire = encode(&frame);
+                    assert_eq!(
+                        wire[HEADER_LEN..],
+                        body[..],
+                        "{} {dest_task} {len}",
+                        frame.kind()
+                    );
+                    assert!(
+                        payload_frame(&body).is_some(),
+                        "fast path for {}",
+                        frame.kind()
+                    );
+                    let mut src = BytesMut::from(&wire[..]);
+                    let back = FrameCodec::default().decode(&mut src).expect("decodes");
+                    assert_eq!(back, Some(frame));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_payload_frame_with_trailing_bytes_is_still_an_error() {
+        let mut body = Frame::Data {
+            dest_task: 1,
+            payload: Bytes::from_static(b"ab"),
+        }
+        .encode_body()
+        .expect("encodes");
+        body.push(0xc0);
+        assert!(payload_frame(&body).is_none());
+        let mut src = BytesMut::new();
+        src.extend_from_slice(&(body.len() as u32).to_be_bytes());
+        src.extend_from_slice(&body);
+        let err = FrameCodec::default()
+            .decode(&mut src)
+            .expect_err("trailing");
+        assert_eq!(
+            err.to_string(),
+            "undecodable frame body: 1 trailing bytes after a Data frame"
+        );
     }
 
     #[test]
