@@ -97,6 +97,9 @@ pub(crate) struct Output {
     pub(crate) tracking: bool,
     ackers: Vec<(TaskId, Route<AckerIn>)>,
     acks: Vec<AckBuf>,
+    /// Indexes in `acks` of the ackers in this worker: new roots are chosen so that one of
+    /// them tracks the tree (see [`Output::next_root`]).
+    local_acks: Vec<u32>,
     acks_dirty: bool,
     /// The XOR being accumulated for tree `xor_root` (consecutive updates mostly share a
     /// root: the words of one sentence), queued as one message when the root changes or
@@ -153,6 +156,9 @@ impl Output {
             targets: Vec::with_capacity(8),
             tracking: spec.tracking && !spec.ackers.is_empty(),
             acks: spec.ackers.iter().map(|_| AckBuf::default()).collect(),
+            local_acks: (0..spec.ackers.len() as u32)
+                .filter(|&i| matches!(spec.ackers[i as usize].1, Route::Local(_)))
+                .collect(),
             ackers: spec.ackers,
             acks_dirty: false,
             xor_root: 0,
@@ -458,6 +464,26 @@ impl Output {
     pub(crate) fn next_id(&mut self) -> u64 {
         self.rng.next_u64()
     }
+
+    /// A new tree's root id: random, except that `root % ackers` (which picks the tree's
+    /// acker) names an acker in this worker when there is one, so the spout's `Init` and
+    /// the acker's `Acked` never cross to another worker. The other bits stay random.
+    #[inline]
+    pub(crate) fn next_root(&mut self) -> u64 {
+        let r = self.rng.next_u64();
+        let n = self.acks.len() as u64;
+        if n <= 1 || self.local_acks.is_empty() {
+            return r;
+        }
+        let i = u64::from(self.local_acks[(r >> 40) as usize % self.local_acks.len()]);
+        root_with_acker(r, n, i)
+    }
+}
+
+/// The id nearest `r` from below (or above, at the top of the range) with `id % n == i`.
+fn root_with_acker(r: u64, n: u64, i: u64) -> u64 {
+    let base = r - r % n;
+    base.checked_add(i).unwrap_or_else(|| base - n + i)
 }
 
 /// `v.clear()`, but without running the drop glue of tuples that own nothing on the
@@ -587,4 +613,22 @@ pub(crate) fn panic_text(p: &(dyn Any + Send)) -> String {
 /// power of two, so a failing bolt does not flood the log.
 pub(crate) fn worth_logging(n: u64) -> bool {
     n <= 10 || n.is_power_of_two()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::root_with_acker;
+
+    #[test]
+    fn a_root_names_the_chosen_acker_and_keeps_its_other_bits() {
+        for n in [2u64, 3, 5, 8, 1000] {
+            for r in [0, 1, 12_345, u64::MAX / 3, u64::MAX - 1, u64::MAX] {
+                for i in 0..n.min(9) {
+                    let root = root_with_acker(r, n, i);
+                    assert_eq!(root % n, i, "r {r} n {n} i {i}");
+                    assert!(root.abs_diff(r) < n, "r {r} n {n} i {i}: {root}");
+                }
+            }
+        }
+    }
 }

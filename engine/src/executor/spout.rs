@@ -102,7 +102,7 @@ impl Emitter for SpoutCore {
         match msg_id {
             Some(id) if n == 1 && self.out.tracking => {
                 // The common case: one receiver, one edge.
-                let root = self.out.next_id();
+                let root = self.out.next_root();
                 let edge = self.out.next_id();
                 let spout = self.out.task;
                 self.out.acker_msg(
@@ -119,7 +119,7 @@ impl Emitter for SpoutCore {
                     .push(to, values, info, Anchors::from_buf([(root, edge)]));
             }
             Some(id) if n > 0 && self.out.tracking => {
-                let root = self.out.next_id();
+                let root = self.out.next_root();
                 let mut edges: SmallVec<[u64; 8]> = SmallVec::with_capacity(n);
                 let mut xor = 0;
                 for _ in 0..n {
