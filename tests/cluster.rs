@@ -5,85 +5,22 @@
 //! Every process a test starts is killed when its guard drops (a supervisor's workers die
 //! with it). Waits poll an observable condition with a deadline.
 
+mod cluster_support;
 mod workers_support;
 
 use std::collections::BTreeSet;
 use std::fs::File;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener};
+use std::io::Write;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use cluster_support::{free_addr, Proc};
 use serde_json::Value as Json;
 use workers_support::{mkfifo, sink_strings, sink_values};
 
 const DEADLINE: Duration = Duration::from_secs(90);
-
-/// A `topo` daemon; killed (SIGKILL) and reaped on drop.
-struct Proc {
-    child: Child,
-    log: Arc<Mutex<String>>,
-}
-
-impl Proc {
-    fn start(name: &str, args: &[String]) -> Proc {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_topo"))
-            .args(args)
-            .env("RUST_LOG", "info")
-            .env_remove("TOPO_CLUSTER_SECRET")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start topo");
-        let log = Arc::new(Mutex::new(String::new()));
-        let mut err = child.stderr.take().expect("stderr");
-        let sink = Arc::clone(&log);
-        let prefix = format!("[{name}] ");
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 8192];
-            loop {
-                match err.read(&mut buf) {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => {
-                        let text = String::from_utf8_lossy(&buf[..n]);
-                        let mut l = sink.lock().expect("lock");
-                        for line in text.split_inclusive('\n') {
-                            if l.is_empty() || l.ends_with('\n') {
-                                l.push_str(&prefix);
-                            }
-                            l.push_str(line);
-                        }
-                    }
-                }
-            }
-        });
-        Proc { child, log }
-    }
-
-    fn log(&self) -> String {
-        self.log.lock().expect("lock").clone()
-    }
-
-    fn pid(&self) -> i32 {
-        self.child.id() as i32
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A free port on `ip` (bound, then released for the daemon to take).
-fn free_addr(ip: &str) -> SocketAddr {
-    let l = TcpListener::bind(format!("{ip}:0")).expect("bind a free port");
-    l.local_addr().expect("local addr")
-}
 
 struct Cluster {
     dir: tempfile::TempDir,

@@ -6,13 +6,13 @@
 //! its guard drops. Waits poll an observable condition (a log line, a command's answer)
 //! with a deadline.
 
-use std::io::Read;
-use std::net::{SocketAddr, TcpListener};
+mod cluster_support;
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use cluster_support::{free_addr, Proc};
 use topo_cluster::artifacts::{file_hash, Sha256Hex};
 
 const DEADLINE: Duration = Duration::from_secs(60);
@@ -23,55 +23,15 @@ fn topo() -> &'static str {
     env!("CARGO_BIN_EXE_topo")
 }
 
-/// A `topo` daemon whose stderr is collected; killed and reaped on drop.
-struct Proc {
-    child: Child,
-    log: Arc<Mutex<String>>,
+/// Waits for a daemon's log to satisfy a condition.
+trait WaitLog {
+    /// Waits until the log satisfies `ok`; panics with the log after the deadline.
+    fn wait_log(&self, what: &str, ok: impl Fn(&str) -> bool);
 }
 
-impl Proc {
-    fn start(args: &[&str]) -> Proc {
-        let mut child = Command::new(topo())
-            .args(args)
-            .env("RUST_LOG", "info")
-            .env_remove("TOPO_CLUSTER_SECRET")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start topo");
-        let log = Arc::new(Mutex::new(String::new()));
-        let mut err = child.stderr.take().expect("stderr");
-        let sink = Arc::clone(&log);
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 8192];
-            loop {
-                match err.read(&mut buf) {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => sink
-                        .lock()
-                        .expect("log")
-                        .push_str(&String::from_utf8_lossy(&buf[..n])),
-                }
-            }
-        });
-        Proc { child, log }
-    }
-
-    fn log(&self) -> String {
-        self.log.lock().expect("log").clone()
-    }
-
-    /// Waits until the log satisfies `ok`; panics with the log after the deadline.
+impl WaitLog for Proc {
     fn wait_log(&self, what: &str, ok: impl Fn(&str) -> bool) {
         wait(what, || ok(&self.log()), || self.log());
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -85,12 +45,6 @@ fn wait(what: &str, mut ok: impl FnMut() -> bool, context: impl Fn() -> String) 
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-}
-
-/// A free port on `ip` (bound, then released for the daemon to take).
-fn free_addr(ip: &str) -> SocketAddr {
-    let l = TcpListener::bind(format!("{ip}:0")).expect("bind a free port");
-    l.local_addr().expect("local addr")
 }
 
 /// Runs a client verb to completion, without TOPO_CLUSTER_SECRET from the test's
@@ -141,15 +95,18 @@ impl Setup {
 
     fn coordinator(&self) -> Proc {
         let state = self.path("coordinator");
-        let p = Proc::start(&[
-            "coordinator",
-            "--listen",
-            &self.addr_text,
-            "--state-dir",
-            &state.display().to_string(),
-            "--secret-file",
-            &self.right.display().to_string(),
-        ]);
+        let p = Proc::start(
+            "",
+            &[
+                "coordinator",
+                "--listen",
+                &self.addr_text,
+                "--state-dir",
+                &state.display().to_string(),
+                "--secret-file",
+                &self.right.display().to_string(),
+            ],
+        );
         // Up once a client with the right secret is served.
         wait(
             "the coordinator to answer",
@@ -162,17 +119,20 @@ impl Setup {
     fn supervisor(&self, ip: &str, secret: &Path) -> (Proc, PathBuf) {
         let dir = self.path(&format!("supervisor-{ip}"));
         let addr = free_addr(ip).to_string();
-        let p = Proc::start(&[
-            "supervisor",
-            "--listen",
-            &addr,
-            "--dir",
-            &dir.display().to_string(),
-            "--coordinator",
-            &self.addr_text,
-            "--secret-file",
-            &secret.display().to_string(),
-        ]);
+        let p = Proc::start(
+            "",
+            &[
+                "supervisor",
+                "--listen",
+                &addr,
+                "--dir",
+                &dir.display().to_string(),
+                "--coordinator",
+                &self.addr_text,
+                "--secret-file",
+                &secret.display().to_string(),
+            ],
+        );
         (p, dir)
     }
 

@@ -1,0 +1,80 @@
+//! Shared by the cluster tests: a `topo` daemon whose stderr is collected, and free ports.
+#![allow(dead_code, unreachable_pub)]
+
+use std::ffi::OsStr;
+use std::io::Read;
+use std::net::{SocketAddr, TcpListener};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+
+/// A `topo` daemon (without `TOPO_CLUSTER_SECRET` from the test's environment) whose
+/// stderr is collected; killed (SIGKILL) and reaped on drop.
+pub struct Proc {
+    child: Child,
+    log: Arc<Mutex<String>>,
+}
+
+impl Proc {
+    /// Starts `topo ARGS`; each log line is prefixed with `[name] ` unless `name` is empty.
+    pub fn start<S: AsRef<OsStr>>(name: &str, args: &[S]) -> Proc {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_topo"))
+            .args(args)
+            .env("RUST_LOG", "info")
+            .env_remove("TOPO_CLUSTER_SECRET")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start topo");
+        let log = Arc::new(Mutex::new(String::new()));
+        let mut err = child.stderr.take().expect("stderr");
+        let sink = Arc::clone(&log);
+        let prefix = if name.is_empty() {
+            String::new()
+        } else {
+            format!("[{name}] ")
+        };
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 8192];
+            loop {
+                match err.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        let text = String::from_utf8_lossy(&buf[..n]);
+                        let mut l = sink.lock().expect("lock");
+                        for line in text.split_inclusive('\n') {
+                            if l.is_empty() || l.ends_with('\n') {
+                                l.push_str(&prefix);
+                            }
+                            l.push_str(line);
+                        }
+                    }
+                }
+            }
+        });
+        Proc { child, log }
+    }
+
+    /// Its stderr so far.
+    pub fn log(&self) -> String {
+        self.log.lock().expect("lock").clone()
+    }
+
+    /// Its pid.
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A free port on `ip` (bound, then released for the daemon to take).
+pub fn free_addr(ip: &str) -> SocketAddr {
+    let l = TcpListener::bind(format!("{ip}:0")).expect("bind a free port");
+    l.local_addr().expect("local addr")
+}
