@@ -291,6 +291,21 @@ impl Coord {
         }
     }
 
+    /// Tells the supervisor of each assigned worker of `topology` to stop it.
+    fn stop_workers(&self, topology: &str, assignments: &[Option<String>]) {
+        for (w, sup) in assignments.iter().enumerate() {
+            if let Some(sup) = sup {
+                self.send(
+                    sup,
+                    ToSupervisor::Stop {
+                        topology: topology.to_string(),
+                        worker: w,
+                    },
+                );
+            }
+        }
+    }
+
     /// Sends what a session answered to the supervisors of the addressed workers.
     fn deliver(&self, topology: &str, out: Outbox) {
         let Some(t) = self.topologies.get(topology) else {
@@ -549,17 +564,7 @@ impl Coord {
             workers = r.workers,
             "Drained; restarting the topology with its new workers."
         );
-        for (w, sup) in old.iter().enumerate() {
-            if let Some(sup) = sup {
-                self.send(
-                    sup,
-                    ToSupervisor::Stop {
-                        topology: id.to_string(),
-                        worker: w,
-                    },
-                );
-            }
-        }
+        self.stop_workers(id, &old);
         self.dirty = true;
         self.place();
     }
@@ -617,17 +622,7 @@ impl Coord {
         t.record.ended = Some(now_secs());
         t.record.components = components_of(&t.session);
         let assignments = t.record.assignments.clone();
-        for (w, sup) in assignments.iter().enumerate() {
-            if let Some(sup) = sup {
-                self.send(
-                    sup,
-                    ToSupervisor::Stop {
-                        topology: id.to_string(),
-                        worker: w,
-                    },
-                );
-            }
-        }
+        self.stop_workers(id, &assignments);
         self.dirty = true;
     }
 
