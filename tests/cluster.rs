@@ -413,6 +413,14 @@ fn piped_topology(name: &str) -> (Cluster, String, File, PathBuf, Vec<String>) {
     (c, id, writer, out, ids)
 }
 
+/// Writes `ids` to the spout's pipe, one per line, and flushes.
+fn write_ids(writer: &mut File, ids: &[String]) {
+    for i in ids {
+        writeln!(writer, "{i}").expect("write an id");
+    }
+    writer.flush().expect("flush");
+}
+
 fn sink_ids(path: &Path) -> BTreeSet<String> {
     sink_strings(path, "n")
 }
@@ -422,10 +430,7 @@ fn sink_ids(path: &Path) -> BTreeSet<String> {
 #[test]
 fn a_killed_supervisors_workers_move_and_every_id_still_arrives() {
     let (mut c, id, mut writer, out, ids) = piped_topology("moving");
-    for i in &ids[..1000] {
-        writeln!(writer, "{i}").expect("write an id");
-    }
-    writer.flush().expect("flush");
+    write_ids(&mut writer, &ids[..1000]);
     c.wait_until("some ids arrived", |_| sink_ids(&out).len() >= 100);
 
     // Worker 0 runs the spout (it reads the pipe); worker 1 a relay, a sink and an acker.
@@ -445,9 +450,7 @@ fn a_killed_supervisors_workers_move_and_every_id_still_arrives() {
                 && w["running"] == true
         })
     });
-    for i in &ids[1000..] {
-        writeln!(writer, "{i}").expect("write an id");
-    }
+    write_ids(&mut writer, &ids[1000..]);
     drop(writer);
     let t = c.wait_status(&id, "finished");
     let placement = Cluster::placement(&t);
@@ -473,19 +476,14 @@ fn a_killed_supervisors_workers_move_and_every_id_still_arrives() {
 #[test]
 fn a_restarted_coordinator_neither_stops_nor_forgets_a_running_topology() {
     let (mut c, id, mut writer, out, ids) = piped_topology("steady");
-    for i in &ids[..1000] {
-        writeln!(writer, "{i}").expect("write an id");
-    }
-    writer.flush().expect("flush");
+    write_ids(&mut writer, &ids[..1000]);
     c.wait_until("some ids arrived", |_| sink_ids(&out).len() >= 100);
     let before = c.wait_status(&id, "active");
 
     c.kill_coordinator();
     // Progress while it is down: the rest of the ids reach the sink. (The end of the
     // input ends the spout; only a coordinator ends the run.)
-    for i in &ids[1000..] {
-        writeln!(writer, "{i}").expect("write an id");
-    }
+    write_ids(&mut writer, &ids[1000..]);
     drop(writer);
     let want: BTreeSet<String> = ids.iter().cloned().collect();
     c.wait_until("every id arrived while the coordinator was down", |_| {
@@ -594,10 +592,7 @@ fn deactivate_activate_rebalance_and_kill_a_running_topology() {
 #[test]
 fn a_restarted_supervisor_runs_its_worker_again_without_a_new_fetch() {
     let (mut c, id, mut writer, out, ids) = piped_topology("returning");
-    for i in &ids[..1000] {
-        writeln!(writer, "{i}").expect("write an id");
-    }
-    writer.flush().expect("flush");
+    write_ids(&mut writer, &ids[..1000]);
     c.wait_until("some ids arrived", |_| sink_ids(&out).len() >= 100);
     let before = c.topology(&id).expect("listed");
     let transfers = c.transfers();
@@ -611,9 +606,7 @@ fn a_restarted_supervisor_runs_its_worker_again_without_a_new_fetch() {
         })
     });
     assert!(orphans.iter().all(|&pid| gone(pid)));
-    for i in &ids[1000..] {
-        writeln!(writer, "{i}").expect("write an id");
-    }
+    write_ids(&mut writer, &ids[1000..]);
     drop(writer);
     let t = c.wait_status(&id, "finished");
     assert_eq!(Cluster::placement(&t), Cluster::placement(&before), "{t}");
