@@ -7,6 +7,11 @@
 //! - an acker's inbox ([`AckerMsg`] batches) and a spout's control inbox ([`SpoutMsg`]):
 //!   unbounded, so acking never blocks a sender (they are bounded in practice by
 //!   `max_spout_pending` and the data queues).
+//!
+//! A bolt in a worker with peers has a second, unbounded inbox of [`RemoteBatch`]es:
+//! payloads still encoded, which its own thread decodes just before executing them. It is
+//! bounded in practice by the per-task windows of flow control: a batch is granted back
+//! to its sender (through a [`GrantBook`]) only once the task took it.
 
 use std::sync::Arc;
 
@@ -77,6 +82,28 @@ pub enum SpoutMsg {
     Stop,
     /// Someone called the spout's [`crate::Notifier`].
     Wake,
+}
+
+/// An encoded data payload from another worker, for one bolt task.
+pub(crate) struct RemoteBatch {
+    /// The sending worker.
+    pub(crate) from: u32,
+    /// The sender's connection it came on (see [`GrantBook::epoch`]).
+    pub(crate) epoch: u32,
+    /// The encoding (`wire::DataDecoder`).
+    pub(crate) payload: bytes::Bytes,
+    /// Where to grant it back once taken.
+    pub(crate) book: Arc<dyn GrantBook>,
+}
+
+/// Grants batches back to the workers that sent them (flow control per task).
+pub(crate) trait GrantBook: Send + Sync {
+    /// The current connection of worker `worker`: it changes when the connection is lost,
+    /// and batches or grants owed from an older one are never granted (the sender starts
+    /// its windows over).
+    fn epoch(&self, worker: u32) -> u32;
+    /// Task `task` took `batches` more batches from worker `worker`.
+    fn grant(&self, worker: u32, task: TaskId, batches: u32);
 }
 
 /// The destination task is gone (its worker stopped).

@@ -40,15 +40,17 @@ use topo_dsl::{Kind, Topology};
 use crate::component::{Bolt, Notifier, Spout, TaskContext};
 use crate::executor::acker::AckerExecutor;
 use crate::executor::bolt::{BoltCore, BoltExecutor};
+use crate::executor::remote::RemoteIn;
 use crate::executor::spout::{SpoutCore, SpoutExecutor};
 use crate::executor::{Output, OutputSpec, Pool, StreamOut};
 use crate::grouping::Router;
 use crate::metrics::{TaskSnapshot, TaskStats, WorkerSnapshot};
 use crate::plan::{PhysicalPlan, TaskRole};
 use crate::registry::Registry;
-use crate::route::{AckerIn, Inbound, RemoteSender, Route, SpoutMsg};
+use crate::route::{AckerIn, Inbound, RemoteBatch, RemoteSender, Route, SpoutMsg};
 use crate::summary::{ComponentSummary, Counts, Histogram, RunSummary, SharedCounts, TaskSummary};
 use crate::tuple::{StreamInfo, TaskId};
+use crate::wire;
 
 /// How to run a topology.
 #[derive(Debug, Clone)]
@@ -195,6 +197,8 @@ pub struct RunningTopology {
     shared: Vec<(TaskId, Arc<SharedCounts>)>,
     queues: Vec<(TaskId, Sender<Inbound>)>,
     inboxes: Inboxes,
+    /// Bolt tasks' inboxes for batches from other workers (with peers only).
+    remote_in: Vec<(TaskId, Sender<RemoteBatch>)>,
     latencies: Vec<(TaskId, Arc<Mutex<Histogram>>)>,
     stats: Vec<(TaskId, Arc<Mutex<TaskStats>>)>,
     incarnation: u64,
@@ -235,6 +239,11 @@ impl RunningTopology {
     /// The inboxes of the tasks running here, for a transport to deliver into.
     pub fn inboxes(&self) -> &Inboxes {
         &self.inboxes
+    }
+
+    /// Bolt tasks' inboxes for encoded batches from other workers.
+    pub(crate) fn remote_inboxes(&self) -> &[(TaskId, Sender<RemoteBatch>)] {
+        &self.remote_in
     }
 
     /// Number of acker tasks running.
@@ -574,6 +583,7 @@ pub fn start(
     let mut tasks = Vec::new();
     let mut shared = Vec::new();
     let mut queues = Vec::new();
+    let mut remote_in = Vec::new();
     let mut latencies = Vec::new();
     let mut stats = Vec::new();
     let mut held = Vec::new();
@@ -701,10 +711,23 @@ pub fn start(
                     .into_iter()
                     .map(|from| plan.component_tasks(from).len())
                     .sum();
+                // With peers: a second inbox for their batches, decoded on this thread.
+                let remote = options.remote.as_ref().map(|_| {
+                    let (tx, rx) = crossbeam_channel::unbounded();
+                    remote_in.push((task, tx));
+                    RemoteIn::new(
+                        rx,
+                        wire::DataDecoder::new(Arc::clone(&topology)),
+                        task,
+                        comp.id.clone(),
+                    )
+                });
                 let exec = BoltExecutor {
                     bolt,
                     core: BoltCore::new(out),
                     inbox,
+                    remote,
+                    remote_turn: false,
                     ctx,
                     upstream,
                     tick: comp.tick,
@@ -764,6 +787,7 @@ pub fn start(
         shared,
         queues,
         inboxes,
+        remote_in,
         latencies,
         stats,
         incarnation: rng.next_u64() | 1,

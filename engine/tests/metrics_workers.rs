@@ -17,7 +17,7 @@ use topo_dsl::{StreamDecl, Topology};
 use topo_engine::launcher::worker;
 use topo_engine::metrics::{Publisher, TaskSnapshot, TransportSnapshot, WorkerSnapshot};
 use topo_engine::prometheus::Exporter;
-use topo_engine::transport::{Transport, TransportConfig};
+use topo_engine::transport::{Deliver, Transport, TransportConfig};
 use topo_engine::{Bolt, BoltOutput, Counts, Registry, Result, RunOptions, Tuple};
 
 #[derive(Deserialize)]
@@ -116,7 +116,10 @@ fn run_workers(topology: &Arc<Topology>, r: &Registry) -> Vec<WorkerSnapshot> {
         let shutdown = async move {
             let _ = stop.wait_for(|s| *s).await;
         };
-        transports.push(Transport::start(config, listener, shutdown).unwrap());
+        let dispatcher = worker::Dispatcher::new();
+        let sink = Arc::clone(&dispatcher) as Arc<dyn Deliver>;
+        let transport = Transport::start_with(config, listener, shutdown, sink).unwrap();
+        transports.push((transport, dispatcher));
     }
     for (w, (t, _)) in transports.iter().enumerate() {
         for peer in (0..n as u32).filter(|p| *p != w as u32) {
@@ -129,17 +132,15 @@ fn run_workers(topology: &Arc<Topology>, r: &Registry) -> Vec<WorkerSnapshot> {
         }
     }
     let mut workers = Vec::new();
-    let mut dispatchers = Vec::new();
-    for (transport, inbound) in &transports {
-        let (running, dispatcher) = worker::start(
+    for (transport, dispatcher) in &transports {
+        let running = worker::start(
             Arc::clone(topology),
             r,
             transport,
-            inbound.clone(),
+            dispatcher,
             RunOptions::default(),
         )
         .unwrap();
-        dispatchers.push(dispatcher);
         workers.push(running);
     }
     for w in &workers {
@@ -155,9 +156,6 @@ fn run_workers(topology: &Arc<Topology>, r: &Registry) -> Vec<WorkerSnapshot> {
     let _ = stop_tx.send(true);
     for (t, _) in transports {
         rt.block_on(t.join());
-    }
-    for d in dispatchers {
-        d.join().unwrap();
     }
     snapshots
 }

@@ -12,7 +12,7 @@ use std::time::Duration;
 use common::{numbers, recorder, Log, Seen};
 use topo_dsl::Topology;
 use topo_engine::launcher::worker;
-use topo_engine::transport::{Transport, TransportConfig};
+use topo_engine::transport::{Deliver, Transport, TransportConfig};
 use topo_engine::{RunOptions, TaskId};
 
 #[test]
@@ -66,7 +66,10 @@ fn two_workers(count: i64, base: RunOptions) {
         let shutdown = async move {
             let _ = stop.wait_for(|s| *s).await;
         };
-        transports.push(Transport::start(config, listener, shutdown).unwrap());
+        let dispatcher = worker::Dispatcher::new();
+        let sink = Arc::clone(&dispatcher) as Arc<dyn Deliver>;
+        let transport = Transport::start_with(config, listener, shutdown, sink).unwrap();
+        transports.push((transport, dispatcher));
     }
     for (w, (t, _)) in transports.iter().enumerate() {
         let peer = t.sender(1 - w as u32).unwrap();
@@ -76,17 +79,15 @@ fn two_workers(count: i64, base: RunOptions) {
         );
     }
     let mut workers = Vec::new();
-    let mut dispatchers = Vec::new();
-    for (transport, inbound) in &transports {
-        let (running, dispatcher) = worker::start(
+    for (transport, dispatcher) in &transports {
+        let running = worker::start(
             Arc::clone(&topology),
             &r,
             transport,
-            inbound.clone(),
+            dispatcher,
             base.clone(),
         )
         .unwrap();
-        dispatchers.push(dispatcher);
         workers.push(running);
     }
     for w in &workers {
@@ -98,9 +99,6 @@ fn two_workers(count: i64, base: RunOptions) {
     let _ = stop_tx.send(true);
     for (t, _) in transports {
         rt.block_on(t.join());
-    }
-    for d in dispatchers {
-        d.join().unwrap();
     }
 
     let acked: u64 = summaries.iter().map(|s| s.counts("numbers").acked).sum();

@@ -6,8 +6,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, TryRecvError};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Select, TryRecvError};
 
+use super::remote::RemoteIn;
 use super::{panic_text, worth_logging, Output};
 use crate::component::{Anchoring, Bolt, BoltOutput, Emitter, TaskContext};
 use crate::metrics::{FailReason, FailSample, EXECUTE_SAMPLE};
@@ -198,6 +199,11 @@ pub(crate) struct BoltExecutor {
     pub(crate) bolt: Box<dyn Bolt>,
     pub(crate) core: BoltCore,
     pub(crate) inbox: Receiver<Inbound>,
+    /// Batches from other workers, still encoded (with peers only).
+    pub(crate) remote: Option<RemoteIn>,
+    /// Take from `remote` first next time (the two inboxes take turns while both have
+    /// work).
+    pub(crate) remote_turn: bool,
     pub(crate) ctx: TaskContext,
     /// Number of upstream tasks; the stream ends after an end-of-stream from each.
     pub(crate) upstream: usize,
@@ -342,26 +348,12 @@ impl BoltExecutor {
             Ok(Err(e)) => self.broken(&e.to_string()),
             Err(p) => self.broken(&panic_text(&*p)),
         };
-        let mut ended = 0;
+        // Upstream tasks whose stream ended: a peer that reconnects sends its ends again.
+        let mut ended: Vec<TaskId> = Vec::new();
         let mut next_tick = self.tick.filter(|_| ok).map(|p| Instant::now() + p);
         loop {
-            let msg = match self.inbox.try_recv() {
-                Ok(m) => Some(m),
-                Err(TryRecvError::Disconnected) => break,
-                Err(TryRecvError::Empty) => {
-                    self.core.out.flush_all(Instant::now());
-                    match next_tick {
-                        Some(at) => match self.inbox.recv_deadline(at) {
-                            Ok(m) => Some(m),
-                            Err(RecvTimeoutError::Timeout) => None,
-                            Err(RecvTimeoutError::Disconnected) => break,
-                        },
-                        None => match self.inbox.recv() {
-                            Ok(m) => Some(m),
-                            Err(_) => break,
-                        },
-                    }
-                }
+            let Some(msg) = self.next(next_tick) else {
+                break;
             };
             let busy_from = Instant::now();
             match msg {
@@ -379,9 +371,11 @@ impl BoltExecutor {
                     self.core.out.recycle(batch);
                     self.core.out.flush_acks();
                 }
-                Some(Inbound::Eos(_)) => {
-                    ended += 1;
-                    if ended >= self.upstream {
+                Some(Inbound::Eos(up)) => {
+                    if !ended.contains(&up) {
+                        ended.push(up);
+                    }
+                    if ended.len() >= self.upstream {
                         if ok {
                             self.call("finish");
                         }
@@ -404,6 +398,9 @@ impl BoltExecutor {
             self.core.out.stats.busy_ns += now.duration_since(busy_from).as_nanos() as u64;
             self.core.out.maybe_flush(now);
         }
+        if let Some(r) = &mut self.remote {
+            r.pay_all();
+        }
         self.core.out.end_stream();
         let bolt = &mut self.bolt;
         if let Err(p) = catch_unwind(AssertUnwindSafe(|| bolt.cleanup())) {
@@ -413,6 +410,84 @@ impl BoltExecutor {
         self.core.out.flush_all(now);
         self.core.out.publish_stats(now);
         self.core.out.counts
+    }
+
+    /// The next input: `None` once the inbox is closed, `Some(None)` when there is
+    /// nothing to execute (the tick is due, or what came did not decode). Flushes, and
+    /// grants back what it owes, before it waits.
+    #[inline]
+    fn next(&mut self, next_tick: Option<Instant>) -> Option<Option<Inbound>> {
+        let Some(r) = self.remote.as_mut() else {
+            return self.next_local(next_tick);
+        };
+        if std::mem::take(&mut self.remote_turn) {
+            if let Ok(m) = r.try_take() {
+                return Some(m);
+            }
+        }
+        match self.inbox.try_recv() {
+            Ok(m) => {
+                self.remote_turn = true;
+                return Some(Some(m));
+            }
+            Err(TryRecvError::Disconnected) => return None,
+            Err(TryRecvError::Empty) => {}
+        }
+        if let Ok(m) = r.try_take() {
+            return Some(m);
+        }
+        self.core.out.flush_all(Instant::now());
+        r.pay_all();
+        self.wait_both(next_tick)
+    }
+
+    /// [`BoltExecutor::next`] without peers: one inbox.
+    #[inline]
+    fn next_local(&mut self, next_tick: Option<Instant>) -> Option<Option<Inbound>> {
+        match self.inbox.try_recv() {
+            Ok(m) => Some(Some(m)),
+            Err(TryRecvError::Disconnected) => None,
+            Err(TryRecvError::Empty) => {
+                self.core.out.flush_all(Instant::now());
+                match next_tick {
+                    Some(at) => match self.inbox.recv_deadline(at) {
+                        Ok(m) => Some(Some(m)),
+                        Err(RecvTimeoutError::Timeout) => Some(None),
+                        Err(RecvTimeoutError::Disconnected) => None,
+                    },
+                    None => self.inbox.recv().ok().map(Some),
+                }
+            }
+        }
+    }
+
+    /// Waits for either inbox (until the tick is due).
+    #[cold]
+    fn wait_both(&mut self, next_tick: Option<Instant>) -> Option<Option<Inbound>> {
+        let Some(r) = self.remote.as_mut() else {
+            return Some(None);
+        };
+        let mut sel = Select::new();
+        let local = sel.recv(&self.inbox);
+        sel.recv(&r.rx);
+        let op = match next_tick {
+            Some(at) => match sel.select_deadline(at) {
+                Ok(op) => op,
+                Err(_) => return Some(None),
+            },
+            None => sel.select(),
+        };
+        if op.index() == local {
+            return op.recv(&self.inbox).ok().map(Some);
+        }
+        match op.recv(&r.rx) {
+            Ok(b) => Some(r.take(b)),
+            Err(_) => {
+                // No more peers: only the local inbox is left.
+                self.remote = None;
+                Some(None)
+            }
+        }
     }
 
     /// `prepare` failed: record it and stop the topology; inputs are failed from now on.

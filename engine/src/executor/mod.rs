@@ -10,6 +10,7 @@
 
 pub(crate) mod acker;
 pub(crate) mod bolt;
+pub(crate) mod remote;
 pub(crate) mod spout;
 
 use std::any::Any;

@@ -1,51 +1,91 @@
-//! What other workers send, handed to this worker's task inboxes.
+//! What other workers send, handed to this worker's tasks on the transport's I/O thread.
 //!
-//! One thread decodes every delivery of the transport and pushes it into the inbox of
-//! its task. A full inbox never blocks the other tasks: its batches wait in a per-task
-//! line while deliveries for other tasks go on. Each batch that enters an inbox grants
-//! its sender one more batch for that task (see `remote`'s flow control per task), so a
-//! slow bolt stops its remote producers and the lines stay within the windows; the
-//! transport's own grant is dropped as soon as a frame is decoded. Grants go out a few
-//! batches at a time, and all of them whenever no delivery is waiting.
+//! A [`Dispatcher`] is the transport's [`Deliver`] sink: it never blocks and never
+//! decodes a data batch. A `Data` payload goes, still encoded, into its bolt task's
+//! unbounded remote inbox; the task's own thread decodes it just before executing it and
+//! grants it back to its sender (see `executor::remote`), so the unbounded inbox holds at
+//! most a window of batches per sending worker. The transport's grant is dropped at once:
+//! what waits is bounded by the windows. Acker, grant and spout control frames are small:
+//! they are decoded here and pushed into the (unbounded) acker and spout inboxes, or
+//! added to this worker's sending windows.
+//!
+//! When a connection is lost the sender's windows for our tasks start over, so batches
+//! that came on it, and grants owed for them, are never granted back: each connection of
+//! a peer has an epoch, and a remote batch remembers the one it came on. When a peer
+//! comes back, the ends of streams sent to it so far are sent again (on a short-lived
+//! thread: that may wait for the connection).
+//!
+//! Deliveries that arrive before the tasks run (a faster peer already sends) wait in a
+//! list and are handed over in order when [`Dispatcher`] is attached to them.
 
-use std::collections::VecDeque;
-use std::sync::Arc;
-use std::thread::JoinHandle;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
-use topo_dsl::Topology;
+use crossbeam_channel::Sender;
 
 use super::remote::{self, Remote};
-use crate::route::{AckerIn, Inbound};
-use crate::runtime::Inboxes;
-use crate::transport::Delivery;
+use crate::route::{AckerIn, GrantBook, RemoteBatch, SpoutMsg};
+use crate::runtime::RunningTopology;
+use crate::transport::{Deliver, Delivery};
+use crate::tuple::TaskId;
 use crate::wire;
 
-/// Batches of one task granted back to a worker in one `Control` frame (at most: all
-/// that is owed is granted whenever nothing more has arrived).
-const GRANT_EVERY: u32 = (remote::WINDOW / 2) as u32;
-
-/// Messages waiting for room in a task's inbox, each with the worker to grant a batch
-/// when it gets in (`None` for an end of stream).
-type Waiting = VecDeque<(Inbound, Option<u32>)>;
-
-struct Dispatch {
-    decoder: wire::DataDecoder,
-    data: Vec<Option<Sender<Inbound>>>,
-    ackers: Vec<Option<Sender<AckerIn>>>,
-    spouts: Vec<Option<Sender<crate::route::SpoutMsg>>>,
-    waiting: Vec<Waiting>,
-    remote: Arc<Remote>,
-    seen_up: Vec<bool>,
-    /// (task, upstream task) of every end-of-stream delivered: peers send them again
-    /// after any reconnect, and a bolt must count each upstream task's end once.
-    eos_seen: std::collections::HashSet<(u32, u32)>,
-    worker: usize,
-    bad: u64,
-    /// Worker -> task -> batches taken but not yet granted back.
-    owed: Vec<Vec<u32>>,
+/// Hands what the transport receives to this worker's tasks: pass it to
+/// [`Transport::start_with`](crate::transport::Transport::start_with), then to
+/// [`worker::start`](super::worker::start), which attaches it to the tasks.
+#[derive(Default)]
+pub struct Dispatcher {
+    table: OnceLock<Table>,
+    /// Deliveries that came before the tasks ran, in order.
+    early: Mutex<Vec<Delivery>>,
+    rare: Mutex<Rare>,
 }
+
+impl std::fmt::Debug for Dispatcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dispatcher")
+            .field("attached", &self.table.get().is_some())
+            .finish()
+    }
+}
+
+/// Where each delivery goes, by destination task.
+struct Table {
+    data: Vec<Option<Sender<RemoteBatch>>>,
+    ackers: Vec<Option<Sender<AckerIn>>>,
+    spouts: Vec<Option<Sender<SpoutMsg>>>,
+    book: Arc<Book>,
+    worker: usize,
+}
+
+/// State of the rare deliveries.
+#[derive(Default)]
+struct Rare {
+    seen_up: Vec<bool>,
+    bad: u64,
+}
+
+/// The grant side of flow control: the sending windows and each peer's connection epoch.
+struct Book {
+    remote: Arc<Remote>,
+    epochs: Vec<AtomicU32>,
+}
+
+impl GrantBook for Book {
+    fn epoch(&self, worker: u32) -> u32 {
+        self.epochs
+            .get(worker as usize)
+            .map_or(0, |e| e.load(Ordering::Acquire))
+    }
+
+    fn grant(&self, worker: u32, task: TaskId, batches: u32) {
+        self.remote.grant(worker, task, batches);
+    }
+}
+
+// A task grants a few batches at a time, well within the window, so its senders keep
+// sending while the grant travels.
+const _: () = assert!(2 * crate::executor::remote::GRANT_EVERY as i64 <= remote::WINDOW);
 
 fn by_task<T: Clone>(n: usize, items: &[(u32, T)]) -> Vec<Option<T>> {
     let mut v = vec![None; n];
@@ -57,93 +97,73 @@ fn by_task<T: Clone>(n: usize, items: &[(u32, T)]) -> Vec<Option<T>> {
     v
 }
 
-/// Starts the thread; it ends when the transport has shut down.
-pub(crate) fn spawn(
-    deliveries: Receiver<Delivery>,
-    topology: Arc<Topology>,
-    tasks: usize,
-    inboxes: &Inboxes,
-    remote: Arc<Remote>,
-    worker: usize,
-    workers: usize,
-) -> std::io::Result<JoinHandle<()>> {
-    let n = tasks + 1;
-    let d = Dispatch {
-        decoder: wire::DataDecoder::new(topology),
-        data: by_task(n, &inboxes.data),
-        ackers: by_task(n, &inboxes.ackers),
-        spouts: by_task(n, &inboxes.spouts),
-        waiting: (0..n).map(|_| VecDeque::new()).collect(),
-        remote,
-        seen_up: vec![false; workers],
-        eos_seen: Default::default(),
-        worker,
-        bad: 0,
-        owed: vec![vec![0; n]; workers],
-    };
-    std::thread::Builder::new()
-        .name(format!("inbound-{worker}"))
-        .spawn(move || d.run(deliveries))
-}
-
-impl Dispatch {
-    fn run(mut self, deliveries: Receiver<Delivery>) {
-        let mut backlog = 0usize;
-        loop {
-            let next = if backlog == 0 {
-                deliveries
-                    .recv()
-                    .map_err(|_| RecvTimeoutError::Disconnected)
-            } else {
-                deliveries.recv_timeout(Duration::from_millis(1))
-            };
-            match next {
-                Ok(d) => self.handle(d),
-                Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => break,
-            }
-            backlog = self.retry();
-            if deliveries.is_empty() {
-                self.pay_all();
-            }
-        }
+impl Dispatcher {
+    /// A dispatcher not attached to tasks yet: it keeps what arrives until it is.
+    pub fn new() -> Arc<Dispatcher> {
+        Arc::default()
     }
 
-    /// Batch `task` took from `worker` entered the inbox: grant it back, a few at a time
-    /// (every [`GRANT_EVERY`], and all that is owed before this thread waits).
-    fn owe(&mut self, worker: u32, task: u32) {
-        let Some(n) = self
-            .owed
-            .get_mut(worker as usize)
-            .and_then(|w| w.get_mut(task as usize))
-        else {
-            return;
+    fn rare(&self) -> MutexGuard<'_, Rare> {
+        self.rare.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn early(&self) -> MutexGuard<'_, Vec<Delivery>> {
+        self.early.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Starts handing deliveries to `running`'s tasks, first those that waited. Returns
+    /// false (and changes nothing) when it was attached already.
+    pub(crate) fn attach(
+        &self,
+        running: &RunningTopology,
+        remote: Arc<Remote>,
+        worker: usize,
+        workers: usize,
+    ) -> bool {
+        if self.table.get().is_some() {
+            return false;
+        }
+        let n = running.plan().tasks().len() + 1;
+        let inboxes = running.inboxes();
+        let table = Table {
+            data: by_task(n, running.remote_inboxes()),
+            ackers: by_task(n, &inboxes.ackers),
+            spouts: by_task(n, &inboxes.spouts),
+            book: Arc::new(Book {
+                remote,
+                epochs: (0..workers).map(|_| AtomicU32::new(0)).collect(),
+            }),
+            worker,
         };
-        *n += 1;
-        if *n >= GRANT_EVERY {
-            let batches = std::mem::take(n);
-            self.remote.grant(worker, task, batches);
-        }
-    }
-
-    fn pay_all(&mut self) {
-        for (w, tasks) in self.owed.iter_mut().enumerate() {
-            for (t, n) in tasks.iter_mut().enumerate() {
-                if *n > 0 {
-                    self.remote.grant(w as u32, t as u32, std::mem::take(n));
-                }
+        self.rare().seen_up.resize(workers, false);
+        // Hand over what waited, then take over under the lock: whatever arrives
+        // meanwhile joins the list, so each peer's order holds.
+        loop {
+            let mut early = self.early();
+            if early.is_empty() {
+                let set = self.table.set(table).is_ok();
+                drop(early);
+                return set;
+            }
+            let waited = std::mem::take(&mut *early);
+            drop(early);
+            for d in waited {
+                self.handle(&table, d);
             }
         }
     }
 
-    fn malformed(&mut self, from: u32, error: &wire::WireError) {
-        self.bad += 1;
-        if crate::executor::worth_logging(self.bad) {
-            tracing::warn!(worker = self.worker, peer = from, %error, count = self.bad, "Dropped a message that does not decode.");
+    fn malformed(&self, worker: usize, from: u32, error: &dyn std::fmt::Display) {
+        let mut rare = self.rare();
+        rare.bad += 1;
+        let count = rare.bad;
+        drop(rare);
+        if crate::executor::worth_logging(count) {
+            tracing::warn!(worker, peer = from, %error, count, "Dropped a message that does not decode.");
         }
     }
 
-    fn handle(&mut self, d: Delivery) {
+    fn handle(&self, t: &Table, d: Delivery) {
         match d {
             Delivery::Data {
                 from,
@@ -151,41 +171,23 @@ impl Dispatch {
                 payload,
                 grant,
             } => {
-                let decoded = self.decoder.decode(&payload);
                 drop(grant);
-                let msg = match decoded {
-                    Ok(m) => m,
-                    Err(e) => return self.malformed(from, &e),
-                };
-                let owed = matches!(msg, Inbound::Batch(_)).then_some(from);
-                if let Inbound::Eos(up) = msg {
-                    if !self.eos_seen.insert((dest_task, up)) {
-                        return;
-                    }
-                }
-                let t = dest_task as usize;
-                let Some(Some(tx)) = self.data.get(t) else {
+                let Some(Some(tx)) = t.data.get(dest_task as usize) else {
                     tracing::warn!(
-                        worker = self.worker,
+                        worker = t.worker,
                         peer = from,
                         task = dest_task,
                         "Dropped data for a task that is not here."
                     );
                     return;
                 };
-                if !self.waiting[t].is_empty() {
-                    self.waiting[t].push_back((msg, owed));
-                    return;
-                }
-                match tx.try_send(msg) {
-                    Ok(()) => {
-                        if let Some(w) = owed {
-                            self.owe(w, dest_task);
-                        }
-                    }
-                    Err(TrySendError::Full(msg)) => self.waiting[t].push_back((msg, owed)),
-                    Err(TrySendError::Disconnected(_)) => {}
-                }
+                // Unbounded: the windows bound it. A task that ended takes nothing more.
+                let _ = tx.send(RemoteBatch {
+                    from,
+                    epoch: t.book.epoch(from),
+                    payload,
+                    book: Arc::clone(&t.book) as Arc<dyn GrantBook>,
+                });
             }
             Delivery::Acker {
                 from,
@@ -193,24 +195,19 @@ impl Dispatch {
                 payload,
             } => match wire::decode_acker(&payload) {
                 Ok(msgs) => {
-                    if let Some(Some(tx)) = self.ackers.get(dest_task as usize) {
+                    if let Some(Some(tx)) = t.ackers.get(dest_task as usize) {
                         let _ = tx.send(AckerIn::Batch(msgs));
                     }
                 }
-                Err(e) => self.malformed(from, &e),
+                Err(e) => self.malformed(t.worker, from, &e),
             },
             Delivery::Control {
                 from,
                 dest_task: 0,
                 payload,
             } => match remote::decode_grant(&payload) {
-                Ok((task, batches)) => self.remote.add_credit(task, batches),
-                Err(e) => {
-                    self.bad += 1;
-                    if crate::executor::worth_logging(self.bad) {
-                        tracing::warn!(worker = self.worker, peer = from, error = %e, count = self.bad, "Dropped a message that does not decode.");
-                    }
-                }
+                Ok((task, batches)) => t.book.remote.add_credit(task, batches),
+                Err(e) => self.malformed(t.worker, from, &e),
             },
             Delivery::Control {
                 from,
@@ -218,73 +215,71 @@ impl Dispatch {
                 payload,
             } => match wire::decode_control(&payload) {
                 Ok(msg) => {
-                    if let Some(Some(tx)) = self.spouts.get(dest_task as usize) {
+                    if let Some(Some(tx)) = t.spouts.get(dest_task as usize) {
                         let _ = tx.send(msg);
                     }
                 }
-                Err(e) => self.malformed(from, &e),
+                Err(e) => self.malformed(t.worker, from, &e),
             },
             Delivery::PeerUp { peer } => {
                 let again = self
+                    .rare()
                     .seen_up
                     .get_mut(peer as usize)
                     .map(|s| std::mem::replace(s, true))
                     .unwrap_or(false);
                 if again {
                     tracing::info!(
-                        worker = self.worker,
+                        worker = t.worker,
                         peer,
                         "Worker is back; sending it the ends of streams again."
                     );
-                    self.remote.resend_eos(peer);
+                    resend_eos(Arc::clone(&t.book.remote), peer);
                 }
             }
             Delivery::PeerDown { peer } => {
-                self.remote.reset_credit(peer);
-                // Its next incarnation starts with whole windows.
-                if let Some(w) = self.owed.get_mut(peer as usize) {
-                    w.fill(0);
+                t.book.remote.reset_credit(peer);
+                // Its next incarnation starts with whole windows: nothing owed to this
+                // one is granted.
+                if let Some(e) = t.book.epochs.get(peer as usize) {
+                    e.fetch_add(1, Ordering::AcqRel);
                 }
                 tracing::debug!(
-                    worker = self.worker,
+                    worker = t.worker,
                     peer,
                     "Lost the connection to a worker; its trees will time out and replay."
                 );
             }
         }
     }
+}
 
-    /// Moves waiting batches into inboxes that have room; returns how many still wait.
-    fn retry(&mut self) -> usize {
-        let mut left = 0;
-        let mut entered = Vec::new();
-        for (t, line) in self.waiting.iter_mut().enumerate() {
-            if line.is_empty() {
-                continue;
-            }
-            let Some(Some(tx)) = self.data.get(t) else {
-                line.clear();
-                continue;
-            };
-            while let Some((msg, owed)) = line.pop_front() {
-                match tx.try_send(msg) {
-                    Ok(()) => {
-                        if let Some(w) = owed {
-                            entered.push((w, t as u32));
-                        }
-                    }
-                    Err(TrySendError::Full(msg)) => {
-                        line.push_front((msg, owed));
-                        break;
-                    }
-                    Err(TrySendError::Disconnected(_)) => line.clear(),
-                }
-            }
-            left += line.len();
+/// Sends `peer` the ends of streams again, off the I/O thread (it may wait for credit).
+fn resend_eos(remote: Arc<Remote>, peer: u32) {
+    let r = Arc::clone(&remote);
+    let spawned = std::thread::Builder::new()
+        .name(format!("resend-eos-{peer}"))
+        .spawn(move || r.resend_eos(peer));
+    if let Err(e) = spawned {
+        tracing::warn!(peer, error = %e, "Cannot start a thread; sending the ends of streams from the I/O thread.");
+        remote.resend_eos(peer);
+    }
+}
+
+impl Deliver for Dispatcher {
+    fn deliver(&self, delivery: Delivery) -> bool {
+        if let Some(t) = self.table.get() {
+            self.handle(t, delivery);
+            return true;
         }
-        for (w, t) in entered {
-            self.owe(w, t);
+        let mut early = self.early();
+        match self.table.get() {
+            Some(t) => {
+                drop(early);
+                self.handle(t, delivery);
+            }
+            None => early.push(delivery),
         }
-        left
+        true
     }
 }

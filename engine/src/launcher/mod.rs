@@ -28,7 +28,8 @@
 //!   [`worker::start`], what a worker process runs, also runs one worker in-process.
 //! - `remote`: the runtime's senders to tasks of other workers (they wait out a
 //!   restarting peer and remember the ends of streams they sent).
-//! - `inbound`: the thread that hands what peers send to the local inboxes.
+//! - `inbound`: [`worker::Dispatcher`], which hands what peers send to the local tasks
+//!   on the transport's I/O thread (data batches still encoded: each task decodes its own).
 //! - [`session`]: the per-run state machine (who listens where, who gets `Peers`,
 //!   `PeerMoved`, `Finish`), shared with the cluster coordinator.
 

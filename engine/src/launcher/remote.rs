@@ -13,14 +13,14 @@
 //! producers need, and two workers sending each other data could wait on each other for
 //! ever. So on top of it each destination task grants [`WINDOW`] batches to each worker
 //! that sends to it: a sender spends one per batch and blocks at zero (like a full local
-//! queue); the receiving worker grants batches back, in a `Control` frame to task 0, as
-//! they enter the task's inbox (a few per frame, and all it owes whenever it has nothing
-//! else to do). The receiver then drops the transport's grant as soon
-//! as a batch is decoded: what waits for an inbox is bounded by the windows.
+//! queue); the receiving task grants batches back, in a `Control` frame to task 0, as it
+//! takes them from its remote inbox (a few per frame, and all it owes before it waits for
+//! input). The receiver drops the transport's grant as soon as a frame is read: what
+//! waits in a remote inbox is bounded by the windows.
 //!
 //! Every end-of-stream sent is remembered, and sent again whenever a worker reconnects:
 //! if it restarted, its new tasks must still see the end of every upstream stream; if it
-//! only reconnected, its inbound side drops the ones it already delivered.
+//! only reconnected, its tasks drop the ones they already counted.
 
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::Duration;

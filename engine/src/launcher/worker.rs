@@ -31,19 +31,19 @@ use std::io::{BufRead, Write};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use serde::{Deserialize, Serialize};
 use topo_dsl::Topology;
 
-use super::{inbound, remote};
+pub use super::inbound::Dispatcher;
+use super::remote;
 use crate::metrics::{TransportSnapshot, WorkerSnapshot};
 use crate::registry::Registry;
 use crate::runtime::{self, Remotes, RunOptions, RunningTopology};
 use crate::summary::RunSummary;
-use crate::transport::{self, Delivery, Transport, TransportConfig};
+use crate::transport::{self, Transport, TransportConfig};
 use crate::PhysicalPlan;
 
 /// A message from the supervisor to a worker.
@@ -212,26 +212,23 @@ pub enum StartError {
     /// Its tasks would not start (a component config, or a thread).
     #[error(transparent)]
     Tasks(#[from] runtime::StartError),
-    /// The thread that takes in what peers send could not be started.
-    #[error("cannot start the inbound thread: {0}")]
-    Inbound(std::io::Error),
+    /// The dispatcher already hands deliveries to other tasks.
+    #[error("the dispatcher is attached to another worker's tasks already")]
+    Attached,
 }
 
 /// Starts, in this process, the tasks of worker `transport.worker()` of `topology`'s
-/// plan, connected to the other workers through `transport` (with `deliveries`, its
-/// receiving side, from [`Transport::start`]): the same bridge a worker process uses,
-/// with per-task flow control and ends of streams sent again to a worker that comes
+/// plan, connected to the other workers through `transport`, which hands what peers send
+/// to `dispatcher` (given to [`Transport::start_with`]): the same bridge a worker process
+/// uses, with per-task flow control and ends of streams sent again to a worker that comes
 /// back. `options.worker` and `options.remote` are set here.
-///
-/// Returns the running tasks and the inbound thread, which ends once the transport has
-/// shut down.
 pub fn start(
     topology: Arc<Topology>,
     registry: &Registry,
     transport: &Transport,
-    deliveries: Receiver<Delivery>,
+    dispatcher: &Dispatcher,
     options: RunOptions,
-) -> Result<(RunningTopology, JoinHandle<()>), StartError> {
+) -> Result<RunningTopology, StartError> {
     let plan = PhysicalPlan::new(&topology);
     let workers = plan.workers();
     let me = transport.worker() as usize;
@@ -247,22 +244,11 @@ pub fn start(
         ..options
     };
     let running = runtime::start(Arc::clone(&topology), registry, options)?;
-    let inbound = inbound::spawn(
-        deliveries,
-        topology,
-        plan.tasks().len(),
-        running.inboxes(),
-        remote,
-        me,
-        workers,
-    );
-    match inbound {
-        Ok(handle) => Ok((running, handle)),
-        Err(e) => {
-            running.stop();
-            Err(StartError::Inbound(e))
-        }
+    if !dispatcher.attach(&running, remote, me, workers) {
+        running.stop();
+        return Err(StartError::Attached);
     }
+    Ok(running)
 }
 
 /// Runs a worker process (the hidden `topo worker` verb); returns the exit code.
@@ -352,7 +338,9 @@ pub fn run(registry: &Registry) -> i32 {
     }
     let _tokio = rt.enter();
     let config = TransportConfig::new(me as u32, peers, fingerprint, secret);
-    let (transport, deliveries) = match Transport::start(config, listener, std::future::pending()) {
+    let dispatcher = Dispatcher::new();
+    let sink = Arc::clone(&dispatcher) as Arc<dyn transport::Deliver>;
+    let transport = match Transport::start_with(config, listener, std::future::pending(), sink) {
         Ok(t) => t,
         Err(e) => return fail(format!("cannot start the transport: {e}"), false),
     };
@@ -386,12 +374,12 @@ pub fn run(registry: &Registry) -> i32 {
         Arc::clone(&topology),
         registry,
         &transport,
-        deliveries,
+        &dispatcher,
         options,
     ) {
-        Ok((running, _inbound)) => running,
+        Ok(running) => running,
         Err(e @ StartError::Tasks(_)) => return fail(e.to_string(), true),
-        Err(e @ StartError::Inbound(_)) => return fail(e.to_string(), false),
+        Err(e @ StartError::Attached) => return fail(e.to_string(), false),
     };
     tracing::info!(
         worker = me,

@@ -365,6 +365,21 @@ impl Drop for CreditGrant {
     }
 }
 
+/// Where the transport hands what peers send: called on the transport's I/O threads, in
+/// order per peer, so it must never block. A crossbeam [`Sender`](crossbeam_channel::Sender)
+/// is one (what [`Transport::start`](super::Transport::start) uses); a worker's runtime
+/// hands each delivery straight to the task it is for.
+pub trait Deliver: Send + Sync + 'static {
+    /// Takes one delivery; false when the runtime is gone (the connection then ends).
+    fn deliver(&self, delivery: Delivery) -> bool;
+}
+
+impl Deliver for crossbeam_channel::Sender<Delivery> {
+    fn deliver(&self, delivery: Delivery) -> bool {
+        self.send(delivery).is_ok()
+    }
+}
+
 /// What the transport delivers to the runtime, in order per peer.
 #[derive(Debug)]
 pub enum Delivery {

@@ -8,7 +8,8 @@
 //!   [`FrameCodec`].
 //! - [`handshake`]: identity checks and mutual HMAC-SHA256 authentication.
 //! - [`counters`]: why connections closed ([`Counters`]), traffic per peer ([`PeerCounters`]).
-//! - `link`: [`PeerSender`] (blocking, credit-limited), [`Delivery`], [`CreditGrant`].
+//! - `link`: [`PeerSender`] (blocking, credit-limited), [`Delivery`], [`Deliver`],
+//!   [`CreditGrant`].
 //! - `peer`: one driver task per peer: dial or await, serve, reconnect.
 //!
 //! # Connections
@@ -83,7 +84,7 @@ use tracing::{info, warn};
 pub use counters::{CloseReason, Counters, PeerCounters};
 pub use frame::{Frame, FrameCodec, FrameError, HEADER_LEN, MAX_FRAME_LEN};
 pub use handshake::{HandshakeError, Identity};
-pub use link::{CreditGrant, Delivery, PeerSender, SendError};
+pub use link::{CreditGrant, Deliver, Delivery, PeerSender, SendError};
 
 use frame::FRAME_OVERHEAD;
 use link::Link;
@@ -228,6 +229,19 @@ impl Transport {
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(Transport, crossbeam_channel::Receiver<Delivery>), TransportError> {
+        let (inbound_tx, inbound_rx) = crossbeam_channel::unbounded();
+        let transport = Transport::start_with(config, listener, shutdown, Arc::new(inbound_tx))?;
+        Ok((transport, inbound_rx))
+    }
+
+    /// [`Transport::start`], handing every delivery to `inbound` on the I/O threads (it
+    /// is dropped once the transport has shut down) instead of into a channel.
+    pub fn start_with(
+        config: TransportConfig,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+        inbound: Arc<dyn Deliver>,
+    ) -> Result<Transport, TransportError> {
         config.check()?;
         let local_addr = listener.local_addr()?;
         let config = Arc::new(config);
@@ -239,7 +253,6 @@ impl Transport {
         };
         let token = CancellationToken::new();
         let counters = Arc::new(Counters::default());
-        let (inbound_tx, inbound_rx) = crossbeam_channel::unbounded();
         let mut tasks = Vec::new();
         let mut links = HashMap::new();
         let mut addrs = HashMap::new();
@@ -269,13 +282,13 @@ impl Transport {
                 queue: queue_rx,
                 urgent: urgent_rx,
                 incoming: in_rx,
-                inbound: inbound_tx.clone(),
+                inbound: Arc::clone(&inbound),
                 counters: counters.clone(),
                 shutdown: token.clone(),
             };
             tasks.push(tokio::spawn(task.run()));
         }
-        drop(inbound_tx);
+        drop(inbound);
 
         let stop = token.clone();
         let stop_handle = token.clone();
@@ -299,18 +312,15 @@ impl Transport {
             token,
         )));
         info!(worker = config.worker, addr = %local_addr, "Transport started.");
-        Ok((
-            Transport {
-                worker: config.worker,
-                local_addr,
-                links,
-                addrs,
-                counters,
-                tasks,
-                stop: stop_handle,
-            },
-            inbound_rx,
-        ))
+        Ok(Transport {
+            worker: config.worker,
+            local_addr,
+            links,
+            addrs,
+            counters,
+            tasks,
+            stop: stop_handle,
+        })
     }
 
     /// This worker's index.

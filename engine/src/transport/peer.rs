@@ -15,7 +15,7 @@ use tracing::{debug, info, warn};
 use super::counters::{CloseReason, Counters};
 use super::frame::{Frame, FrameCodec, FrameError, HANDSHAKE_MAX_FRAME_LEN};
 use super::handshake::{self, HandshakeError, Identity};
-use super::link::{data_cost, CreditGrant, CreditReturn, Delivery, Link};
+use super::link::{data_cost, CreditGrant, CreditReturn, Deliver, Delivery, Link};
 use super::TransportConfig;
 
 /// An authenticated connection, ready to carry frames.
@@ -88,7 +88,7 @@ pub(crate) struct PeerTask {
     pub(crate) urgent: mpsc::UnboundedReceiver<Frame>,
     /// Connections the listener accepted and authenticated from this peer (acceptor side).
     pub(crate) incoming: mpsc::Receiver<Established>,
-    pub(crate) inbound: crossbeam_channel::Sender<Delivery>,
+    pub(crate) inbound: Arc<dyn Deliver>,
     pub(crate) counters: Arc<Counters>,
     pub(crate) shutdown: CancellationToken,
 }
@@ -243,7 +243,7 @@ impl PeerTask {
         self.link.set_connected(window);
         self.link.counters.count_connect();
         info!(peer, %addr, "Worker connected.");
-        let _ = self.inbound.send(Delivery::PeerUp { peer });
+        self.inbound.deliver(Delivery::PeerUp { peer });
 
         let mut read = tokio::spawn(read_loop(
             peer,
@@ -360,7 +360,7 @@ impl PeerTask {
             }
             End::Clean | End::Shutdown => info!(peer, %addr, "Worker disconnected."),
         }
-        let _ = self.inbound.send(Delivery::PeerDown { peer });
+        self.inbound.deliver(Delivery::PeerDown { peer });
         end
     }
 
@@ -419,7 +419,7 @@ async fn read_loop(
     mut reader: FramedRead<OwnedReadHalf, FrameCodec>,
     link: Arc<Link>,
     owed: Arc<CreditReturn>,
-    inbound: crossbeam_channel::Sender<Delivery>,
+    inbound: Arc<dyn Deliver>,
     peer_timeout: Duration,
 ) -> End {
     let counters = link.counters.clone();
@@ -439,7 +439,7 @@ async fn read_loop(
             Frame::Data { dest_task, payload } => {
                 counters.count_in(payload.len());
                 let grant = CreditGrant::new(owed.clone(), data_cost(payload.len()));
-                inbound.send(Delivery::Data {
+                inbound.deliver(Delivery::Data {
                     from: peer,
                     dest_task,
                     payload,
@@ -448,7 +448,7 @@ async fn read_loop(
             }
             Frame::Acker { dest_task, payload } => {
                 counters.count_in(payload.len());
-                inbound.send(Delivery::Acker {
+                inbound.deliver(Delivery::Acker {
                     from: peer,
                     dest_task,
                     payload,
@@ -456,7 +456,7 @@ async fn read_loop(
             }
             Frame::Control { dest_task, payload } => {
                 counters.count_in(payload.len());
-                inbound.send(Delivery::Control {
+                inbound.deliver(Delivery::Control {
                     from: peer,
                     dest_task,
                     payload,
@@ -465,11 +465,11 @@ async fn read_loop(
             Frame::Credit { bytes } => {
                 counters.count_in(0);
                 link.add_credit(bytes);
-                Ok(())
+                true
             }
             Frame::Heartbeat => {
                 counters.count_in(0);
-                Ok(())
+                true
             }
             Frame::Goodbye => return End::Clean,
             other @ (Frame::Hello(_) | Frame::Auth { .. }) => {
@@ -479,7 +479,7 @@ async fn read_loop(
                 )
             }
         };
-        if delivered.is_err() {
+        if !delivered {
             // The runtime dropped its receiver: it is shutting down.
             return End::Shutdown;
         }
