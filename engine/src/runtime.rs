@@ -43,6 +43,7 @@ use crate::executor::bolt::{BoltCore, BoltExecutor};
 use crate::executor::spout::{SpoutCore, SpoutExecutor};
 use crate::executor::{Output, OutputSpec, Pool, StreamOut};
 use crate::grouping::Router;
+use crate::load::Loads;
 use crate::metrics::{TaskSnapshot, TaskStats, WorkerSnapshot};
 use crate::plan::{PhysicalPlan, TaskRole};
 use crate::registry::Registry;
@@ -204,6 +205,7 @@ pub struct RunningTopology {
     done: Receiver<()>,
     errors: Arc<Mutex<Vec<String>>>,
     started: Instant,
+    loads: Arc<Loads>,
 }
 
 impl std::fmt::Debug for RunningTopology {
@@ -235,6 +237,12 @@ impl RunningTopology {
     /// The inboxes of the tasks running here, for a transport to deliver into.
     pub fn inboxes(&self) -> &Inboxes {
         &self.inboxes
+    }
+
+    /// The loads of every task as this worker knows them (its own bolt tasks' inboxes,
+    /// what peers reported of theirs).
+    pub(crate) fn loads(&self) -> &Arc<Loads> {
+        &self.loads
     }
 
     /// Number of acker tasks running.
@@ -570,6 +578,14 @@ pub fn start(
     let pool = Pool::new(64);
     let (done_tx, done) = crossbeam_channel::bounded::<()>(0);
     let mut rng = rand::rng();
+    let local_inboxes = data_tx
+        .iter()
+        .enumerate()
+        .filter_map(|(t, tx)| tx.clone().map(|tx| (t as TaskId, tx)))
+        .collect();
+    let loads = Arc::new(Loads::new(n, local_inboxes));
+    // Load-aware shuffles only where some tasks are elsewhere: one worker of several.
+    let aware = (settings.load_aware && options.worker.is_some()).then_some(&loads);
 
     let mut tasks = Vec::new();
     let mut shared = Vec::new();
@@ -600,6 +616,7 @@ pub fn start(
                             &decl.fields,
                             |t| plan.worker_of(t) == Some(me),
                             rng.next_u64() as usize,
+                            aware,
                         )
                     })
                     .collect(),
@@ -773,5 +790,6 @@ pub fn start(
         done,
         errors,
         started,
+        loads,
     })
 }

@@ -22,11 +22,12 @@
 //! if it restarted, its new tasks must still see the end of every upstream stream; if it
 //! only reconnected, its inbound side drops the ones it already delivered.
 
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 
+use crate::load::{self, Loads};
 use crate::plan::PhysicalPlan;
 use crate::route::{AckerIn, Gone, Inbound, RemoteSender, SpoutMsg};
 use crate::transport::{PeerSender, SendError};
@@ -44,6 +45,8 @@ pub(crate) struct Remote {
     credit_changed: Condvar,
     /// (to, from) of every end-of-stream sent.
     eos: Mutex<Vec<(TaskId, TaskId)>>,
+    /// The worker's load table, once its tasks run: peers' load reports go there.
+    loads: OnceLock<Weak<Loads>>,
 }
 
 /// Batches a task lets each other worker have in flight to it.
@@ -95,6 +98,28 @@ impl Remote {
             workers: senders.to_vec(),
             credit_changed: Condvar::new(),
             eos: Mutex::new(Vec::new()),
+            loads: OnceLock::new(),
+        }
+    }
+
+    /// Where peers' load reports go from now on.
+    pub(crate) fn set_loads(&self, loads: &Arc<Loads>) {
+        let _ = self.loads.set(Arc::downgrade(loads));
+    }
+
+    /// Takes in a load report from a peer (dropped before the tasks run or after they
+    /// ended).
+    pub(crate) fn receive_loads(&self, payload: &[u8]) -> Result<(), String> {
+        match self.loads.get().and_then(Weak::upgrade) {
+            Some(l) => l.receive(payload),
+            None => Ok(()),
+        }
+    }
+
+    /// Sends this worker's load report to every peer (a peer that is away misses it).
+    pub(crate) fn publish_loads(&self, payload: Bytes) {
+        for peer in self.workers.iter().flatten() {
+            let _ = peer.send_control(load::REPORT_TASK, payload.clone());
         }
     }
 

@@ -215,6 +215,9 @@ pub enum StartError {
     /// The thread that takes in what peers send could not be started.
     #[error("cannot start the inbound thread: {0}")]
     Inbound(std::io::Error),
+    /// The thread that samples and publishes the tasks' loads could not be started.
+    #[error("cannot start the load sampler thread: {0}")]
+    Sampler(std::io::Error),
 }
 
 /// Starts, in this process, the tasks of worker `transport.worker()` of `topology`'s
@@ -247,6 +250,17 @@ pub fn start(
         ..options
     };
     let running = runtime::start(Arc::clone(&topology), registry, options)?;
+    remote.set_loads(running.loads());
+    if topology.settings().load_aware {
+        let to_peers = Arc::clone(&remote);
+        let sampler = crate::load::spawn_sampler(running.loads(), me, move |report| {
+            to_peers.publish_loads(report)
+        });
+        if let Err(e) = sampler {
+            running.stop();
+            return Err(StartError::Sampler(e));
+        }
+    }
     let inbound = inbound::spawn(
         deliveries,
         topology,
@@ -391,7 +405,9 @@ pub fn run(registry: &Registry) -> i32 {
     ) {
         Ok((running, _inbound)) => running,
         Err(e @ StartError::Tasks(_)) => return fail(e.to_string(), true),
-        Err(e @ StartError::Inbound(_)) => return fail(e.to_string(), false),
+        Err(e @ (StartError::Inbound(_) | StartError::Sampler(_))) => {
+            return fail(e.to_string(), false)
+        }
     };
     tracing::info!(
         worker = me,
