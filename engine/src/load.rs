@@ -133,6 +133,17 @@ impl Loads {
         b.freeze()
     }
 
+    /// Forgets what was reported of `tasks` (their worker went away): they count as full
+    /// until their worker reports again.
+    pub(crate) fn forget(&self, tasks: impl IntoIterator<Item = TaskId>) {
+        for t in tasks {
+            if self.is_local.get(t as usize) == Some(&false) {
+                self.loads[t as usize].store(SCALE, Ordering::Relaxed);
+            }
+        }
+        self.bump();
+    }
+
     /// Takes in a peer's report. Tasks this table does not know, or that run here, are
     /// ignored; loads above full count as full.
     pub(crate) fn receive(&self, payload: &[u8]) -> Result<(), String> {
@@ -379,10 +390,18 @@ mod tests {
             there.sample();
         }
         assert_eq!(there.load(3), SCALE / 2, "half full");
+        assert_eq!(
+            &there.report()[..],
+            [0, 0, 0, 3, 0x02, 0x00],
+            "task 3 at 512"
+        );
         let g = here.generation();
         here.receive(&there.report()).unwrap();
         assert_eq!(here.load(3), SCALE / 2);
         assert!(here.generation() > g);
+        here.forget([2, 3]);
+        assert_eq!((here.load(2), here.load(3)), (0, SCALE), "gone: full again");
+        here.receive(&there.report()).unwrap();
         // A report on task 2 (ours), on an unknown task, or above full.
         let mut evil = BytesMut::new();
         for (t, l) in [(2u32, 7u16), (99, 7), (4, u16::MAX)] {

@@ -152,7 +152,8 @@ impl Remote {
     }
 
     /// Worker `worker` went away: what was in flight to it is lost, its tasks' windows
-    /// start over (for its next incarnation).
+    /// start over (for its next incarnation), and what it reported of its tasks' loads
+    /// no longer holds (no shuffle spills to it until it reports again).
     pub(crate) fn reset_credit(&self, worker: u32) {
         let mut c = self.credit();
         for (t, p) in self.peers.iter().enumerate() {
@@ -162,6 +163,14 @@ impl Remote {
         }
         drop(c);
         self.credit_changed.notify_all();
+        if let Some(loads) = self.loads.get().and_then(Weak::upgrade) {
+            let theirs = self.peers.iter().enumerate().filter_map(|(t, p)| {
+                p.as_ref()
+                    .is_some_and(|p| p.peer() == worker)
+                    .then_some(t as TaskId)
+            });
+            loads.forget(theirs);
+        }
     }
 
     /// Tells worker `worker` that our task `task` took `batches` more of its batches.
