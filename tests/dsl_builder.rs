@@ -87,6 +87,7 @@ fn settings_default_like_storm() {
             ackers: 0,
             message_timeout: Duration::from_millis(2500),
             max_spout_pending: None,
+            load_aware: true,
         }
     );
 

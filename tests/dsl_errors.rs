@@ -442,3 +442,44 @@ fn every_problem_in_one_config_is_reported_not_only_the_first() {
         "{d}"
     );
 }
+
+#[test]
+fn disable_loadaware_messaging_is_a_boolean_setting() {
+    let text = format!("[topology]\ndisable_loadaware_messaging = \"yes\"\n{HEAD}");
+    let Err(d) = topo_dsl::load(&text, &registry()) else {
+        panic!("validated:\n{text}");
+    };
+    let at: Vec<(usize, usize, &str)> = d
+        .items
+        .iter()
+        .map(|d| {
+            let l = d.location(&text).expect("a location");
+            (l.line, l.column, d.message.as_str())
+        })
+        .collect();
+    assert_eq!(
+        at,
+        [(
+            2,
+            31,
+            "invalid type for \"disable_loadaware_messaging\": expected boolean, found string"
+        )]
+    );
+    assert_eq!(
+        messages(&format!(
+            "[topology]\ndisable_loadaware_mesaging = true\n{HEAD}"
+        )),
+        ["unknown key \"disable_loadaware_mesaging\" in [topology]"]
+    );
+    let on = topo_dsl::load(HEAD, &registry()).expect("valid");
+    assert!(on.settings().load_aware, "load-aware by default");
+    let text = format!("[topology]\ndisable_loadaware_messaging = true\n{HEAD}");
+    let off = topo_dsl::load(&text, &registry()).expect("valid");
+    assert!(!off.settings().load_aware);
+    let built = Topology::builder("t")
+        .disable_loadaware_messaging(true)
+        .spout("s", "random_sentences")
+        .build(&registry())
+        .expect("valid");
+    assert!(!built.settings().load_aware);
+}

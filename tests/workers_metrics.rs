@@ -47,7 +47,9 @@ fn a_killed_worker_is_counted_and_no_counter_goes_backwards() {
     let dir = tempfile::tempdir().expect("temp dir");
     let file = dir.path().join("restart.topo.toml");
     // Plan (3 workers, round-robin by task id): numbers -> worker 0; relay 2, 3, 4 ->
-    // workers 1, 2, 0; ackers 5, 6, 7 -> workers 0, 1, 2.
+    // workers 1, 2, 0; ackers 5, 6, 7 -> workers 0, 1, 2. The shuffle is a plain
+    // round-robin so that every relay task works: by default (load-aware) an unloaded
+    // relay 4, in the spout's worker, would get every tuple.
     std::fs::write(
         &file,
         r#"
@@ -56,6 +58,7 @@ name = "restart"
 workers = 3
 message_timeout_secs = 2
 max_spout_pending = 100
+disable_loadaware_messaging = true
 
 [spouts.numbers]
 type = "sequence"

@@ -2,10 +2,19 @@
 //!
 //! One `Router` per (emitting task, stream, subscriber) holds that emitter's state:
 //! the round-robin position of a shuffle, the per-task counts of a partial-key grouping.
+//!
+//! With several workers, `shuffle` and `none` are load- and locality-aware by default, as
+//! in Storm 2 (`disable_loadaware_messaging` turns it off): the emitter round-robins over
+//! a choice array of at least [`CHOICES`] slots, which holds its own worker's tasks while
+//! they are not overloaded and other workers' tasks with room when they are (see
+//! [`crate::load::choose`]). The array is rebuilt only when it wraps and the loads changed.
+
+use std::sync::Arc;
 
 use smallvec::SmallVec;
 use topo_dsl::Grouping;
 
+use crate::load::{self, Loads};
 use crate::tuple::TaskId;
 use crate::value::{StableHasher, Value};
 
@@ -43,11 +52,56 @@ fn rehash(h: u64) -> u64 {
     z ^ (z >> 31)
 }
 
+/// Slots in a load-aware shuffle's choice array (at least): it is rebuilt at most once
+/// per this many emits.
+pub(crate) const CHOICES: usize = 64;
+
+/// A load-aware shuffle's inputs: the candidate tasks by locality, the loads, and the
+/// last choice.
+#[derive(Debug, Clone)]
+pub(crate) struct Balance {
+    loads: Arc<Loads>,
+    /// The emitter's worker's tasks, then the others'.
+    ids: Vec<TaskId>,
+    local: usize,
+    generation: u64,
+    spilling: bool,
+    weights: Vec<u32>,
+    scratch: Vec<u32>,
+    sampled: Vec<u32>,
+}
+
+impl Balance {
+    /// Rebuilds `tasks` when the loads changed since the last time and so did the choice.
+    #[inline(never)]
+    fn refresh(&mut self, tasks: &mut Vec<TaskId>) {
+        let g = self.loads.generation();
+        if g == self.generation {
+            return;
+        }
+        self.generation = g;
+        self.sampled.clear();
+        self.sampled
+            .extend(self.ids.iter().map(|&t| self.loads.load(t)));
+        let (local, remote) = self.sampled.split_at(self.local);
+        self.spilling = load::choose(local, remote, self.spilling, &mut self.scratch);
+        if self.scratch != self.weights {
+            std::mem::swap(&mut self.scratch, &mut self.weights);
+            load::fill(&self.ids, &self.weights, CHOICES, tasks);
+        }
+    }
+}
+
 /// One emitter's routing state for one subscription.
 #[derive(Debug, Clone)]
 pub(crate) enum Router {
-    /// Round-robin over `tasks`, from a random start (shuffle, none, local_or_shuffle).
-    RoundRobin { tasks: Vec<TaskId>, next: usize },
+    /// Round-robin over `tasks`, from a random start (shuffle, none, local_or_shuffle);
+    /// load-aware when `balance` is set.
+    RoundRobin {
+        tasks: Vec<TaskId>,
+        next: usize,
+        balance: Option<Box<Balance>>,
+    },
     /// Hash of the values at `fields` modulo the task count.
     Fields {
         tasks: Vec<TaskId>,
@@ -70,13 +124,15 @@ pub(crate) enum Router {
 impl Router {
     /// The router for a subscription with `grouping` to a component whose tasks are
     /// `tasks` (ascending). `declared` are the stream's fields; `local` says whether a
-    /// task runs in the emitter's worker; `start` seeds the round-robin position.
+    /// task runs in the emitter's worker; `start` seeds the round-robin position; with
+    /// `loads`, a shuffle whose tasks are not all local is load- and locality-aware.
     pub(crate) fn new(
         grouping: &Grouping,
         tasks: &[TaskId],
         declared: &[String],
         local: impl Fn(TaskId) -> bool,
         start: usize,
+        loads: Option<&Arc<Loads>>,
     ) -> Router {
         let indexes = |names: &[String]| -> SmallVec<[usize; 2]> {
             names
@@ -86,9 +142,15 @@ impl Router {
         };
         let n = tasks.len().max(1);
         match grouping {
-            Grouping::Shuffle | Grouping::None => Router::RoundRobin {
-                tasks: tasks.to_vec(),
-                next: start % n,
+            Grouping::Shuffle | Grouping::None => match loads {
+                Some(loads) if !tasks.iter().all(|&t| local(t)) => {
+                    Router::load_aware(tasks, local, start, loads)
+                }
+                _ => Router::RoundRobin {
+                    tasks: tasks.to_vec(),
+                    next: start % n,
+                    balance: None,
+                },
             },
             Grouping::LocalOrShuffle => {
                 let near: Vec<TaskId> = tasks.iter().copied().filter(|&t| local(t)).collect();
@@ -98,7 +160,11 @@ impl Router {
                     near
                 };
                 let next = start % tasks.len().max(1);
-                Router::RoundRobin { tasks, next }
+                Router::RoundRobin {
+                    tasks,
+                    next,
+                    balance: None,
+                }
             }
             Grouping::Fields(f) => Router::Fields {
                 tasks: tasks.to_vec(),
@@ -121,6 +187,41 @@ impl Router {
         }
     }
 
+    /// A load-aware shuffle over `tasks`, starting with the local ones (or all of them
+    /// equally, when none is local).
+    fn load_aware(
+        tasks: &[TaskId],
+        local: impl Fn(TaskId) -> bool,
+        start: usize,
+        loads: &Arc<Loads>,
+    ) -> Router {
+        let mut ids: Vec<TaskId> = tasks.iter().copied().filter(|&t| local(t)).collect();
+        let near = ids.len();
+        ids.extend(tasks.iter().copied().filter(|&t| !local(t)));
+        let weights: Vec<u32> = if near == 0 {
+            vec![1; ids.len()]
+        } else {
+            (0..ids.len()).map(|i| u32::from(i < near)).collect()
+        };
+        let mut choices = Vec::new();
+        load::fill(&ids, &weights, CHOICES, &mut choices);
+        let next = start % choices.len().max(1);
+        Router::RoundRobin {
+            tasks: choices,
+            next,
+            balance: Some(Box::new(Balance {
+                loads: Arc::clone(loads),
+                ids,
+                local: near,
+                generation: loads.generation(),
+                spilling: false,
+                weights,
+                scratch: Vec::new(),
+                sampled: Vec::new(),
+            })),
+        }
+    }
+
     /// Appends the tasks that get a tuple with `values` to `out`. `direct` is the task an
     /// `emit_direct` named; a direct router adds it when it is one of its tasks.
     ///
@@ -134,12 +235,19 @@ impl Router {
         out: &mut Vec<TaskId>,
     ) {
         match self {
-            Router::RoundRobin { tasks, next } => {
+            Router::RoundRobin {
+                tasks,
+                next,
+                balance,
+            } => {
                 if let Some(&t) = tasks.get(*next) {
                     out.push(t);
                     *next += 1;
                     if *next == tasks.len() {
                         *next = 0;
+                        if let Some(b) = balance {
+                            b.refresh(tasks);
+                        }
                     }
                 }
             }
@@ -159,12 +267,19 @@ impl Router {
     #[inline(never)]
     fn route_other(&mut self, values: &[Value], direct: Option<TaskId>, out: &mut Vec<TaskId>) {
         match self {
-            Router::RoundRobin { tasks, next } => {
+            Router::RoundRobin {
+                tasks,
+                next,
+                balance,
+            } => {
                 if let Some(&t) = tasks.get(*next) {
                     out.push(t);
                     *next += 1;
                     if *next == tasks.len() {
                         *next = 0;
+                        if let Some(b) = balance {
+                            b.refresh(tasks);
+                        }
                     }
                 }
             }
@@ -208,6 +323,7 @@ impl Router {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::route::Inbound;
 
     fn route(r: &mut Router, values: &[Value]) -> Vec<TaskId> {
         let mut out = Vec::new();
@@ -226,7 +342,7 @@ mod tests {
 
     #[test]
     fn shuffle_is_even() {
-        let mut r = Router::new(&Grouping::Shuffle, &[4, 5, 6], &[], |_| true, 7);
+        let mut r = Router::new(&Grouping::Shuffle, &[4, 5, 6], &[], |_| true, 7, None);
         let mut counts = [0; 3];
         for _ in 0..30 {
             for t in route(&mut r, &[]) {
@@ -245,6 +361,7 @@ mod tests {
             &fields,
             |_| true,
             0,
+            None,
         );
         let mut seen = std::collections::BTreeMap::new();
         for _ in 0..100 {
@@ -268,8 +385,118 @@ mod tests {
             &[],
             |t| t % 2 == 0,
             0,
+            None,
         );
         let got: Vec<TaskId> = (0..4).flat_map(|_| route(&mut r, &[])).collect();
         assert_eq!(got, [2, 4, 2, 4]);
+    }
+
+    /// Routes `n` tuples; counts per task.
+    fn spread(r: &mut Router, n: usize) -> std::collections::BTreeMap<TaskId, usize> {
+        let mut seen = std::collections::BTreeMap::new();
+        for _ in 0..n {
+            for t in route(r, &[]) {
+                *seen.entry(t).or_insert(0) += 1;
+            }
+        }
+        seen
+    }
+
+    #[test]
+    fn a_load_aware_shuffle_stays_local_until_the_local_tasks_are_overloaded() {
+        use crate::load::{Loads, SCALE};
+        // Tasks 1 and 3 are local; 2 and 4 run in another worker.
+        let (tx1, _rx1) = crossbeam_channel::bounded(4);
+        let (tx3, _rx3) = crossbeam_channel::bounded(4);
+        let loads = Arc::new(Loads::new(5, vec![(1, tx1.clone()), (3, tx3.clone())]));
+        let mut r = Router::new(
+            &Grouping::Shuffle,
+            &[1, 2, 3, 4],
+            &[],
+            |t| t % 2 == 1,
+            5,
+            Some(&loads),
+        );
+        let seen = spread(&mut r, 640);
+        assert_eq!(seen, [(1, 320), (3, 320)].into(), "unloaded: local only");
+
+        // The others report room, but the local inboxes are empty: still local.
+        let report = |entries: &[(u32, u16)]| {
+            let mut b = Vec::new();
+            for (t, l) in entries {
+                b.extend(t.to_be_bytes());
+                b.extend(l.to_be_bytes());
+            }
+            b
+        };
+        loads.receive(&report(&[(2, 0), (4, 0)])).unwrap();
+        assert_eq!(spread(&mut r, 640), [(1, 320), (3, 320)].into());
+
+        // Both local inboxes fill up: the rest spills to 2 and 4, evenly.
+        for _ in 0..4 {
+            tx1.send(Inbound::Wake).unwrap();
+            tx3.send(Inbound::Wake).unwrap();
+        }
+        for _ in 0..20 {
+            loads.sample();
+        }
+        assert!(loads.load(1) > SCALE - 8, "{}", loads.load(1));
+        let seen = spread(&mut r, 64 * 100);
+        assert!(
+            seen[&1] > 0 && seen[&3] > 0,
+            "a full task still gets a share: {seen:?}"
+        );
+        assert_eq!(seen[&2], seen[&4], "{seen:?}");
+        assert!(
+            seen[&2] > 10 * seen[&1],
+            "most go to tasks with room: {seen:?}"
+        );
+
+        // The others are as full: back to local only.
+        loads.receive(&report(&[(2, 1000), (4, 1000)])).unwrap();
+        spread(&mut r, 64);
+        assert_eq!(spread(&mut r, 640), [(1, 320), (3, 320)].into());
+    }
+
+    #[test]
+    fn without_local_tasks_a_load_aware_shuffle_weighs_every_task() {
+        use crate::load::Loads;
+        let loads = Arc::new(Loads::new(4, Vec::new()));
+        let mut r = Router::new(&Grouping::None, &[1, 2, 3], &[], |_| false, 0, Some(&loads));
+        assert_eq!(
+            spread(&mut r, 66 * 10),
+            [(1, 220), (2, 220), (3, 220)].into(),
+            "nothing reported yet: equal"
+        );
+        // Task 3 is half full, the others empty: weights 2, 2, 1.
+        loads.receive(&[0, 0, 0, 3, 2, 0]).unwrap();
+        loads
+            .receive(&[0, 0, 0, 1, 0, 0, 0, 0, 0, 2, 0, 0])
+            .unwrap();
+        spread(&mut r, 66);
+        let seen = spread(&mut r, 64 * 10);
+        assert_eq!(seen[&1], seen[&2], "{seen:?}");
+        assert!(seen[&1].abs_diff(2 * seen[&3]) <= 20, "{seen:?}");
+    }
+
+    #[test]
+    fn a_disabled_or_all_local_shuffle_is_a_plain_round_robin() {
+        use crate::load::Loads;
+        let loads = Arc::new(Loads::new(4, Vec::new()));
+        let r = Router::new(
+            &Grouping::Shuffle,
+            &[1, 2, 3],
+            &[],
+            |_| true,
+            0,
+            Some(&loads),
+        );
+        assert!(
+            matches!(r, Router::RoundRobin { balance: None, ref tasks, .. } if tasks == &[1, 2, 3])
+        );
+        let r = Router::new(&Grouping::Shuffle, &[1, 2, 3], &[], |_| false, 0, None);
+        assert!(
+            matches!(r, Router::RoundRobin { balance: None, ref tasks, .. } if tasks == &[1, 2, 3])
+        );
     }
 }

@@ -8,7 +8,9 @@
 //! - [`plan`]: the physical plan, tasks placed in workers.
 //! - [`runtime`]: starts a plan's tasks, stops them, returns a [`RunSummary`].
 //! - [`grouping`]: Storm's groupings; [`route`]: messages between tasks and the seam a
-//!   remote transport plugs into; [`acker`]: Storm's XOR tree tracking.
+//!   remote transport plugs into; [`acker`]: Storm's XOR tree tracking; `load`
+//!   (private): task loads for the load- and locality-aware shuffle, shared between
+//!   workers.
 //! - [`summary`]: per-task counts and the run summary; [`signal`]: Ctrl-C and SIGTERM.
 //! - [`metrics`]: per-task latencies and busy time, worker snapshots, and their
 //!   publication into the `metrics` crate; [`prometheus`]: the `/metrics` endpoint.
@@ -72,6 +74,7 @@ pub mod component;
 mod executor;
 pub mod grouping;
 pub mod launcher;
+mod load;
 pub mod metrics;
 pub mod plan;
 pub mod prometheus;

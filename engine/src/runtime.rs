@@ -44,6 +44,7 @@ use crate::executor::remote::RemoteIn;
 use crate::executor::spout::{SpoutCore, SpoutExecutor};
 use crate::executor::{Output, OutputSpec, Pool, StreamOut};
 use crate::grouping::Router;
+use crate::load::Loads;
 use crate::metrics::{TaskSnapshot, TaskStats, WorkerSnapshot};
 use crate::plan::{PhysicalPlan, TaskRole};
 use crate::registry::Registry;
@@ -208,6 +209,7 @@ pub struct RunningTopology {
     done: Receiver<()>,
     errors: Arc<Mutex<Vec<String>>>,
     started: Instant,
+    loads: Arc<Loads>,
 }
 
 impl std::fmt::Debug for RunningTopology {
@@ -244,6 +246,12 @@ impl RunningTopology {
     /// Bolt tasks' inboxes for encoded batches from other workers.
     pub(crate) fn remote_inboxes(&self) -> &[(TaskId, Sender<RemoteBatch>)] {
         &self.remote_in
+    }
+
+    /// The loads of every task as this worker knows them (its own bolt tasks' inboxes,
+    /// what peers reported of theirs).
+    pub(crate) fn loads(&self) -> &Arc<Loads> {
+        &self.loads
     }
 
     /// Number of acker tasks running.
@@ -579,6 +587,14 @@ pub fn start(
     let pool = Pool::new(64);
     let (done_tx, done) = crossbeam_channel::bounded::<()>(0);
     let mut rng = rand::rng();
+    let local_inboxes = data_tx
+        .iter()
+        .enumerate()
+        .filter_map(|(t, tx)| tx.clone().map(|tx| (t as TaskId, tx)))
+        .collect();
+    let loads = Arc::new(Loads::new(n, local_inboxes));
+    // Load-aware shuffles only where some tasks are elsewhere: one worker of several.
+    let aware = (settings.load_aware && options.worker.is_some()).then_some(&loads);
 
     let mut tasks = Vec::new();
     let mut shared = Vec::new();
@@ -610,6 +626,7 @@ pub fn start(
                             &decl.fields,
                             |t| plan.worker_of(t) == Some(me),
                             rng.next_u64() as usize,
+                            aware,
                         )
                     })
                     .collect(),
@@ -797,5 +814,6 @@ pub fn start(
         done,
         errors,
         started,
+        loads,
     })
 }

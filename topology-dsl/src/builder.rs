@@ -54,6 +54,13 @@ impl TopologyBuilder {
         self
     }
 
+    /// Turns load- and locality-aware `shuffle`/`none` routing off (`true`: plain
+    /// round-robin over every task), as Storm's `topology.disable.loadaware.messaging`.
+    pub fn disable_loadaware_messaging(mut self, off: bool) -> Self {
+        self.spec.disable_loadaware_messaging = Some(off);
+        self
+    }
+
     /// Adds a spout of type `type_name`.
     pub fn spout(self, id: impl Into<String>, type_name: impl Into<String>) -> ComponentBuilder {
         self.component(Kind::Spout, id.into(), type_name.into())

@@ -14,13 +14,14 @@ use crate::topology::Topology;
 use crate::validate::validate;
 
 const TOP_KEYS: [&str; 3] = ["topology", "spouts", "bolts"];
-const SETTING_KEYS: [&str; 6] = [
+const SETTING_KEYS: [&str; 7] = [
     "name",
     "workers",
     "acking",
     "ackers",
     "message_timeout_secs",
     "max_spout_pending",
+    "disable_loadaware_messaging",
 ];
 const INPUT_KEYS: [&str; 4] = ["from", "stream", "grouping", "fields"];
 
@@ -287,6 +288,9 @@ impl Loader {
                 "ackers" => spec.ackers = self.int(value, name),
                 "message_timeout_secs" => spec.message_timeout_secs = self.number(value, name),
                 "max_spout_pending" => spec.max_spout_pending = self.int(value, name),
+                "disable_loadaware_messaging" => {
+                    spec.disable_loadaware_messaging = self.bool(value, name)
+                }
                 other => self.unknown_key(key, value, other, "in [topology]", &SETTING_KEYS),
             }
         }

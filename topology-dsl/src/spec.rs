@@ -143,6 +143,8 @@ pub struct TopologySpec {
     pub message_timeout_secs: Option<f64>,
     /// `topology.max_spout_pending`.
     pub max_spout_pending: Option<i64>,
+    /// `topology.disable_loadaware_messaging`.
+    pub disable_loadaware_messaging: Option<bool>,
     /// Spouts then bolts, each in declaration order.
     pub components: Vec<ComponentSpec>,
     /// Where each key is, when the spec came from a file.

@@ -13,7 +13,8 @@ pub type ComponentIdx = usize;
 /// How the tuples of one stream are spread over the tasks of a subscriber.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Grouping {
-    /// Random, with an equal count per task.
+    /// Random, with an equal count per task; load- and locality-aware unless
+    /// [`Settings::load_aware`] is off (see the engine's `grouping` module).
     Shuffle,
     /// Same values of these fields go to the same task.
     Fields(Vec<String>),
@@ -73,6 +74,10 @@ pub struct Settings {
     /// Most pending trees per spout task (`max_spout_pending`, default 1000 with acking on;
     /// `None` means unbounded).
     pub max_spout_pending: Option<usize>,
+    /// `shuffle` and `none` prefer the emitter's worker and weigh tasks by their load
+    /// (default true; `disable_loadaware_messaging = true` makes them plain round-robin
+    /// over every task).
+    pub load_aware: bool,
 }
 
 impl Default for Settings {
@@ -83,6 +88,7 @@ impl Default for Settings {
             ackers: 1,
             message_timeout: Duration::from_secs(30),
             max_spout_pending: Some(1000),
+            load_aware: true,
         }
     }
 }

@@ -234,6 +234,7 @@ impl Validator<'_> {
             ackers: if acking { ackers } else { 0 },
             message_timeout,
             max_spout_pending,
+            load_aware: !spec.disable_loadaware_messaging.unwrap_or(false),
         }
     }
 

@@ -203,6 +203,21 @@ impl Dispatcher {
             },
             Delivery::Control {
                 from,
+                dest_task: crate::load::REPORT_TASK,
+                payload,
+            } => {
+                if let Err(e) = self.remote.receive_loads(&payload) {
+                    self.malformed(
+                        from,
+                        &wire::WireError::Decode {
+                            what: "load report",
+                            message: e,
+                        },
+                    );
+                }
+            }
+            Delivery::Control {
+                from,
                 dest_task: 0,
                 payload,
             } => match remote::decode_grant(&payload) {

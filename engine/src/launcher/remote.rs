@@ -22,11 +22,12 @@
 //! if it restarted, its new tasks must still see the end of every upstream stream; if it
 //! only reconnected, its tasks drop the ones they already counted.
 
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 
+use crate::load::{self, Loads};
 use crate::plan::PhysicalPlan;
 use crate::route::{AckerIn, Gone, Inbound, RemoteSender, SpoutMsg};
 use crate::transport::{PeerSender, SendError};
@@ -44,6 +45,8 @@ pub(crate) struct Remote {
     credit_changed: Condvar,
     /// (to, from) of every end-of-stream sent.
     eos: Mutex<Vec<(TaskId, TaskId)>>,
+    /// The worker's load table, once its tasks run: peers' load reports go there.
+    loads: OnceLock<Weak<Loads>>,
 }
 
 /// Batches a task lets each other worker have in flight to it.
@@ -95,6 +98,28 @@ impl Remote {
             workers: senders.to_vec(),
             credit_changed: Condvar::new(),
             eos: Mutex::new(Vec::new()),
+            loads: OnceLock::new(),
+        }
+    }
+
+    /// Where peers' load reports go from now on.
+    pub(crate) fn set_loads(&self, loads: &Arc<Loads>) {
+        let _ = self.loads.set(Arc::downgrade(loads));
+    }
+
+    /// Takes in a load report from a peer (dropped before the tasks run or after they
+    /// ended).
+    pub(crate) fn receive_loads(&self, payload: &[u8]) -> Result<(), String> {
+        match self.loads.get().and_then(Weak::upgrade) {
+            Some(l) => l.receive(payload),
+            None => Ok(()),
+        }
+    }
+
+    /// Sends this worker's load report to every peer (a peer that is away misses it).
+    pub(crate) fn publish_loads(&self, payload: Bytes) {
+        for peer in self.workers.iter().flatten() {
+            let _ = peer.send_control(load::REPORT_TASK, payload.clone());
         }
     }
 
@@ -127,7 +152,8 @@ impl Remote {
     }
 
     /// Worker `worker` went away: what was in flight to it is lost, its tasks' windows
-    /// start over (for its next incarnation).
+    /// start over (for its next incarnation), and what it reported of its tasks' loads
+    /// no longer holds (no shuffle spills to it until it reports again).
     pub(crate) fn reset_credit(&self, worker: u32) {
         let mut c = self.credit();
         for (t, p) in self.peers.iter().enumerate() {
@@ -137,6 +163,14 @@ impl Remote {
         }
         drop(c);
         self.credit_changed.notify_all();
+        if let Some(loads) = self.loads.get().and_then(Weak::upgrade) {
+            let theirs = self.peers.iter().enumerate().filter_map(|(t, p)| {
+                p.as_ref()
+                    .is_some_and(|p| p.peer() == worker)
+                    .then_some(t as TaskId)
+            });
+            loads.forget(theirs);
+        }
     }
 
     /// Tells worker `worker` that our task `task` took `batches` more of its batches.

@@ -215,6 +215,9 @@ pub enum StartError {
     /// The dispatcher already hands deliveries to other tasks.
     #[error("the dispatcher is attached to another worker's tasks already")]
     Attached,
+    /// The thread that samples and publishes the tasks' loads could not be started.
+    #[error("cannot start the load sampler thread: {0}")]
+    Sampler(std::io::Error),
 }
 
 /// Starts, in this process, the tasks of worker `transport.worker()` of `topology`'s
@@ -244,6 +247,17 @@ pub fn start(
         ..options
     };
     let running = runtime::start(Arc::clone(&topology), registry, options)?;
+    remote.set_loads(running.loads());
+    if topology.settings().load_aware {
+        let to_peers = Arc::clone(&remote);
+        let sampler = crate::load::spawn_sampler(running.loads(), me, move |report| {
+            to_peers.publish_loads(report)
+        });
+        if let Err(e) = sampler {
+            running.stop();
+            return Err(StartError::Sampler(e));
+        }
+    }
     if !dispatcher.attach(&running, remote, me, workers) {
         running.stop();
         return Err(StartError::Attached);
@@ -379,7 +393,9 @@ pub fn run(registry: &Registry) -> i32 {
     ) {
         Ok(running) => running,
         Err(e @ StartError::Tasks(_)) => return fail(e.to_string(), true),
-        Err(e @ StartError::Attached) => return fail(e.to_string(), false),
+        Err(e @ (StartError::Attached | StartError::Sampler(_))) => {
+            return fail(e.to_string(), false)
+        }
     };
     tracing::info!(
         worker = me,
