@@ -113,10 +113,12 @@ pub const MAX_DEPTH: usize = 64;
 /// Encodes a batch of tuples for one task into `out` (appended).
 ///
 /// ```text
-/// batch   = 0xc1, varint n_sources, source * n_sources, varint n_tuples, run ...
+/// batch   = 0xc1, varint n_tuples, run ...   (the runs hold n_tuples tuples in all)
+/// run     = varint source_index, [source], varint n_anchors, varint n_values,
+///           varint n_run, tuple * n_run     (n_run >= 1)
 /// source  = str component, str stream, varint source_task
-/// run     = varint source_index, varint n_anchors, varint n_values, varint n_run,
-///           tuple * n_run           (n_run >= 1; the runs hold n_tuples tuples in all)
+///                                          (present when source_index is the number of
+///                                          sources the batch named so far: a new one)
 /// tuple   = (root u64 LE, id u64 LE) * n_anchors, value * n_values
 /// value   = 0 null | 1 false | 2 true | 3 zigzag-varint int | 4 f64 LE | 5 str | 6 bytes
 ///         | 7 varint n, value * n | 8 varint n, (str key, value) * n
@@ -125,71 +127,60 @@ pub const MAX_DEPTH: usize = 64;
 /// ```
 ///
 /// A run is consecutive tuples of one source with as many anchors and values each, so
-/// what repeats is written once: a batch of words from one task is a single run. The
-/// encoder writes `n_run` as three bytes (LEB128 with padding, so it can fill it in at
-/// the end of the run) and starts a new run after 2^21 - 1 tuples; a tuple with neither
-/// anchors nor values is a run of its own, so every tuple takes at least one byte and
-/// `n_tuples` is bounded by the payload's length.
+/// what repeats is written once: a batch of words from one task is a single run, which
+/// names its source. The encoder writes `n_run` as three bytes (LEB128 with padding, so
+/// it can fill it in at the end of the run) and starts a new run after 2^21 - 1 tuples;
+/// a tuple with neither anchors nor values is a run of its own, so every tuple takes at
+/// least one byte and `n_tuples` is bounded by the payload's length.
 pub fn encode_batch_into(tuples: &[Tuple], out: &mut BytesMut) -> Result<(), WireError> {
+    let start = out.len();
+    let written = encode_runs(tuples, out);
+    if written.is_err() {
+        out.truncate(start);
+    }
+    written
+}
+
+/// Writes the batch in one pass: each tuple first makes sure of the most room it can
+/// take (the rest of the batch is written without capacity checks), and whatever the
+/// batch needs beyond what `out` has is reserved as the batch goes.
+#[inline(always)]
+fn encode_runs(tuples: &[Tuple], out: &mut BytesMut) -> Result<(), WireError> {
     // Sources are (stream, task) pairs; a batch from one executor has one or a few.
     let mut sources: SmallVec<[(&'static StreamInfo, TaskId); 2]> = SmallVec::new();
-    let same = |a: &(&'static StreamInfo, TaskId), t: &Tuple| {
-        std::ptr::eq(a.0, t.source) && a.1 == t.source_task
-    };
-    // The most the tuples can take, each as a run of its own.
-    let mut room = 0;
-    for t in tuples {
-        if !sources.last().is_some_and(|s| same(s, t)) && !sources.iter().any(|s| same(s, t)) {
-            sources.push((t.source, t.source_task));
-        }
-        room += RUN_HEAD_MAX + 16 * t.anchors.len();
-        for v in t.values.iter() {
-            room += value_room(v, 0);
-        }
-    }
-    for (s, _) in &sources {
-        room += 2 * 10 + s.component.len() + s.stream.len() + 10;
-    }
-    room += 1 + 2 * 10;
-    out.reserve(room);
+    out.reserve(24 + tuples.len() * 8);
     let mut w = Put {
-        buf: &mut out.spare_capacity_mut()[..room],
+        buf: out.spare_capacity_mut(),
         n: 0,
     };
     w.u8(BATCH_TAG);
-    w.varint(sources.len() as u64);
-    for (s, task) in &sources {
-        w.bytes(s.component.as_bytes());
-        w.bytes(s.stream.as_bytes());
-        w.varint(u64::from(*task));
-    }
     w.varint(tuples.len() as u64);
-    encode_runs(&mut w, tuples, &sources)?;
-    let n = w.n;
-    // SAFETY: `Put` wrote its slice of the spare capacity from the start, every byte
-    // below `n` (a run's length was filled in when the run ended); on an error above
-    // nothing is committed.
-    unsafe { out.advance_mut(n) };
-    Ok(())
-}
-
-/// Writes `tuples` as runs (see [`encode_batch_into`]).
-#[inline(always)]
-fn encode_runs(
-    w: &mut Put<'_>,
-    tuples: &[Tuple],
-    sources: &[(&'static StreamInfo, TaskId)],
-) -> Result<(), WireError> {
-    let same = |a: &(&'static StreamInfo, TaskId), t: &Tuple| {
-        std::ptr::eq(a.0, t.source) && a.1 == t.source_task
-    };
-    let mut last = 0;
     // The run being written: its key and where its length goes.
     let mut run: Option<(&'static StreamInfo, TaskId, usize, usize)> = None;
     let mut run_at = 0;
     let mut run_len: u32 = 0;
-    for t in tuples {
+    for (i, t) in tuples.iter().enumerate() {
         let key = (t.source, t.source_task, t.anchors.len(), t.values.len());
+        let mut need = 16 * key.2;
+        for v in t.values.iter() {
+            need += value_room(v);
+        }
+        // As if the tuple began a run that names a new source.
+        let head = RUN_HEAD_MAX + 3 * 10 + key.0.component.len() + key.0.stream.len();
+        if w.buf.len() - w.n < need + head {
+            if run.take().is_some() {
+                w.patch_run(run_at, run_len);
+            }
+            let n = w.n;
+            // SAFETY: `Put` wrote its slice of the spare capacity from the start, every
+            // byte below `n` (the run's length was filled in just above).
+            unsafe { out.advance_mut(n) };
+            out.reserve((need + head).max((tuples.len() - i) * 8));
+            w = Put {
+                buf: out.spare_capacity_mut(),
+                n: 0,
+            };
+        }
         let extends = run.is_some_and(|r| {
             std::ptr::eq(r.0, key.0) && r.1 == key.1 && r.2 == key.2 && r.3 == key.3
         }) && run_len < MAX_RUN
@@ -200,14 +191,21 @@ fn encode_runs(
             if run.is_some() {
                 w.patch_run(run_at, run_len);
             }
-            if !same(&sources[last], t) {
-                last = sources.iter().position(|s| same(s, t)).unwrap_or(0);
+            let same = |s: &(&'static StreamInfo, TaskId)| std::ptr::eq(s.0, key.0) && s.1 == key.1;
+            match sources.iter().position(same) {
+                Some(k) => w.varint(k as u64),
+                None => {
+                    w.varint(sources.len() as u64);
+                    w.bytes(key.0.component.as_bytes());
+                    w.bytes(key.0.stream.as_bytes());
+                    w.varint(u64::from(key.1));
+                    sources.push((key.0, key.1));
+                }
             }
-            w.varint(last as u64);
             w.varint(key.2 as u64);
             w.varint(key.3 as u64);
             run_at = w.n;
-            w.n += 3;
+            w.slice(&[0; 3]);
             run = Some(key);
             run_len = 1;
         }
@@ -222,6 +220,9 @@ fn encode_runs(
     if run.is_some() {
         w.patch_run(run_at, run_len);
     }
+    let n = w.n;
+    // SAFETY: as above; on an error (returned above) nothing of this chunk is committed.
+    unsafe { out.advance_mut(n) };
     Ok(())
 }
 
@@ -234,9 +235,19 @@ const RUN_HEAD_MAX: usize = 3 * 10 + 3;
 /// Strings shorter than this are written with their length in the tag.
 const SHORT_STR: usize = 32;
 
+/// The most bytes `v` can take.
+#[inline(always)]
+fn value_room(v: &Value) -> usize {
+    match v {
+        Value::Str(s) => 11 + s.len(),
+        Value::Null | Value::Bool(_) => 1,
+        _ => nested_room(v, 0),
+    }
+}
+
 /// The most bytes `v` can take when written at nesting `depth` (deeper than
 /// [`MAX_DEPTH`] is an error, written as nothing).
-fn value_room(v: &Value, depth: usize) -> usize {
+fn nested_room(v: &Value, depth: usize) -> usize {
     match v {
         Value::Null | Value::Bool(_) => 1,
         Value::Int(_) => 11,
@@ -244,11 +255,11 @@ fn value_room(v: &Value, depth: usize) -> usize {
         Value::Str(s) => 11 + s.len(),
         Value::Bytes(b) => 11 + b.len(),
         Value::List(_) | Value::Map(_) if depth >= MAX_DEPTH => 0,
-        Value::List(l) => 11 + l.iter().map(|v| value_room(v, depth + 1)).sum::<usize>(),
+        Value::List(l) => 11 + l.iter().map(|v| nested_room(v, depth + 1)).sum::<usize>(),
         Value::Map(m) => {
             11 + m
                 .iter()
-                .map(|(k, v)| 10 + k.len() + value_room(v, depth + 1))
+                .map(|(k, v)| 10 + k.len() + nested_room(v, depth + 1))
                 .sum::<usize>()
         }
     }
@@ -284,6 +295,30 @@ impl Put<'_> {
         self.n += b.len();
     }
 
+    /// `slice(b)` for fewer than 32 bytes, as a few word-sized copies (overlapping
+    /// where `b` is not a whole number of words) rather than a call to `memcpy`.
+    #[inline(always)]
+    fn short(&mut self, b: &[u8]) {
+        let n = b.len();
+        let at = self.n;
+        if n >= 8 {
+            let mut i = 0;
+            while i + 8 < n {
+                self.buf[at + i..at + i + 8].write_copy_of_slice(&b[i..i + 8]);
+                i += 8;
+            }
+            self.buf[at + n - 8..at + n].write_copy_of_slice(&b[n - 8..]);
+        } else if n >= 4 {
+            self.buf[at..at + 4].write_copy_of_slice(&b[..4]);
+            self.buf[at + n - 4..at + n].write_copy_of_slice(&b[n - 4..]);
+        } else {
+            for (i, &c) in b.iter().enumerate() {
+                self.buf[at + i] = MaybeUninit::new(c);
+            }
+        }
+        self.n += n;
+    }
+
     #[inline(always)]
     fn bytes(&mut self, b: &[u8]) {
         self.varint(b.len() as u64);
@@ -312,7 +347,7 @@ impl Put<'_> {
             let b = s.as_bytes();
             if b.len() < SHORT_STR {
                 self.u8(tag::SHORT_STR + b.len() as u8);
-                self.slice(b);
+                self.short(b);
                 return Ok(());
             }
         }
@@ -709,24 +744,24 @@ impl DataDecoder {
             pos: 0,
             what: "data",
         };
-        // A source takes at least 3 bytes.
-        let n = r.count(3)?;
-        let mut sources: SmallVec<[(&'static StreamInfo, TaskId); 2]> = SmallVec::with_capacity(n);
-        for _ in 0..n {
-            let component = r.str()?;
-            let stream = r.str()?;
-            let task = r.varint()?;
-            let task = TaskId::try_from(task).map_err(|_| bad("a task id over 32 bits"))?;
-            sources.push((self.stream(component, stream)?, task));
-        }
+        let mut sources: SmallVec<[(&'static StreamInfo, TaskId); 2]> = SmallVec::new();
         // Every tuple takes at least a byte (see `encode_batch_into`).
         let mut left = r.count(1)?;
         tuples.reserve(left);
         while left > 0 {
             let i = r.varint()?;
-            let &(source, source_task) = sources
-                .get(i as usize)
-                .ok_or(WireError::BadStreamIndex(i as usize))?;
+            let &(source, source_task) = match sources.get(i as usize) {
+                Some(s) => s,
+                None if i == sources.len() as u64 => {
+                    let component = r.str()?;
+                    let stream = r.str()?;
+                    let task = r.varint()?;
+                    let task = TaskId::try_from(task).map_err(|_| bad("a task id over 32 bits"))?;
+                    sources.push((self.stream(component, stream)?, task));
+                    &sources[sources.len() - 1]
+                }
+                None => return Err(WireError::BadStreamIndex(i as usize)),
+            };
             let na = r.count(16)?;
             let nv = r.count(1)?;
             let k = r.varint()?;
@@ -990,10 +1025,11 @@ mod tests {
         let mut t = Tuple::new(info, 3, [Value::from("ka"), Value::from(-2)]);
         t.anchors.push((1, 2));
         let bytes = encode_data(&Inbound::Batch(vec![t])).unwrap();
-        let mut want = vec![BATCH_TAG, 1, 1, b's', 7];
+        // One tuple: a run of a new source 0 (`s`, `default`, task 3), 1 anchor, 2 values,
+        // length 1 in 3 bytes.
+        let mut want = vec![BATCH_TAG, 1, 0, 1, b's', 7];
         want.extend_from_slice(b"default");
-        // Task 3; one tuple: a run of source 0, 1 anchor, 2 values, length 1 in 3 bytes.
-        want.extend_from_slice(&[3, 1, 0, 1, 2, 0x81, 0x80, 0]);
+        want.extend_from_slice(&[3, 1, 2, 0x81, 0x80, 0]);
         want.extend_from_slice(&1u64.to_le_bytes());
         want.extend_from_slice(&2u64.to_le_bytes());
         want.extend_from_slice(&[tag::SHORT_STR + 2, b'k', b'a', tag::INT, 3]);
@@ -1029,17 +1065,18 @@ mod tests {
             "cannot decode a data payload: a count of 1 with 0 bytes left"
         );
         assert_eq!(
-            err(&[BATCH_TAG, 0, 0, 0]),
+            err(&[BATCH_TAG, 0, 0]),
             "cannot decode a data payload: 1 bytes after the last tuple"
         );
         assert_eq!(
-            err(&[BATCH_TAG, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f]),
+            err(&[BATCH_TAG, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f]),
             "cannot decode a data payload: a number over 64 bits"
         );
-        let mut b = vec![BATCH_TAG, 1, 1, b's', 7];
+        // One tuple: a run of a new source 0 (`s`, `default`, task 1), no anchors, one
+        // value, length 1.
+        let mut b = vec![BATCH_TAG, 1, 0, 1, b's', 7];
         b.extend_from_slice(b"default");
-        // Task 1, one tuple: a run of source 0, no anchors, one value, length 1.
-        b.extend_from_slice(&[1, 1, 0, 0, 1, 1, tag::STR, 2, 0xff, 0xfe]);
+        b.extend_from_slice(&[1, 0, 1, 1, tag::STR, 2, 0xff, 0xfe]);
         assert_eq!(
             err(&b),
             "cannot decode a data payload: a string that is not UTF-8"
@@ -1080,16 +1117,26 @@ mod tests {
             err(&b),
             "cannot decode a data payload: a count of 9 with 2 bytes left"
         );
-        b.truncate(at - 4);
-        b.extend_from_slice(&[5, 0, 0, 1, 0]);
+        b[at - 3] = 1;
+        b[at - 2] = 1;
         assert_eq!(
             err(&b),
-            "a tuple refers to stream 5, which its batch does not name"
+            "cannot decode a data payload: a count of 1 with 3 bytes left"
+        );
+        // Index 1 while the batch named one source: neither known nor the next new one.
+        assert_eq!(
+            err(&[BATCH_TAG, 1, 2, 0, 0, 1, 0]),
+            "a tuple refers to stream 2, which its batch does not name"
+        );
+        assert_eq!(
+            err(&[BATCH_TAG, 1, 0, 1, b'x', 1, b'y', 1, 0, 0, 1]),
+            "a batch names stream `y` of `x`, which the topology does not declare"
         );
         // Two tuples of 16 anchor bytes and a value each, with 20 bytes left.
-        b.truncate(at - 5);
-        b.extend_from_slice(&[2, 0, 1, 1, 2]);
+        b.truncate(at - 3);
+        b.extend_from_slice(&[1, 1, 2]);
         b.extend_from_slice(&[0; 20]);
+        b[1] = 2;
         assert_eq!(
             err(&b),
             "cannot decode a data payload: a run of 2 tuples of 17 bytes or more with 20 bytes left"
@@ -1109,9 +1156,9 @@ mod tests {
             err.to_string(),
             "cannot encode: values nest deeper than 64 lists and maps"
         );
-        let mut b = vec![BATCH_TAG, 1, 1, b's', 7];
+        let mut b = vec![BATCH_TAG, 1, 0, 1, b's', 7];
         b.extend_from_slice(b"default");
-        b.extend_from_slice(&[1, 1, 0, 0, 1, 1]);
+        b.extend_from_slice(&[1, 0, 1, 1]);
         for _ in 0..100_000 {
             b.extend_from_slice(&[tag::LIST, 1]);
         }
@@ -1211,6 +1258,40 @@ mod tests {
             let got: Vec<&str> = back.iter().filter_map(|t| t.values()[0].as_str()).collect();
             assert_eq!(got, words);
         }
+    }
+
+    #[test]
+    fn a_batch_larger_than_the_room_reserved_first_round_trips_after_what_was_there() {
+        let info = StreamInfo::intern("s", "default", &["word".into(), "n".into()]);
+        let long = "kalominupe".repeat(10);
+        let tuples: Vec<Tuple> = (0..3000)
+            .map(|i| {
+                let mut t = Tuple::new(info, 1, [Value::from(long.as_str()), Value::from(i)]);
+                t.anchors.push((i as u64, 7));
+                t
+            })
+            .collect();
+        let mut out = BytesMut::from(&b"before"[..]);
+        encode_batch_into(&tuples, &mut out).unwrap();
+        assert_eq!(&out[..6], b"before");
+        let Inbound::Batch(back) = decode_data(&out[6..], &topology()).unwrap() else {
+            panic!("not a batch");
+        };
+        assert_eq!(back.len(), tuples.len());
+        for (a, b) in back.iter().zip(&tuples) {
+            assert_eq!(a.values(), b.values());
+            assert_eq!(a.anchors.as_slice(), b.anchors.as_slice());
+        }
+        // A batch that cannot be encoded leaves `out` as it was.
+        let mut deep = Value::Null;
+        for _ in 0..=MAX_DEPTH {
+            deep = Value::List(vec![deep]);
+        }
+        let mut bad = tuples;
+        bad.push(Tuple::new(info, 1, [deep, Value::Null]));
+        let mut out = BytesMut::from(&b"before"[..]);
+        assert!(encode_batch_into(&bad, &mut out).is_err());
+        assert_eq!(&out[..], b"before");
     }
 
     #[test]
