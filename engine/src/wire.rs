@@ -18,6 +18,7 @@
 //! does not decode (checked lengths and counts, UTF-8 strings, bounded nesting).
 
 use std::collections::BTreeMap;
+use std::mem::MaybeUninit;
 use std::sync::Arc;
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -26,6 +27,7 @@ use smallvec::SmallVec;
 use smol_str::SmolStr;
 use topo_dsl::Topology;
 
+use crate::executor::push_in_place;
 use crate::route::{AckerMsg, Inbound, SpoutMsg};
 use crate::tuple::{Anchors, StreamInfo, TaskId, Tuple, Values};
 use crate::value::Value;
@@ -101,124 +103,301 @@ mod tag {
     pub(super) const BYTES: u8 = 6;
     pub(super) const LIST: u8 = 7;
     pub(super) const MAP: u8 = 8;
+    /// `SHORT_STR + k`: a string of `k < 32` bytes follows.
+    pub(super) const SHORT_STR: u8 = 32;
 }
 
 /// Lists and maps nest at most this deep in a batch (a decoder's stack is finite).
 pub const MAX_DEPTH: usize = 64;
 
-#[inline(always)]
-fn put_varint(out: &mut BytesMut, mut v: u64) {
-    while v >= 0x80 {
-        out.put_u8((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.put_u8(v as u8);
-}
-
-#[inline]
-fn put_bytes(out: &mut BytesMut, b: &[u8]) {
-    put_varint(out, b.len() as u64);
-    out.extend_from_slice(b);
-}
-
-fn put_value(out: &mut BytesMut, v: &Value, depth: usize) -> Result<(), WireError> {
-    match v {
-        Value::Null => out.put_u8(tag::NULL),
-        Value::Bool(false) => out.put_u8(tag::FALSE),
-        Value::Bool(true) => out.put_u8(tag::TRUE),
-        Value::Int(i) => {
-            out.put_u8(tag::INT);
-            put_varint(out, ((*i << 1) ^ (*i >> 63)) as u64);
-        }
-        Value::Float(f) => {
-            out.put_u8(tag::FLOAT);
-            out.put_u64_le(f.to_bits());
-        }
-        Value::Str(s) => {
-            out.put_u8(tag::STR);
-            put_bytes(out, s.as_bytes());
-        }
-        Value::Bytes(b) => {
-            out.put_u8(tag::BYTES);
-            put_bytes(out, b);
-        }
-        Value::List(_) | Value::Map(_) if depth >= MAX_DEPTH => {
-            return Err(WireError::Encode(format!(
-                "values nest deeper than {MAX_DEPTH} lists and maps"
-            )));
-        }
-        Value::List(l) => {
-            out.put_u8(tag::LIST);
-            put_varint(out, l.len() as u64);
-            for v in l {
-                put_value(out, v, depth + 1)?;
-            }
-        }
-        Value::Map(m) => {
-            out.put_u8(tag::MAP);
-            put_varint(out, m.len() as u64);
-            for (k, v) in m {
-                put_bytes(out, k.as_bytes());
-                put_value(out, v, depth + 1)?;
-            }
-        }
-    }
-    Ok(())
-}
-
 /// Encodes a batch of tuples for one task into `out` (appended).
 ///
 /// ```text
-/// batch   = 0xc1, varint n_sources, source * n_sources, varint n_tuples, tuple * n_tuples
+/// batch   = 0xc1, varint n_tuples, run ...   (the runs hold n_tuples tuples in all)
+/// run     = varint source_index, [source], varint n_anchors, varint n_values,
+///           varint n_run, tuple * n_run     (n_run >= 1)
 /// source  = str component, str stream, varint source_task
-/// tuple   = varint source_index, varint n_anchors, (root u64 LE, id u64 LE) * n_anchors,
-///           varint n_values, value * n_values
+///                                          (present when source_index is the number of
+///                                          sources the batch named so far: a new one)
+/// tuple   = (root u64 LE, id u64 LE) * n_anchors, value * n_values
 /// value   = 0 null | 1 false | 2 true | 3 zigzag-varint int | 4 f64 LE | 5 str | 6 bytes
 ///         | 7 varint n, value * n | 8 varint n, (str key, value) * n
+///         | 32 + k, k bytes         (k < 32: a short string, UTF-8)
 /// str     = varint length, bytes             varint = LEB128, at most 10 bytes
 /// ```
+///
+/// A run is consecutive tuples of one source with as many anchors and values each, so
+/// what repeats is written once: a batch of words from one task is a single run, which
+/// names its source. The encoder writes `n_run` as three bytes (LEB128 with padding, so
+/// it can fill it in at the end of the run) and starts a new run after 2^21 - 1 tuples;
+/// a tuple with neither anchors nor values is a run of its own, so every tuple takes at
+/// least one byte and `n_tuples` is bounded by the payload's length.
 pub fn encode_batch_into(tuples: &[Tuple], out: &mut BytesMut) -> Result<(), WireError> {
+    let start = out.len();
+    let written = encode_runs(tuples, out);
+    if written.is_err() {
+        out.truncate(start);
+    }
+    written
+}
+
+/// Writes the batch in one pass: each tuple first makes sure of the most room it can
+/// take (the rest of the batch is written without capacity checks), and whatever the
+/// batch needs beyond what `out` has is reserved as the batch goes.
+#[inline(always)]
+fn encode_runs(tuples: &[Tuple], out: &mut BytesMut) -> Result<(), WireError> {
     // Sources are (stream, task) pairs; a batch from one executor has one or a few.
     let mut sources: SmallVec<[(&'static StreamInfo, TaskId); 2]> = SmallVec::new();
-    let same = |a: &(&'static StreamInfo, TaskId), t: &Tuple| {
-        std::ptr::eq(a.0, t.source) && a.1 == t.source_task
+    out.reserve(24 + tuples.len() * 8);
+    let mut w = Put {
+        buf: out.spare_capacity_mut(),
+        n: 0,
     };
-    for t in tuples {
-        if !sources.last().is_some_and(|s| same(s, t)) && !sources.iter().any(|s| same(s, t)) {
-            sources.push((t.source, t.source_task));
-        }
-    }
-    let start = out.len();
-    // A guess that is right for short words: tag, indexes, counts, one short string.
-    out.reserve(16 + tuples.len() * 16);
-    out.put_u8(BATCH_TAG);
-    put_varint(out, sources.len() as u64);
-    for (s, task) in &sources {
-        put_bytes(out, s.component.as_bytes());
-        put_bytes(out, s.stream.as_bytes());
-        put_varint(out, u64::from(*task));
-    }
-    put_varint(out, tuples.len() as u64);
-    let mut last = 0;
-    for t in tuples {
-        if !same(&sources[last], t) {
-            last = sources.iter().position(|s| same(s, t)).unwrap_or(0);
-        }
-        put_varint(out, last as u64);
-        put_varint(out, t.anchors.len() as u64);
-        for &(root, id) in &t.anchors {
-            out.put_u64_le(root);
-            out.put_u64_le(id);
-        }
-        put_varint(out, t.values.len() as u64);
+    w.u8(BATCH_TAG);
+    w.varint(tuples.len() as u64);
+    // The run being written: its key and where its length goes.
+    let mut run: Option<(&'static StreamInfo, TaskId, usize, usize)> = None;
+    let mut run_at = 0;
+    let mut run_len: u32 = 0;
+    for (i, t) in tuples.iter().enumerate() {
+        let key = (t.source, t.source_task, t.anchors.len(), t.values.len());
+        let mut need = 16 * key.2;
         for v in t.values.iter() {
-            if let Err(e) = put_value(out, v, 0) {
-                out.truncate(start);
-                return Err(e);
+            need += value_room(v);
+        }
+        // As if the tuple began a run that names a new source.
+        let head = RUN_HEAD_MAX + 3 * 10 + key.0.component.len() + key.0.stream.len();
+        if w.buf.len() - w.n < need + head {
+            if run.take().is_some() {
+                w.patch_run(run_at, run_len);
+            }
+            let n = w.n;
+            // SAFETY: `Put` wrote its slice of the spare capacity from the start, every
+            // byte below `n` (the run's length was filled in just above).
+            unsafe { out.advance_mut(n) };
+            out.reserve((need + head).max((tuples.len() - i) * 8));
+            w = Put {
+                buf: out.spare_capacity_mut(),
+                n: 0,
+            };
+        }
+        let extends = run.is_some_and(|r| {
+            std::ptr::eq(r.0, key.0) && r.1 == key.1 && r.2 == key.2 && r.3 == key.3
+        }) && run_len < MAX_RUN
+            && key.2 + key.3 > 0;
+        if extends {
+            run_len += 1;
+        } else {
+            if run.is_some() {
+                w.patch_run(run_at, run_len);
+            }
+            let same = |s: &(&'static StreamInfo, TaskId)| std::ptr::eq(s.0, key.0) && s.1 == key.1;
+            match sources.iter().position(same) {
+                Some(k) => w.varint(k as u64),
+                None => {
+                    w.varint(sources.len() as u64);
+                    w.bytes(key.0.component.as_bytes());
+                    w.bytes(key.0.stream.as_bytes());
+                    w.varint(u64::from(key.1));
+                    sources.push((key.0, key.1));
+                }
+            }
+            w.varint(key.2 as u64);
+            w.varint(key.3 as u64);
+            run_at = w.n;
+            w.slice(&[0; 3]);
+            run = Some(key);
+            run_len = 1;
+        }
+        for &(root, id) in &t.anchors {
+            w.u64_le(root);
+            w.u64_le(id);
+        }
+        for v in t.values.iter() {
+            w.value(v, 0)?;
+        }
+    }
+    if run.is_some() {
+        w.patch_run(run_at, run_len);
+    }
+    let n = w.n;
+    // SAFETY: as above; on an error (returned above) nothing of this chunk is committed.
+    unsafe { out.advance_mut(n) };
+    Ok(())
+}
+
+/// Tuples in a run at most: its length is written as three bytes of LEB128.
+const MAX_RUN: u32 = (1 << 21) - 1;
+
+/// A run's header at most: three varints and the three-byte length.
+const RUN_HEAD_MAX: usize = 3 * 10 + 3;
+
+/// Strings shorter than this are written with their length in the tag.
+const SHORT_STR: usize = 32;
+
+/// The most bytes `v` can take.
+#[inline(always)]
+fn value_room(v: &Value) -> usize {
+    match v {
+        Value::Str(s) => 11 + s.len(),
+        Value::Null | Value::Bool(_) => 1,
+        _ => nested_room(v, 0),
+    }
+}
+
+/// The most bytes `v` can take when written at nesting `depth` (deeper than
+/// [`MAX_DEPTH`] is an error, written as nothing).
+fn nested_room(v: &Value, depth: usize) -> usize {
+    match v {
+        Value::Null | Value::Bool(_) => 1,
+        Value::Int(_) => 11,
+        Value::Float(_) => 9,
+        Value::Str(s) => 11 + s.len(),
+        Value::Bytes(b) => 11 + b.len(),
+        Value::List(_) | Value::Map(_) if depth >= MAX_DEPTH => 0,
+        Value::List(l) => 11 + l.iter().map(|v| nested_room(v, depth + 1)).sum::<usize>(),
+        Value::Map(m) => {
+            11 + m
+                .iter()
+                .map(|(k, v)| 10 + k.len() + nested_room(v, depth + 1))
+                .sum::<usize>()
+        }
+    }
+}
+
+/// Writes into room reserved beforehand (the spare capacity of a `BytesMut`): each write
+/// is a store and a bounds check, not a capacity check and a length update.
+struct Put<'a> {
+    buf: &'a mut [MaybeUninit<u8>],
+    /// Bytes written, from the start of `buf`.
+    n: usize,
+}
+
+impl Put<'_> {
+    #[inline(always)]
+    fn u8(&mut self, b: u8) {
+        self.buf[self.n] = MaybeUninit::new(b);
+        self.n += 1;
+    }
+
+    #[inline(always)]
+    fn varint(&mut self, mut v: u64) {
+        while v >= 0x80 {
+            self.u8((v as u8) | 0x80);
+            v >>= 7;
+        }
+        self.u8(v as u8);
+    }
+
+    #[inline(always)]
+    fn slice(&mut self, b: &[u8]) {
+        self.buf[self.n..self.n + b.len()].write_copy_of_slice(b);
+        self.n += b.len();
+    }
+
+    /// `slice(b)` for fewer than 32 bytes, as a few word-sized copies (overlapping
+    /// where `b` is not a whole number of words) rather than a call to `memcpy`.
+    #[inline(always)]
+    fn short(&mut self, b: &[u8]) {
+        let n = b.len();
+        let at = self.n;
+        if n >= 8 {
+            let mut i = 0;
+            while i + 8 < n {
+                self.buf[at + i..at + i + 8].write_copy_of_slice(&b[i..i + 8]);
+                i += 8;
+            }
+            self.buf[at + n - 8..at + n].write_copy_of_slice(&b[n - 8..]);
+        } else if n >= 4 {
+            self.buf[at..at + 4].write_copy_of_slice(&b[..4]);
+            self.buf[at + n - 4..at + n].write_copy_of_slice(&b[n - 4..]);
+        } else {
+            for (i, &c) in b.iter().enumerate() {
+                self.buf[at + i] = MaybeUninit::new(c);
             }
         }
+        self.n += n;
     }
-    Ok(())
+
+    #[inline(always)]
+    fn bytes(&mut self, b: &[u8]) {
+        self.varint(b.len() as u64);
+        self.slice(b);
+    }
+
+    #[inline(always)]
+    fn u64_le(&mut self, v: u64) {
+        self.slice(&v.to_le_bytes());
+    }
+
+    /// Writes `len` as three bytes of LEB128 at `at`.
+    #[inline(always)]
+    fn patch_run(&mut self, at: usize, len: u32) {
+        let b = [
+            (len as u8) | 0x80,
+            ((len >> 7) as u8) | 0x80,
+            ((len >> 14) as u8) & 0x7f,
+        ];
+        self.buf[at..at + 3].write_copy_of_slice(&b);
+    }
+
+    #[inline(always)]
+    fn value(&mut self, v: &Value, depth: usize) -> Result<(), WireError> {
+        if let Value::Str(s) = v {
+            let b = s.as_bytes();
+            if b.len() < SHORT_STR {
+                self.u8(tag::SHORT_STR + b.len() as u8);
+                self.short(b);
+                return Ok(());
+            }
+        }
+        self.value_slow(v, depth)
+    }
+
+    fn value_slow(&mut self, v: &Value, depth: usize) -> Result<(), WireError> {
+        match v {
+            Value::Null => self.u8(tag::NULL),
+            Value::Bool(false) => self.u8(tag::FALSE),
+            Value::Bool(true) => self.u8(tag::TRUE),
+            Value::Int(i) => {
+                self.u8(tag::INT);
+                self.varint(((*i << 1) ^ (*i >> 63)) as u64);
+            }
+            Value::Float(f) => {
+                self.u8(tag::FLOAT);
+                self.u64_le(f.to_bits());
+            }
+            Value::Str(s) => {
+                self.u8(tag::STR);
+                self.bytes(s.as_bytes());
+            }
+            Value::Bytes(b) => {
+                self.u8(tag::BYTES);
+                self.bytes(b);
+            }
+            Value::List(_) | Value::Map(_) if depth >= MAX_DEPTH => {
+                return Err(WireError::Encode(format!(
+                    "values nest deeper than {MAX_DEPTH} lists and maps"
+                )));
+            }
+            Value::List(l) => {
+                self.u8(tag::LIST);
+                self.varint(l.len() as u64);
+                for v in l {
+                    self.value(v, depth + 1)?;
+                }
+            }
+            Value::Map(m) => {
+                self.u8(tag::MAP);
+                self.varint(m.len() as u64);
+                for (k, v) in m {
+                    self.bytes(k.as_bytes());
+                    self.value(v, depth + 1)?;
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Reads a batch; every read is checked, so garbage is an error, never a panic.
@@ -313,16 +492,25 @@ impl<'a> Reader<'a> {
     fn str(&mut self) -> Result<&'a str, WireError> {
         let n = self.count(1)?;
         let b = self.take(n)?;
-        if b.is_ascii() {
-            // SAFETY: ASCII is UTF-8 (checked just above; `from_utf8` costs three times
-            // as much on words).
-            return Ok(unsafe { std::str::from_utf8_unchecked(b) });
-        }
-        std::str::from_utf8(b).map_err(|_| self.bad("a string that is not UTF-8"))
+        utf8(b).ok_or_else(|| self.bad("a string that is not UTF-8"))
     }
 
-    fn value(&mut self, depth: usize) -> Result<Value, WireError> {
-        Ok(match self.u8()? {
+    /// Reads a value; short strings come from (or go to) `strs`.
+    #[inline(always)]
+    fn value(&mut self, strs: &mut StrCache, depth: usize) -> Result<Value, WireError> {
+        let t = self.u8()?;
+        if t.wrapping_sub(tag::SHORT_STR) < SHORT_STR as u8 {
+            let b = self.take(usize::from(t - tag::SHORT_STR))?;
+            return match strs.get(b) {
+                Some(s) => Ok(Value::Str(s)),
+                None => Err(self.bad("a string that is not UTF-8")),
+            };
+        }
+        self.value_slow(t, strs, depth)
+    }
+
+    fn value_slow(&mut self, t: u8, strs: &mut StrCache, depth: usize) -> Result<Value, WireError> {
+        Ok(match t {
             tag::STR => Value::Str(SmolStr::new(self.str()?)),
             tag::NULL => Value::Null,
             tag::FALSE => Value::Bool(false),
@@ -345,7 +533,7 @@ impl<'a> Reader<'a> {
                 let n = self.count(1)?;
                 let mut l = Vec::with_capacity(n);
                 for _ in 0..n {
-                    l.push(self.value(depth + 1)?);
+                    l.push(self.value(strs, depth + 1)?);
                 }
                 Value::List(l)
             }
@@ -354,7 +542,7 @@ impl<'a> Reader<'a> {
                 let mut m = BTreeMap::new();
                 for _ in 0..n {
                     let k = self.str()?.to_owned();
-                    let v = self.value(depth + 1)?;
+                    let v = self.value(strs, depth + 1)?;
                     m.insert(k, v);
                 }
                 Value::Map(m)
@@ -362,6 +550,102 @@ impl<'a> Reader<'a> {
             t => return Err(self.bad(format!("unknown value tag {t}"))),
         })
     }
+}
+
+/// Recently decoded short strings, so that a repeated word becomes a clone of its
+/// `SmolStr` (24 bytes written long ago) instead of a new one: building an inline
+/// `SmolStr` copies the bytes to the stack and reads them back as words, a
+/// store-forwarding stall, and a string found here needs no UTF-8 check either.
+///
+/// Direct-mapped; a miss builds the string and takes the slot. A slot's key is the
+/// string's length and two words that together hold all its bytes (strings of up to
+/// 16 bytes; longer ones are not cached), so a hit compares three numbers.
+struct StrCache {
+    slots: Box<[StrSlot]>,
+}
+
+#[derive(Default, Clone)]
+struct StrSlot {
+    len: usize,
+    lo: u64,
+    hi: u64,
+    s: SmolStr,
+}
+
+/// Slots in a [`StrCache`] (a power of two; 48 bytes each).
+const STR_SLOTS: usize = 4096;
+
+/// Strings up to this long are cached.
+const STR_CACHED: usize = 16;
+
+impl StrCache {
+    fn new() -> Self {
+        // The default slot is the empty string's, keyed (0, 0, 0) as `key` keys it.
+        StrCache {
+            slots: vec![StrSlot::default(); STR_SLOTS].into_boxed_slice(),
+        }
+    }
+
+    /// `b` as a `SmolStr`, or `None` if it is not UTF-8.
+    #[inline(always)]
+    fn get(&mut self, b: &[u8]) -> Option<SmolStr> {
+        if b.len() > STR_CACHED {
+            return utf8(b).map(SmolStr::new);
+        }
+        let (lo, hi) = key(b);
+        let h = (lo ^ hi.rotate_left(29) ^ b.len() as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let slot = &mut self.slots[(h >> 40) as usize & (STR_SLOTS - 1)];
+        if slot.len == b.len() && slot.lo == lo && slot.hi == hi {
+            return Some(slot.s.clone());
+        }
+        let s = SmolStr::new(utf8(b)?);
+        *slot = StrSlot {
+            len: b.len(),
+            lo,
+            hi,
+            s: s.clone(),
+        };
+        Some(s)
+    }
+}
+
+/// Two words holding every byte of `b` (at most 16 bytes): with its length, an exact key.
+#[inline(always)]
+fn key(b: &[u8]) -> (u64, u64) {
+    let n = b.len();
+    let word = |i: usize| {
+        let mut w = [0; 8];
+        w.copy_from_slice(&b[i..i + 8]);
+        u64::from_le_bytes(w)
+    };
+    let half = |i: usize| {
+        let mut w = [0; 4];
+        w.copy_from_slice(&b[i..i + 4]);
+        u64::from(u32::from_le_bytes(w))
+    };
+    if n >= 8 {
+        (word(0), word(n - 8))
+    } else if n >= 4 {
+        (half(0), half(n - 4))
+    } else if n > 0 {
+        (
+            u64::from(b[0]) | (u64::from(b[n / 2]) << 8) | (u64::from(b[n - 1]) << 16),
+            0,
+        )
+    } else {
+        (0, 0)
+    }
+}
+
+/// `b` as a `str` if it is UTF-8 (ASCII checked first: `from_utf8` costs three times as
+/// much on words).
+#[inline(always)]
+fn utf8(b: &[u8]) -> Option<&str> {
+    if b.is_ascii() {
+        // SAFETY: ASCII is UTF-8 (checked just above).
+        return Some(unsafe { std::str::from_utf8_unchecked(b) });
+    }
+    std::str::from_utf8(b).ok()
 }
 
 /// Decodes batches and data messages for one worker, caching the streams it resolved.
@@ -373,6 +657,7 @@ pub struct DataDecoder {
     topology: Option<Arc<Topology>>,
     /// (component, stream) -> interned stream, for every stream seen so far.
     streams: Vec<(String, String, &'static StreamInfo)>,
+    strs: StrCache,
 }
 
 impl DataDecoder {
@@ -381,6 +666,7 @@ impl DataDecoder {
         DataDecoder {
             topology: Some(topology),
             streams: Vec::new(),
+            strs: StrCache::new(),
         }
     }
 
@@ -392,6 +678,7 @@ impl DataDecoder {
                 .iter()
                 .map(|s| (s.component.clone(), s.stream.clone(), *s))
                 .collect(),
+            strs: StrCache::new(),
         }
     }
 
@@ -421,67 +708,100 @@ impl DataDecoder {
 
     /// Decodes a data message (a batch, an end of stream).
     pub fn decode(&mut self, bytes: &[u8]) -> Result<Inbound, WireError> {
+        let mut tuples = Vec::new();
+        Ok(self
+            .decode_into(bytes, &mut tuples)?
+            .unwrap_or(Inbound::Batch(tuples)))
+    }
+
+    /// Decodes a data message, appending a batch's tuples to `tuples` (a recycled
+    /// vector saves an allocation per batch) and returning `None`; any other message is
+    /// returned. On an error `tuples` is as it was.
+    pub fn decode_into(
+        &mut self,
+        bytes: &[u8],
+        tuples: &mut Vec<Tuple>,
+    ) -> Result<Option<Inbound>, WireError> {
         if bytes.first() == Some(&BATCH_TAG) {
-            return self.decode_batch(&bytes[1..]).map(Inbound::Batch);
+            let len = tuples.len();
+            return match self.decode_batch(&bytes[1..], tuples) {
+                Ok(()) => Ok(None),
+                Err(e) => {
+                    tuples.truncate(len);
+                    Err(e)
+                }
+            };
         }
         match decode::<Data>("data", bytes)? {
-            Data::Eos(from) => Ok(Inbound::Eos(from)),
-            Data::Wake => Ok(Inbound::Wake),
+            Data::Eos(from) => Ok(Some(Inbound::Eos(from))),
+            Data::Wake => Ok(Some(Inbound::Wake)),
         }
     }
 
-    fn decode_batch(&mut self, buf: &[u8]) -> Result<Vec<Tuple>, WireError> {
+    fn decode_batch(&mut self, buf: &[u8], tuples: &mut Vec<Tuple>) -> Result<(), WireError> {
         let mut r = Reader {
             buf,
             pos: 0,
             what: "data",
         };
-        // A source takes at least 3 bytes, a tuple at least 3.
-        let n = r.count(3)?;
-        let mut sources: SmallVec<[(&'static StreamInfo, TaskId); 2]> = SmallVec::with_capacity(n);
-        for _ in 0..n {
-            let component = r.str()?;
-            let stream = r.str()?;
-            let task = r.varint()?;
-            let task = TaskId::try_from(task).map_err(|_| bad("a task id over 32 bits"))?;
-            sources.push((self.stream(component, stream)?, task));
-        }
-        let n = r.count(3)?;
-        let mut tuples = Vec::with_capacity(n);
-        for _ in 0..n {
+        let mut sources: SmallVec<[(&'static StreamInfo, TaskId); 2]> = SmallVec::new();
+        // Every tuple takes at least a byte (see `encode_batch_into`).
+        let mut left = r.count(1)?;
+        tuples.reserve(left);
+        while left > 0 {
             let i = r.varint()?;
-            let &(source, source_task) = sources
-                .get(i as usize)
-                .ok_or(WireError::BadStreamIndex(i as usize))?;
+            let &(source, source_task) = match sources.get(i as usize) {
+                Some(s) => s,
+                None if i == sources.len() as u64 => {
+                    let component = r.str()?;
+                    let stream = r.str()?;
+                    let task = r.varint()?;
+                    let task = TaskId::try_from(task).map_err(|_| bad("a task id over 32 bits"))?;
+                    sources.push((self.stream(component, stream)?, task));
+                    &sources[sources.len() - 1]
+                }
+                None => return Err(WireError::BadStreamIndex(i as usize)),
+            };
             let na = r.count(16)?;
-            let mut anchors = Anchors::new();
-            if na > 1 {
-                anchors.reserve_exact(na);
-            }
-            for _ in 0..na {
-                let root = r.u64_le()?;
-                let id = r.u64_le()?;
-                anchors.push((root, id));
-            }
             let nv = r.count(1)?;
-            let mut values = SmallVec::new();
-            if nv > 2 {
-                values.reserve_exact(nv);
+            let k = r.varint()?;
+            if k == 0 || k > left as u64 {
+                return Err(bad(format!("a run of {k} tuples with {left} to go")));
             }
-            for _ in 0..nv {
-                values.push(r.value(0)?);
+            let k = k as usize;
+            // Both counts are bounded by the payload's length: no overflow.
+            let width = (16 * na + nv) as u64;
+            if width.saturating_mul(k as u64) > r.left() as u64 {
+                return Err(bad(format!(
+                    "a run of {k} tuples of {width} bytes or more with {} bytes left",
+                    r.left()
+                )));
             }
-            tuples.push(Tuple {
-                values: Values(values),
-                source,
-                source_task,
-                anchors,
-            });
+            for _ in 0..k {
+                let mut anchors = Anchors::new();
+                if na > 1 {
+                    anchors.reserve_exact(na);
+                }
+                for _ in 0..na {
+                    let root = r.u64_le()?;
+                    let id = r.u64_le()?;
+                    anchors.push((root, id));
+                }
+                let mut values = SmallVec::new();
+                if nv > 2 {
+                    values.reserve_exact(nv);
+                }
+                for _ in 0..nv {
+                    values.push(r.value(&mut self.strs, 0)?);
+                }
+                push_in_place(tuples, Values(values), source, source_task, anchors);
+            }
+            left -= k;
         }
         if r.left() != 0 {
             return Err(bad(format!("{} bytes after the last tuple", r.left())));
         }
-        Ok(tuples)
+        Ok(())
     }
 }
 
@@ -705,12 +1025,14 @@ mod tests {
         let mut t = Tuple::new(info, 3, [Value::from("ka"), Value::from(-2)]);
         t.anchors.push((1, 2));
         let bytes = encode_data(&Inbound::Batch(vec![t])).unwrap();
-        let mut want = vec![BATCH_TAG, 1, 1, b's', 7];
+        // One tuple: a run of a new source 0 (`s`, `default`, task 3), 1 anchor, 2 values,
+        // length 1 in 3 bytes.
+        let mut want = vec![BATCH_TAG, 1, 0, 1, b's', 7];
         want.extend_from_slice(b"default");
-        want.extend_from_slice(&[3, 1, 0, 1]);
+        want.extend_from_slice(&[3, 1, 2, 0x81, 0x80, 0]);
         want.extend_from_slice(&1u64.to_le_bytes());
         want.extend_from_slice(&2u64.to_le_bytes());
-        want.extend_from_slice(&[2, tag::STR, 2, b'k', b'a', tag::INT, 3]);
+        want.extend_from_slice(&[tag::SHORT_STR + 2, b'k', b'a', tag::INT, 3]);
         assert_eq!(&bytes[..], want);
     }
 
@@ -743,28 +1065,81 @@ mod tests {
             "cannot decode a data payload: a count of 1 with 0 bytes left"
         );
         assert_eq!(
-            err(&[BATCH_TAG, 0, 0, 0]),
+            err(&[BATCH_TAG, 0, 0]),
             "cannot decode a data payload: 1 bytes after the last tuple"
         );
         assert_eq!(
-            err(&[BATCH_TAG, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f]),
+            err(&[BATCH_TAG, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f]),
             "cannot decode a data payload: a number over 64 bits"
         );
-        let mut b = vec![BATCH_TAG, 1, 1, b's', 7];
+        // One tuple: a run of a new source 0 (`s`, `default`, task 1), no anchors, one
+        // value, length 1.
+        let mut b = vec![BATCH_TAG, 1, 0, 1, b's', 7];
         b.extend_from_slice(b"default");
-        b.extend_from_slice(&[1, 1, 0, 0, 1, tag::STR, 2, 0xff, 0xfe]);
+        b.extend_from_slice(&[1, 0, 1, 1, tag::STR, 2, 0xff, 0xfe]);
         assert_eq!(
             err(&b),
             "cannot decode a data payload: a string that is not UTF-8"
         );
-        b.truncate(b.len() - 4);
-        b.extend_from_slice(&[9]);
-        assert_eq!(err(&b), "cannot decode a data payload: unknown value tag 9");
-        b.truncate(b.len() - 4);
-        b.extend_from_slice(&[5, 0, 0, 1, 0]);
+        let at = b.len() - 4;
+        b[at] = tag::SHORT_STR + 2;
+        b.remove(at + 1);
         assert_eq!(
             err(&b),
-            "a tuple refers to stream 5, which its batch does not name"
+            "cannot decode a data payload: a string that is not UTF-8"
+        );
+        b.truncate(at);
+        b.extend_from_slice(&[9]);
+        assert_eq!(err(&b), "cannot decode a data payload: unknown value tag 9");
+        b[at] = 64;
+        assert_eq!(
+            err(&b),
+            "cannot decode a data payload: unknown value tag 64"
+        );
+        b[at - 1] = 2;
+        assert_eq!(
+            err(&b),
+            "cannot decode a data payload: a run of 2 tuples with 1 to go"
+        );
+        b[at - 1] = 0;
+        assert_eq!(
+            err(&b),
+            "cannot decode a data payload: a run of 0 tuples with 1 to go"
+        );
+        b[at - 1] = 1;
+        b[at - 2] = 2;
+        assert_eq!(
+            err(&b),
+            "cannot decode a data payload: a run of 1 tuples of 2 bytes or more with 1 bytes left"
+        );
+        b[at - 2] = 9;
+        assert_eq!(
+            err(&b),
+            "cannot decode a data payload: a count of 9 with 2 bytes left"
+        );
+        b[at - 3] = 1;
+        b[at - 2] = 1;
+        assert_eq!(
+            err(&b),
+            "cannot decode a data payload: a count of 1 with 3 bytes left"
+        );
+        // Index 1 while the batch named one source: neither known nor the next new one.
+        assert_eq!(
+            err(&[BATCH_TAG, 1, 2, 0, 0, 1, 0]),
+            "a tuple refers to stream 2, which its batch does not name"
+        );
+        assert_eq!(
+            err(&[BATCH_TAG, 1, 0, 1, b'x', 1, b'y', 1, 0, 0, 1]),
+            "a batch names stream `y` of `x`, which the topology does not declare"
+        );
+        // Two tuples of 16 anchor bytes and a value each, with 20 bytes left.
+        b.truncate(at - 3);
+        b.extend_from_slice(&[1, 1, 2]);
+        b.extend_from_slice(&[0; 20]);
+        b[1] = 2;
+        assert_eq!(
+            err(&b),
+            "cannot decode a data payload: a run of 2 tuples of 17 bytes or more with 20 bytes left"
         );
     }
 
@@ -781,9 +1156,9 @@ mod tests {
             err.to_string(),
             "cannot encode: values nest deeper than 64 lists and maps"
         );
-        let mut b = vec![BATCH_TAG, 1, 1, b's', 7];
+        let mut b = vec![BATCH_TAG, 1, 0, 1, b's', 7];
         b.extend_from_slice(b"default");
-        b.extend_from_slice(&[1, 1, 0, 0, 1]);
+        b.extend_from_slice(&[1, 0, 1, 1]);
         for _ in 0..100_000 {
             b.extend_from_slice(&[tag::LIST, 1]);
         }
@@ -831,9 +1206,165 @@ mod tests {
             })
     }
 
+    #[test]
+    fn decode_into_appends_and_leaves_the_vector_as_it_was_on_an_error() {
+        let info = StreamInfo::intern("s", "default", &["word".into(), "n".into()]);
+        let batch = |w: &str| {
+            encode_data(&Inbound::Batch(vec![Tuple::new(
+                info,
+                1,
+                [Value::from(w), Value::from(1)],
+            )]))
+            .unwrap()
+        };
+        let mut d = DataDecoder::new(Arc::new(topology()));
+        let mut v = Vec::new();
+        assert!(d.decode_into(&batch("ka"), &mut v).unwrap().is_none());
+        assert!(d.decode_into(&batch("lo"), &mut v).unwrap().is_none());
+        let words: Vec<_> = v.iter().map(|t| t.values()[0].clone()).collect();
+        assert_eq!(words, [Value::from("ka"), Value::from("lo")]);
+        let bad = batch("mi");
+        let err = d.decode_into(&bad[..bad.len() - 1], &mut v).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "cannot decode a data payload: the payload ends early"
+        );
+        assert_eq!(v.len(), 2);
+        let eos = encode_data(&Inbound::Eos(4)).unwrap();
+        assert!(matches!(
+            d.decode_into(&eos, &mut v).unwrap(),
+            Some(Inbound::Eos(4))
+        ));
+        assert_eq!(v.len(), 2);
+    }
+
+    #[test]
+    fn strings_around_the_short_tag_and_the_cache_round_trip() {
+        let info = StreamInfo::intern("s", "default", &["word".into(), "n".into()]);
+        let mut words: Vec<String> = (0..40).map(|n| "x".repeat(n)).collect();
+        words.extend(["é".into(), "naïve".into(), "ka".into(), "kb".into()]);
+        words.extend((0..40).map(|n| "é".repeat(n)));
+        let mut d = DataDecoder::new(Arc::new(topology()));
+        // Twice: the second pass finds the short ones in the decoder's cache.
+        for _ in 0..2 {
+            let tuples: Vec<Tuple> = words
+                .iter()
+                .map(|w| Tuple::new(info, 1, [Value::from(w.as_str()), Value::Null]))
+                .collect();
+            let bytes = encode_data(&Inbound::Batch(tuples)).unwrap();
+            let Inbound::Batch(back) = d.decode(&bytes).unwrap() else {
+                panic!("not a batch");
+            };
+            let got: Vec<&str> = back.iter().filter_map(|t| t.values()[0].as_str()).collect();
+            assert_eq!(got, words);
+        }
+    }
+
+    #[test]
+    fn a_batch_larger_than_the_room_reserved_first_round_trips_after_what_was_there() {
+        let info = StreamInfo::intern("s", "default", &["word".into(), "n".into()]);
+        let long = "kalominupe".repeat(10);
+        let tuples: Vec<Tuple> = (0..3000)
+            .map(|i| {
+                let mut t = Tuple::new(info, 1, [Value::from(long.as_str()), Value::from(i)]);
+                t.anchors.push((i as u64, 7));
+                t
+            })
+            .collect();
+        let mut out = BytesMut::from(&b"before"[..]);
+        encode_batch_into(&tuples, &mut out).unwrap();
+        assert_eq!(&out[..6], b"before");
+        let Inbound::Batch(back) = decode_data(&out[6..], &topology()).unwrap() else {
+            panic!("not a batch");
+        };
+        assert_eq!(back.len(), tuples.len());
+        for (a, b) in back.iter().zip(&tuples) {
+            assert_eq!(a.values(), b.values());
+            assert_eq!(a.anchors.as_slice(), b.anchors.as_slice());
+        }
+        // A batch that cannot be encoded leaves `out` as it was.
+        let mut deep = Value::Null;
+        for _ in 0..=MAX_DEPTH {
+            deep = Value::List(vec![deep]);
+        }
+        let mut bad = tuples;
+        bad.push(Tuple::new(info, 1, [deep, Value::Null]));
+        let mut out = BytesMut::from(&b"before"[..]);
+        assert!(encode_batch_into(&bad, &mut out).is_err());
+        assert_eq!(&out[..], b"before");
+    }
+
+    #[test]
+    fn a_cached_string_is_never_mistaken_for_another() {
+        // Same length, same first and last words: only the middle differs.
+        let mut c = StrCache::new();
+        for w in [
+            "abcdefghijklmnop",
+            "abcdefghXjklmnop",
+            "abc",
+            "aXc",
+            "ab",
+            "abb",
+        ] {
+            assert_eq!(c.get(w.as_bytes()).unwrap(), w);
+            assert_eq!(c.get(w.as_bytes()).unwrap(), w);
+        }
+        assert_eq!(c.get(b"\xff"), None);
+        assert_eq!(c.get(&[0xc3]), None);
+    }
+
+    /// Tuples of a few shapes and words, in runs: what a bolt's batches look like.
+    fn any_run_tuples() -> impl Strategy<Value = Vec<Tuple>> {
+        let words = StreamInfo::intern("s", "default", &["word".into(), "n".into()]);
+        let counts = StreamInfo::intern("b", "default", &["word".into(), "n".into()]);
+        let shape = (any::<bool>(), 1u32..3, 0usize..3, 0usize..3, 1usize..40);
+        proptest::collection::vec((shape, any::<u64>()), 0..8).prop_map(move |runs| {
+            let vocab = [
+                "ka",
+                "lo",
+                "pemi",
+                "",
+                "kalomi",
+                "é",
+                "kalominupe-rasitovuze",
+            ];
+            let mut tuples = Vec::new();
+            for ((first, task, na, nv, len), seed) in runs {
+                for i in 0..len as u64 {
+                    let x = seed.wrapping_add(i).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+                    let values: Vec<Value> = (0..nv)
+                        .map(|k| Value::from(vocab[((x >> (8 * k)) % 7) as usize]))
+                        .collect();
+                    let mut t = Tuple::new(if first { words } else { counts }, task, values);
+                    t.anchors = (0..na).map(|k| (x, k as u64)).collect();
+                    tuples.push(t);
+                }
+            }
+            tuples
+        })
+    }
+
     use proptest::prelude::*;
 
     proptest! {
+        #[test]
+        fn runs_of_tuples_round_trip(tuples in any_run_tuples()) {
+            let bytes = encode_data(&Inbound::Batch(tuples.clone())).unwrap();
+            let mut d = DataDecoder::new(Arc::new(topology()));
+            let mut back = Vec::new();
+            // Twice into one vector: the second time through the string cache.
+            for _ in 0..2 {
+                prop_assert!(d.decode_into(&bytes, &mut back).unwrap().is_none());
+            }
+            prop_assert_eq!(back.len(), 2 * tuples.len());
+            for (a, b) in back.iter().zip(tuples.iter().chain(&tuples)) {
+                prop_assert!(std::ptr::eq(a.source, b.source));
+                prop_assert_eq!(a.source_task, b.source_task);
+                prop_assert_eq!(a.anchors.as_slice(), b.anchors.as_slice());
+                prop_assert_eq!(a.values(), b.values());
+            }
+        }
+
         #[test]
         fn batches_round_trip(tuples in proptest::collection::vec(any_tuple(), 0..20)) {
             let bytes = encode_data(&Inbound::Batch(tuples.clone())).unwrap();

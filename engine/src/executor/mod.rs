@@ -490,7 +490,7 @@ fn root_with_acker(r: u64, n: u64, i: u64) -> u64 {
 /// `v.clear()`, but without running the drop glue of tuples that own nothing on the
 /// heap: numbers and short strings (most tuples) skip the out-of-line
 /// `drop_in_place::<[Value]>`, 40 instructions per tuple.
-fn clear_batch(v: &mut Vec<Tuple>) {
+pub(crate) fn clear_batch(v: &mut Vec<Tuple>) {
     fn owns_nothing(t: &Tuple) -> bool {
         !t.anchors.spilled()
             && !t.values.0.spilled()
@@ -521,7 +521,7 @@ fn clear_batch(v: &mut Vec<Tuple>) {
 /// slot: a `Tuple` is 128 bytes, and building it on the stack first cost two extra
 /// copies of it per emit.
 #[inline(always)]
-fn push_in_place(
+pub(crate) fn push_in_place(
     buf: &mut Vec<Tuple>,
     values: Values,
     source: &'static StreamInfo,

@@ -266,7 +266,13 @@ impl RemoteSender<Inbound> for Remote {
                 Err(e) => e.into_inner().push((to, from)),
             }
         }
-        self.send_msg(to, &msg)
+        let sent = self.send_msg(to, &msg);
+        if let Inbound::Batch(mut tuples) = msg {
+            // Most sent tuples own nothing on the heap (numbers, short strings): skip
+            // their drop glue.
+            crate::executor::clear_batch(&mut tuples);
+        }
+        sent
     }
 }
 
