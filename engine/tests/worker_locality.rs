@@ -13,7 +13,7 @@ use common::{numbers, Log};
 use serde::Deserialize;
 use topo_dsl::{StreamDecl, Topology};
 use topo_engine::launcher::worker;
-use topo_engine::transport::{Transport, TransportConfig};
+use topo_engine::transport::{Deliver, Transport, TransportConfig};
 use topo_engine::{Bolt, BoltOutput, Registry, RunOptions, TaskContext, TaskId, Tuple};
 
 /// Task ids that executed each tuple, in order.
@@ -103,7 +103,10 @@ fn run(count: i64, millis: i64, disable: bool, options: RunOptions) -> (usize, u
         let shutdown = async move {
             let _ = stop.wait_for(|s| *s).await;
         };
-        transports.push(Transport::start(config, listener, shutdown).unwrap());
+        let dispatcher = worker::Dispatcher::new();
+        let sink = Arc::clone(&dispatcher) as Arc<dyn Deliver>;
+        let transport = Transport::start_with(config, listener, shutdown, sink).unwrap();
+        transports.push((transport, dispatcher));
     }
     for (w, (t, _)) in transports.iter().enumerate() {
         let peer = t.sender(1 - w as u32).unwrap();
@@ -113,17 +116,15 @@ fn run(count: i64, millis: i64, disable: bool, options: RunOptions) -> (usize, u
         );
     }
     let mut workers = Vec::new();
-    let mut dispatchers = Vec::new();
-    for (transport, inbound) in &transports {
-        let (running, dispatcher) = worker::start(
+    for (transport, dispatcher) in &transports {
+        let running = worker::start(
             Arc::clone(&topology),
             &r,
             transport,
-            inbound.clone(),
+            dispatcher,
             options.clone(),
         )
         .unwrap();
-        dispatchers.push(dispatcher);
         workers.push(running);
     }
     for w in &workers {
@@ -135,9 +136,6 @@ fn run(count: i64, millis: i64, disable: bool, options: RunOptions) -> (usize, u
     let _ = stop_tx.send(true);
     for (t, _) in transports {
         rt.block_on(t.join());
-    }
-    for d in dispatchers {
-        d.join().unwrap();
     }
     let acked: u64 = summaries.iter().map(|s| s.counts("numbers").acked).sum();
     let failed: u64 = summaries.iter().map(|s| s.counts("numbers").failed).sum();

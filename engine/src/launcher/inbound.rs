@@ -206,8 +206,9 @@ impl Dispatcher {
                 dest_task: crate::load::REPORT_TASK,
                 payload,
             } => {
-                if let Err(e) = self.remote.receive_loads(&payload) {
+                if let Err(e) = t.book.remote.receive_loads(&payload) {
                     self.malformed(
+                        t.worker,
                         from,
                         &wire::WireError::Decode {
                             what: "load report",
