@@ -5,9 +5,9 @@
 //!
 //! With several workers, `shuffle` and `none` are load- and locality-aware by default, as
 //! in Storm 2 (`disable_loadaware_messaging` turns it off): the emitter round-robins over
-//! a choice array of at least [`CHOICES`] slots, which holds its own worker's tasks while
-//! they are not overloaded and other workers' tasks with room when they are (see
-//! [`crate::load::choose`]). The array is rebuilt only when it wraps and the loads changed.
+//! a choice array of at least 64 slots, which holds its own worker's tasks while they are
+//! not overloaded and other workers' tasks with room when they are (see the private
+//! `load` module). The array is rebuilt only when it wraps and the loads changed.
 
 use std::sync::Arc;
 
@@ -477,6 +477,23 @@ mod tests {
         let seen = spread(&mut r, 64 * 10);
         assert_eq!(seen[&1], seen[&2], "{seen:?}");
         assert!(seen[&1].abs_diff(2 * seen[&3]) <= 20, "{seen:?}");
+    }
+
+    #[test]
+    fn local_or_shuffle_ignores_loads() {
+        use crate::load::Loads;
+        let loads = Arc::new(Loads::new(5, Vec::new()));
+        let mut r = Router::new(
+            &Grouping::LocalOrShuffle,
+            &[1, 2, 3, 4],
+            &[],
+            |t| t % 2 == 0,
+            0,
+            Some(&loads),
+        );
+        assert!(matches!(r, Router::RoundRobin { balance: None, .. }));
+        let got: Vec<TaskId> = (0..4).flat_map(|_| route(&mut r, &[])).collect();
+        assert_eq!(got, [2, 4, 2, 4]);
     }
 
     #[test]
