@@ -8,10 +8,10 @@
 //!   unbounded, so acking never blocks a sender (they are bounded in practice by
 //!   `max_spout_pending` and the data queues).
 //!
-//! A bolt in a worker with peers has a second, unbounded inbox of [`RemoteBatch`]es:
+//! A bolt in a worker with peers has a second, unbounded inbox of `RemoteBatch`es:
 //! payloads still encoded, which its own thread decodes just before executing them. It is
 //! bounded in practice by the per-task windows of flow control: a batch is granted back
-//! to its sender (through a [`GrantBook`]) only once the task took it.
+//! to its sender (through a `GrantBook`) only once the task took it.
 
 use std::sync::Arc;
 

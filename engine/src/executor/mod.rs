@@ -329,9 +329,14 @@ impl Output {
             .unwrap_or_else(|| Vec::with_capacity(self.batch))
     }
 
-    /// Empties a batch vector and keeps it for reuse.
+    /// Empties a batch vector and keeps it for reuse, if it holds a whole batch: a smaller
+    /// one (a decoded remote batch is exactly its size) would grow, copying its tuples,
+    /// when it is filled again, which costs more than a fresh vector.
     pub(crate) fn recycle(&mut self, mut v: Vec<Tuple>) {
         clear_batch(&mut v);
+        if v.capacity() < self.batch {
+            return;
+        }
         if self.spare.len() < 4 {
             self.spare.push(v);
         } else {
