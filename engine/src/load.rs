@@ -1,7 +1,8 @@
 //! Task loads for load- and locality-aware `shuffle` (Storm 2's `LoadAwareShuffleGrouping`
 //! with its locality awareness, adapted; see [`choose`]).
 //!
-//! The load of a bolt task is how full its inbox is, from 0 (empty) to [`SCALE`] (full).
+//! The load of a bolt task is how full its inbox is, from 0 (empty) to [`SCALE`] (full);
+//! batches from other workers waiting in its second inbox count as if they were in the first.
 //! Each worker samples its own bolt tasks' inboxes every [`SAMPLE_EVERY`] (smoothed over a
 //! few samples), and every [`PUBLISH_EVERY`] sends them to its peers in a `Control` frame
 //! to the reserved task [`REPORT_TASK`]; what a peer reported is the load of its tasks
@@ -17,13 +18,13 @@
 //! ```
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use crossbeam_channel::Sender;
 
-use crate::route::Inbound;
+use crate::route::{Inbound, RemoteBatch};
 use crate::tuple::TaskId;
 
 /// A full inbox.
@@ -62,6 +63,9 @@ pub(crate) struct Loads {
     local: Vec<(TaskId, Sender<Inbound>)>,
     /// Task id -> runs in this worker (a report never overrides those).
     is_local: Vec<bool>,
+    /// Task id -> its inbox for other workers' batches (set once the tasks exist): what
+    /// waits there loads the task as much as what waits in its local inbox.
+    remote: OnceLock<Vec<Option<Sender<RemoteBatch>>>>,
 }
 
 impl std::fmt::Debug for Loads {
@@ -89,7 +93,19 @@ impl Loads {
             generation: AtomicU64::new(0),
             local,
             is_local,
+            remote: OnceLock::new(),
         }
+    }
+
+    /// Adds the tasks' inboxes for other workers' batches to what [`Loads::sample`] counts.
+    pub(crate) fn set_remote(&self, inboxes: &[(TaskId, Sender<RemoteBatch>)]) {
+        let mut by_task = vec![None; self.is_local.len()];
+        for (t, tx) in inboxes {
+            if let Some(slot) = by_task.get_mut(*t as usize) {
+                *slot = Some(tx.clone());
+            }
+        }
+        let _ = self.remote.set(by_task);
     }
 
     /// The last known load of `task` (full when unknown).
@@ -112,9 +128,15 @@ impl Loads {
 
     /// Samples every local inbox into its smoothed load (3/4 the old, 1/4 the sample).
     pub(crate) fn sample(&self) {
+        let remote = self.remote.get();
         for (t, tx) in &self.local {
             let cap = tx.capacity().unwrap_or(0).max(1) as u64;
-            let now = (tx.len() as u64 * u64::from(SCALE) / cap).min(u64::from(SCALE)) as u32;
+            let waiting = tx.len()
+                + remote
+                    .and_then(|r| r.get(*t as usize))
+                    .and_then(Option::as_ref)
+                    .map_or(0, Sender::len);
+            let now = (waiting as u64 * u64::from(SCALE) / cap).min(u64::from(SCALE)) as u32;
             if let Some(l) = self.loads.get(*t as usize) {
                 let old = l.load(Ordering::Relaxed);
                 l.store((3 * old + now).div_ceil(4), Ordering::Relaxed);

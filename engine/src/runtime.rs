@@ -796,6 +796,7 @@ pub fn start(
         ackers = ackers.len(),
         "Topology started."
     );
+    loads.set_remote(&remote_in);
     Ok(RunningTopology {
         topology,
         plan,
