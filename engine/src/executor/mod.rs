@@ -335,6 +335,9 @@ impl Output {
     pub(crate) fn recycle(&mut self, mut v: Vec<Tuple>) {
         clear_batch(&mut v);
         if v.capacity() < self.batch {
+            // Too small for a whole batch (a decoded batch is sized to what it carried):
+            // filling it would reallocate and copy it, more than once, where a new
+            // vector costs one allocation.
             return;
         }
         if self.spare.len() < 4 {
@@ -623,7 +626,35 @@ pub(crate) fn worth_logging(n: u64) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::root_with_acker;
+    use super::*;
+
+    #[test]
+    fn only_vectors_that_hold_a_whole_batch_are_kept_for_reuse() {
+        let pool = Pool::new(8);
+        let mut out = Output::new(OutputSpec {
+            task: 1,
+            component: "c".into(),
+            streams: Vec::new(),
+            dests: Vec::new(),
+            ackers: Vec::new(),
+            tracking: false,
+            batch: 16,
+            flush_interval: Duration::from_millis(1),
+            pool: pool.clone(),
+            shared: Arc::default(),
+            stats: Arc::default(),
+        });
+        let info = StreamInfo::intern("c", "default", &["word".into()]);
+        let mut small = Vec::with_capacity(3);
+        small.push(Tuple::new(info, 1, [Value::from("ka")]));
+        out.recycle(small);
+        out.recycle(Vec::with_capacity(16));
+        let kept: Vec<usize> = out.spare.iter().map(Vec::capacity).collect();
+        assert_eq!(kept, [16]);
+        assert!(out.spare.iter().all(Vec::is_empty));
+        assert!(pool.rx.try_recv().is_err());
+        assert_eq!(out.take_vec().capacity(), 16);
+    }
 
     #[test]
     fn a_root_names_the_chosen_acker_and_keeps_its_other_bits() {
