@@ -335,9 +335,6 @@ impl Output {
     pub(crate) fn recycle(&mut self, mut v: Vec<Tuple>) {
         clear_batch(&mut v);
         if v.capacity() < self.batch {
-            // Too small for a whole batch (a decoded batch is sized to what it carried):
-            // filling it would reallocate and copy it, more than once, where a new
-            // vector costs one allocation.
             return;
         }
         if self.spare.len() < 4 {
