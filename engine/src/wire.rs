@@ -210,8 +210,10 @@ fn encode_runs(tuples: &[Tuple], out: &mut BytesMut) -> Result<(), WireError> {
             run_len = 1;
         }
         for &(root, id) in &t.anchors {
-            w.u64_le(root);
-            w.u64_le(id);
+            let mut pair = [0; 16];
+            pair[..8].copy_from_slice(&root.to_le_bytes());
+            pair[8..].copy_from_slice(&id.to_le_bytes());
+            w.slice(&pair);
         }
         for v in t.values.iter() {
             w.value(v, 0)?;
@@ -637,6 +639,14 @@ fn key(b: &[u8]) -> (u64, u64) {
     }
 }
 
+/// The little-endian `u64` in `b` (8 bytes).
+#[inline(always)]
+fn le64(b: &[u8]) -> u64 {
+    let mut w = [0; 8];
+    w.copy_from_slice(b);
+    u64::from_le_bytes(w)
+}
+
 /// `b` as a `str` if it is UTF-8 (ASCII checked first: `from_utf8` costs three times as
 /// much on words).
 #[inline(always)]
@@ -782,10 +792,12 @@ impl DataDecoder {
                 if na > 1 {
                     anchors.reserve_exact(na);
                 }
-                for _ in 0..na {
-                    let root = r.u64_le()?;
-                    let id = r.u64_le()?;
-                    anchors.push((root, id));
+                if na > 0 {
+                    // One checked read for all of them.
+                    for pair in r.take(16 * na)?.chunks_exact(16) {
+                        let (root, id) = pair.split_at(8);
+                        anchors.push((le64(root), le64(id)));
+                    }
                 }
                 let mut values = SmallVec::new();
                 if nv > 2 {
