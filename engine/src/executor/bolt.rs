@@ -420,8 +420,9 @@ impl BoltExecutor {
         let Some(r) = self.remote.as_mut() else {
             return self.next_local(next_tick);
         };
+        let out = &mut self.core.out;
         if std::mem::take(&mut self.remote_turn) {
-            if let Ok(m) = r.try_take() {
+            if let Ok(m) = r.try_take(|| out.take_vec()) {
                 return Some(m);
             }
         }
@@ -433,7 +434,7 @@ impl BoltExecutor {
             Err(TryRecvError::Disconnected) => return None,
             Err(TryRecvError::Empty) => {}
         }
-        if let Ok(m) = r.try_take() {
+        if let Ok(m) = r.try_take(|| self.core.out.take_vec()) {
             return Some(m);
         }
         self.core.out.flush_all(Instant::now());
@@ -481,7 +482,7 @@ impl BoltExecutor {
             return op.recv(&self.inbox).ok().map(Some);
         }
         match op.recv(&r.rx) {
-            Ok(b) => Some(r.take(b)),
+            Ok(b) => Some(r.take(b, || self.core.out.take_vec())),
             Err(_) => {
                 // No more peers: only the local inbox is left.
                 self.remote = None;

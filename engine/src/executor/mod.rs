@@ -322,7 +322,7 @@ impl Output {
         }
     }
 
-    fn take_vec(&mut self) -> Vec<Tuple> {
+    pub(crate) fn take_vec(&mut self) -> Vec<Tuple> {
         self.spare
             .pop()
             .or_else(|| self.pool.rx.try_recv().ok())

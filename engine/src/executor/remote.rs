@@ -13,7 +13,7 @@ use crossbeam_channel::{Receiver, TryRecvError};
 
 use super::worth_logging;
 use crate::route::{GrantBook, Inbound, RemoteBatch};
-use crate::tuple::TaskId;
+use crate::tuple::{TaskId, Tuple};
 use crate::wire;
 
 /// Batches granted back to a worker in one `Control` frame (at most: all that is owed is
@@ -62,13 +62,27 @@ impl RemoteIn {
     /// The next remote message, if one waits: `Ok(None)` when one was taken but carried
     /// nothing to execute (it did not decode).
     #[inline]
-    pub(crate) fn try_take(&mut self) -> Result<Option<Inbound>, TryRecvError> {
-        self.rx.try_recv().map(|b| self.take(b))
+    pub(crate) fn try_take(
+        &mut self,
+        spare: impl FnOnce() -> Vec<Tuple>,
+    ) -> Result<Option<Inbound>, TryRecvError> {
+        self.rx.try_recv().map(|b| self.take(b, spare))
     }
 
-    /// Decodes a batch taken from the inbox and owes its sender a grant.
-    pub(crate) fn take(&mut self, b: RemoteBatch) -> Option<Inbound> {
-        let decoded = self.decoder.decode(&b.payload);
+    /// Decodes a batch taken from the inbox into a vector from `spare` (a recycled one
+    /// holds a whole batch, so it is kept for reuse again after execution) and owes its
+    /// sender a grant.
+    pub(crate) fn take(
+        &mut self,
+        b: RemoteBatch,
+        spare: impl FnOnce() -> Vec<Tuple>,
+    ) -> Option<Inbound> {
+        let mut tuples = spare();
+        let decoded = match self.decoder.decode_into(&b.payload, &mut tuples) {
+            Ok(None) => Ok(Inbound::Batch(tuples)),
+            Ok(Some(other)) => Ok(other),
+            Err(e) => Err(e),
+        };
         // Ends of streams spend no window; anything else (a batch, or what claimed to
         // be one) did.
         if !matches!(decoded, Ok(Inbound::Eos(_) | Inbound::Wake)) {
@@ -196,7 +210,7 @@ mod tests {
         tx.send(batch(&book, wire::encode_data(&Inbound::Eos(3)).unwrap()))
             .unwrap();
         let mut words = Vec::new();
-        while let Ok(m) = inbox.try_take() {
+        while let Ok(m) = inbox.try_take(Vec::new) {
             match m {
                 Some(Inbound::Batch(b)) => {
                     words.extend(b.iter().map(|t| t.values()[0].as_str().unwrap().to_owned()))
@@ -224,7 +238,7 @@ mod tests {
         let book = Arc::new(Book::default());
         tx.send(batch(&book, bytes::Bytes::from_static(b"\xffnot a batch")))
             .unwrap();
-        assert!(matches!(inbox.try_take(), Ok(None)));
+        assert!(matches!(inbox.try_take(Vec::new), Ok(None)));
         assert_eq!(inbox.bad(), 1);
         inbox.pay_all();
         assert_eq!(*book.grants.lock().unwrap(), [(1, 5, 1)]);
@@ -239,14 +253,23 @@ mod tests {
         // One batch taken and owed, one still waiting, then the connection is lost.
         tx.send(batch(&book, payload.clone())).unwrap();
         tx.send(batch(&book, payload.clone())).unwrap();
-        assert!(matches!(inbox.try_take(), Ok(Some(Inbound::Batch(_)))));
+        assert!(matches!(
+            inbox.try_take(Vec::new),
+            Ok(Some(Inbound::Batch(_)))
+        ));
         book.epoch.fetch_add(1, Ordering::AcqRel);
-        assert!(matches!(inbox.try_take(), Ok(Some(Inbound::Batch(_)))));
+        assert!(matches!(
+            inbox.try_take(Vec::new),
+            Ok(Some(Inbound::Batch(_)))
+        ));
         inbox.pay_all();
         assert!(book.grants.lock().unwrap().is_empty());
         // The new connection's batches are granted again.
         tx.send(batch(&book, payload)).unwrap();
-        assert!(matches!(inbox.try_take(), Ok(Some(Inbound::Batch(_)))));
+        assert!(matches!(
+            inbox.try_take(Vec::new),
+            Ok(Some(Inbound::Batch(_)))
+        ));
         inbox.pay_all();
         assert_eq!(*book.grants.lock().unwrap(), [(1, 5, 1)]);
     }
