@@ -94,9 +94,16 @@ inputs = ["numbers"]
         .collect();
     let acked = before.sum("topo_tuples_acked_total", &spout);
 
-    // Worker 1 runs relay task 2 and an acker.
+    // Worker 1 runs relay task 2 and an acker. Stopped first, it holds every tree the
+    // spout sends it until the spout has `max_spout_pending` trees out: the kill then
+    // certainly loses some (a worker killed while it holds none loses nothing).
     let (victim, _) = workers[1];
     // SAFETY: kill(2) on a worker process this test's topo started.
+    assert_eq!(unsafe { libc::kill(victim, libc::SIGSTOP) }, 0);
+    scrape_until(&topo, &addr, "the spout waits on its pending trees", |e| {
+        e.sum("topo_pending_trees", &spout) >= 100.0
+    });
+    // SAFETY: as above.
     assert_eq!(unsafe { libc::kill(victim, libc::SIGKILL) }, 0);
     let task2 = [("component", "relay"), ("task", "2")];
     let task2_before = before.sum("topo_tuples_executed_total", &task2);
