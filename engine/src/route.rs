@@ -116,6 +116,13 @@ pub struct Gone(pub TaskId);
 pub trait RemoteSender<T>: Send + Sync {
     /// Sends `msg` to task `to`.
     fn send(&self, to: TaskId, msg: T) -> Result<(), Gone>;
+
+    /// Sends `msg` to task `to` and may give back what is left of it for reuse (a
+    /// batch's emptied vector, once its tuples are encoded). By default gives back
+    /// nothing.
+    fn send_and_return(&self, to: TaskId, msg: T) -> Result<Option<T>, Gone> {
+        self.send(to, msg).map(|()| None)
+    }
 }
 
 /// How an executor reaches one destination task.

@@ -24,7 +24,7 @@ use topo_dsl::DEFAULT_STREAM;
 
 use crate::grouping::Router;
 use crate::metrics::{TaskStats, PUBLISH_EVERY};
-use crate::route::{AckerIn, AckerMsg, Inbound, Route};
+use crate::route::{AckerIn, AckerMsg, Gone, Inbound, Route};
 use crate::summary::{Counts, SharedCounts};
 use crate::tuple::{Anchors, StreamInfo, TaskId, Tuple, Values};
 use crate::value::Value;
@@ -349,10 +349,28 @@ impl Output {
         if self.dests[slot].buf.is_empty() {
             return;
         }
-        let fresh = self.take_vec();
         let d = &mut self.dests[slot];
-        let full = std::mem::replace(&mut d.buf, fresh);
-        if let Err(e) = d.route.send(d.id, Inbound::Batch(full)) {
+        let sent = match &d.route {
+            Route::Local(tx) => {
+                let full = std::mem::take(&mut d.buf);
+                tx.send(Inbound::Batch(full)).map_err(|_| Gone(d.id))
+            }
+            // The transport encodes the tuples and gives the emptied vector back.
+            Route::Remote(r) => {
+                match r.send_and_return(d.id, Inbound::Batch(std::mem::take(&mut d.buf))) {
+                    Ok(Some(Inbound::Batch(v))) if v.capacity() >= self.batch => {
+                        d.buf = v;
+                        Ok(())
+                    }
+                    Ok(_) => Ok(()),
+                    Err(e) => Err(e),
+                }
+            }
+        };
+        if self.dests[slot].buf.capacity() == 0 {
+            self.dests[slot].buf = self.take_vec();
+        }
+        if let Err(e) = sent {
             // The receiver's worker is gone: what the batch carried times out and replays.
             self.dropped += 1;
             if worth_logging(self.dropped) {

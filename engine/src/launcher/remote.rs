@@ -266,13 +266,23 @@ impl RemoteSender<Inbound> for Remote {
                 Err(e) => e.into_inner().push((to, from)),
             }
         }
+        self.send_and_return(to, msg).map(drop)
+    }
+
+    /// Gives a batch's vector back emptied, for the sender's next batch: a fresh vector
+    /// of a whole batch per batch sent costs an allocation (and, when the allocator
+    /// hands the memory back, page faults) every time.
+    fn send_and_return(&self, to: TaskId, msg: Inbound) -> Result<Option<Inbound>, Gone> {
         let sent = self.send_msg(to, &msg);
-        if let Inbound::Batch(mut tuples) = msg {
-            // Most sent tuples own nothing on the heap (numbers, short strings): skip
-            // their drop glue.
-            crate::executor::clear_batch(&mut tuples);
+        match msg {
+            Inbound::Batch(mut tuples) => {
+                // Most sent tuples own nothing on the heap (numbers, short strings):
+                // skip their drop glue.
+                crate::executor::clear_batch(&mut tuples);
+                sent.map(|()| Some(Inbound::Batch(tuples)))
+            }
+            _ => sent.map(|()| None),
         }
-        sent
     }
 }
 
