@@ -54,8 +54,16 @@ impl Pool {
 struct Dest {
     id: TaskId,
     buf: Vec<Tuple>,
+    /// Tuples that fill a batch to this destination.
+    limit: usize,
     route: Route<Inbound>,
 }
+
+/// A batch to a task of another worker holds this many times the batch size: it leaves
+/// as one encoded frame (a few bytes per tuple), and each frame costs wake-ups on both
+/// sides (the I/O threads, the receiving task) that larger frames amortize. Its buffer
+/// grows to that size only when the destination is used.
+pub(crate) const REMOTE_BATCH_FACTOR: usize = 4;
 
 /// Messages for one acker task, in the order they arose.
 #[derive(Default)]
@@ -138,9 +146,14 @@ impl Output {
             .enumerate()
             .map(|(i, (id, route))| {
                 slots[id as usize] = i as u32;
+                let (buf, limit) = match route {
+                    Route::Local(_) => (Vec::with_capacity(spec.batch), spec.batch),
+                    Route::Remote(_) => (Vec::new(), spec.batch * REMOTE_BATCH_FACTOR),
+                };
                 Dest {
                     id,
-                    buf: Vec::with_capacity(spec.batch),
+                    buf,
+                    limit: limit.max(1),
                     route,
                 }
             })
@@ -317,7 +330,7 @@ impl Output {
         let source_task = self.task;
         let d = &mut self.dests[slot as usize];
         push_in_place(&mut d.buf, values, source, source_task, anchors);
-        if d.buf.len() >= self.batch {
+        if d.buf.len() >= d.limit {
             self.flush_dest(slot as usize);
         }
     }
@@ -367,7 +380,8 @@ impl Output {
                 }
             }
         };
-        if self.dests[slot].buf.capacity() == 0 {
+        if self.dests[slot].buf.capacity() == 0 && matches!(self.dests[slot].route, Route::Local(_))
+        {
             self.dests[slot].buf = self.take_vec();
         }
         if let Err(e) = sent {
