@@ -294,9 +294,22 @@ impl RunningTopology {
         total
     }
 
-    /// Batches waiting in each bolt task's input queue (each at most the queue capacity).
+    /// Batches waiting for each bolt task: in its input queue (at most the queue
+    /// capacity) and, with other workers, in its queue of their batches (at most their
+    /// windows).
     pub fn queue_lengths(&self) -> Vec<(TaskId, usize)> {
-        self.queues.iter().map(|(t, s)| (*t, s.len())).collect()
+        self.queues
+            .iter()
+            .map(|(t, s)| (*t, s.len() + self.remote_waiting(*t)))
+            .collect()
+    }
+
+    /// Batches from other workers waiting for `task`.
+    fn remote_waiting(&self, task: TaskId) -> usize {
+        self.remote_in
+            .iter()
+            .find(|(id, _)| *id == task)
+            .map_or(0, |(_, s)| s.len())
     }
 
     /// The figures of this worker's tasks now (exact counts as of each task's last flush,
@@ -331,7 +344,7 @@ impl RunningTopology {
                     }
                 }
                 if let Some((_, q)) = self.queues.iter().find(|(id, _)| id == task) {
-                    t.queue_depth = q.len() as u64;
+                    t.queue_depth = (q.len() + self.remote_waiting(*task)) as u64;
                 }
                 t
             })
