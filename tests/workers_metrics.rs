@@ -42,13 +42,42 @@ fn scrape_until(
     found.expect("a scrape")
 }
 
+/// Bytes received on `pid`'s TCP sockets that it has not read yet (Linux: the
+/// `rx_queue` column of /proc/PID/net/tcp{,6} for the socket inodes among its fds).
+fn unread_bytes(pid: i32) -> u64 {
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return 0;
+    };
+    let inodes: std::collections::HashSet<String> = fds
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter_map(|l| {
+            let l = l.to_string_lossy().into_owned();
+            Some(l.strip_prefix("socket:[")?.strip_suffix(']')?.to_string())
+        })
+        .collect();
+    let mut unread = 0;
+    for table in ["tcp", "tcp6"] {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/net/{table}")).unwrap_or_default();
+        for line in text.lines().skip(1) {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            let (Some(queues), Some(inode)) = (cols.get(4), cols.get(9)) else {
+                continue;
+            };
+            if !inodes.contains(*inode) {
+                continue;
+            }
+            if let Some((_, rx)) = queues.split_once(':') {
+                unread += u64::from_str_radix(rx, 16).unwrap_or(0);
+            }
+        }
+    }
+    unread
+}
+
 #[test]
 fn a_killed_worker_is_counted_and_no_counter_goes_backwards() {
     let dir = tempfile::tempdir().expect("temp dir");
     let file = dir.path().join("restart.topo.toml");
-    // Thousands of trees in flight, so that the kill below loses some: a worker killed
-    // while it holds none loses nothing, and then nothing times out (with 100 pending,
-    // 2 runs in 8 of this binary).
     // Plan (3 workers, round-robin by task id): numbers -> worker 0; relay 2, 3, 4 ->
     // workers 1, 2, 0; ackers 5, 6, 7 -> workers 0, 1, 2. The shuffle is a plain
     // round-robin so that every relay task works: by default (load-aware) an unloaded
@@ -60,7 +89,7 @@ fn a_killed_worker_is_counted_and_no_counter_goes_backwards() {
 name = "restart"
 workers = 3
 message_timeout_secs = 2
-max_spout_pending = 5000
+max_spout_pending = 100
 disable_loadaware_messaging = true
 
 [spouts.numbers]
@@ -97,9 +126,19 @@ inputs = ["numbers"]
         .collect();
     let acked = before.sum("topo_tuples_acked_total", &spout);
 
-    // Worker 1 runs relay task 2 and an acker.
+    // Worker 1 runs relay task 2 and an acker. The relays keep up with the spout, so
+    // worker 1 is idle most of the time, and killed then it would lose no tree. So it
+    // is stopped first and killed once data for it waits unread in its socket: those
+    // trees are certainly lost.
     let (victim, _) = workers[1];
     // SAFETY: kill(2) on a worker process this test's topo started.
+    assert_eq!(unsafe { libc::kill(victim, libc::SIGSTOP) }, 0);
+    wait_until(
+        "data waits for the stopped worker",
+        || topo.stderr(),
+        || unread_bytes(victim) > 0,
+    );
+    // SAFETY: as above.
     assert_eq!(unsafe { libc::kill(victim, libc::SIGKILL) }, 0);
     let task2 = [("component", "relay"), ("task", "2")];
     let task2_before = before.sum("topo_tuples_executed_total", &task2);
