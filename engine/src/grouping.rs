@@ -267,31 +267,10 @@ impl Router {
     #[inline(never)]
     fn route_other(&mut self, values: &[Value], direct: Option<TaskId>, out: &mut Vec<TaskId>) {
         match self {
-            Router::RoundRobin {
-                tasks,
-                next,
-                balance,
-            } => {
-                if let Some(&t) = tasks.get(*next) {
-                    out.push(t);
-                    *next += 1;
-                    if *next == tasks.len() {
-                        *next = 0;
-                        if let Some(b) = balance {
-                            b.refresh(tasks);
-                        }
-                    }
-                }
+            // `route` handles these two inline and never calls this for them.
+            Router::RoundRobin { .. } | Router::Fields { .. } => {
+                unreachable!("shuffle and fields are routed inline")
             }
-            Router::Fields { tasks, fields } => match tasks.len() {
-                0 => {}
-                // One task gets every key: no need to hash.
-                1 => out.push(tasks[0]),
-                n => {
-                    let i = fields_index(fields.iter().map(|&i| &values[i]), n);
-                    out.push(tasks[i]);
-                }
-            },
             Router::PartialKey {
                 tasks,
                 fields,
