@@ -499,19 +499,57 @@ impl<'a> Reader<'a> {
 
     /// Reads a value; short strings come from (or go to) `strs`.
     #[inline(always)]
-    fn value(&mut self, strs: &mut StrCache, depth: usize) -> Result<Value, WireError> {
+    fn value(&mut self, strs: &mut ValueCache, depth: usize) -> Result<Value, WireError> {
         let t = self.u8()?;
         if t.wrapping_sub(tag::SHORT_STR) < SHORT_STR as u8 {
             let b = self.take(usize::from(t - tag::SHORT_STR))?;
             return match strs.get(b) {
-                Some(s) => Ok(Value::Str(s)),
+                Some(v) => Ok(v),
                 None => Err(self.bad("a string that is not UTF-8")),
             };
         }
         self.value_slow(t, strs, depth)
     }
 
-    fn value_slow(&mut self, t: u8, strs: &mut StrCache, depth: usize) -> Result<Value, WireError> {
+    /// Reads a tuple's value straight into `dst` (a slot of its `Values`): a short string
+    /// found in `strs` is one 40-byte copy from the cache, with no `Value` or `Result`
+    /// of it built on the stack in between.
+    #[inline(always)]
+    fn value_into(
+        &mut self,
+        strs: &mut ValueCache,
+        dst: &mut MaybeUninit<Value>,
+    ) -> Result<(), WireError> {
+        let t = self.u8()?;
+        let n = t.wrapping_sub(tag::SHORT_STR);
+        if n < SHORT_STR as u8 {
+            let b = self.take(usize::from(n))?;
+            if b.len() <= STR_CACHED {
+                let slot = strs.slot(b);
+                if !slot.holds(b) && !slot.fill(b) {
+                    return Err(self.bad("a string that is not UTF-8"));
+                }
+                slot.copy_to(dst);
+                return Ok(());
+            }
+            return match utf8(b) {
+                Some(s) => {
+                    dst.write(Value::Str(SmolStr::new(s)));
+                    Ok(())
+                }
+                None => Err(self.bad("a string that is not UTF-8")),
+            };
+        }
+        dst.write(self.value_slow(t, strs, 0)?);
+        Ok(())
+    }
+
+    fn value_slow(
+        &mut self,
+        t: u8,
+        strs: &mut ValueCache,
+        depth: usize,
+    ) -> Result<Value, WireError> {
         Ok(match t {
             tag::STR => Value::Str(SmolStr::new(self.str()?)),
             tag::NULL => Value::Null,
@@ -554,60 +592,111 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// Recently decoded short strings, so that a repeated word becomes a clone of its
-/// `SmolStr` (24 bytes written long ago) instead of a new one: building an inline
-/// `SmolStr` copies the bytes to the stack and reads them back as words, a
+/// Recently decoded short strings as ready `Value`s, so that a repeated word is copied
+/// into its tuple from a line written long ago instead of being built anew: building an
+/// inline `SmolStr` writes the bytes with narrow stores and reads them back as words, a
 /// store-forwarding stall, and a string found here needs no UTF-8 check either.
 ///
 /// Direct-mapped; a miss builds the string and takes the slot. A slot's key is the
 /// string's length and two words that together hold all its bytes (strings of up to
 /// 16 bytes; longer ones are not cached), so a hit compares three numbers.
-struct StrCache {
-    slots: Box<[StrSlot]>,
+struct ValueCache {
+    slots: Box<[ValueSlot]>,
 }
 
-#[derive(Default, Clone)]
-struct StrSlot {
+/// One cache line: the key and the value.
+#[repr(align(64))]
+struct ValueSlot {
     len: usize,
     lo: u64,
     hi: u64,
-    s: SmolStr,
+    /// Always a `Value::Str` of at most [`STR_CACHED`] bytes, built by
+    /// `SmolStr::new_inline`: it owns no heap memory (see [`ValueSlot::copy_to`]).
+    v: Value,
 }
 
-/// Slots in a [`StrCache`] (a power of two; 48 bytes each).
+impl Default for ValueSlot {
+    fn default() -> Self {
+        // The empty string's slot, keyed (0, 0, 0) as `key` keys it.
+        ValueSlot {
+            len: 0,
+            lo: 0,
+            hi: 0,
+            v: Value::Str(SmolStr::new_inline("")),
+        }
+    }
+}
+
+/// Slots in a [`ValueCache`] (a power of two; 64 bytes each).
 const STR_SLOTS: usize = 4096;
 
 /// Strings up to this long are cached.
 const STR_CACHED: usize = 16;
 
-impl StrCache {
+impl ValueCache {
     fn new() -> Self {
-        // The default slot is the empty string's, keyed (0, 0, 0) as `key` keys it.
-        StrCache {
-            slots: vec![StrSlot::default(); STR_SLOTS].into_boxed_slice(),
+        ValueCache {
+            slots: std::iter::repeat_with(ValueSlot::default)
+                .take(STR_SLOTS)
+                .collect(),
         }
     }
 
-    /// `b` as a `SmolStr`, or `None` if it is not UTF-8.
+    /// The slot `b` (at most [`STR_CACHED`] bytes) maps to.
     #[inline(always)]
-    fn get(&mut self, b: &[u8]) -> Option<SmolStr> {
-        if b.len() > STR_CACHED {
-            return utf8(b).map(SmolStr::new);
-        }
+    fn slot(&mut self, b: &[u8]) -> &mut ValueSlot {
         let (lo, hi) = key(b);
         let h = (lo ^ hi.rotate_left(29) ^ b.len() as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        let slot = &mut self.slots[(h >> 40) as usize & (STR_SLOTS - 1)];
-        if slot.len == b.len() && slot.lo == lo && slot.hi == hi {
-            return Some(slot.s.clone());
+        &mut self.slots[(h >> 40) as usize & (STR_SLOTS - 1)]
+    }
+
+    /// `b` as a `Value::Str`, or `None` if it is not UTF-8.
+    #[inline(always)]
+    fn get(&mut self, b: &[u8]) -> Option<Value> {
+        if b.len() > STR_CACHED {
+            return utf8(b).map(|s| Value::Str(SmolStr::new(s)));
         }
-        let s = SmolStr::new(utf8(b)?);
-        *slot = StrSlot {
+        let slot = self.slot(b);
+        if !slot.holds(b) && !slot.fill(b) {
+            return None;
+        }
+        Some(slot.v.clone())
+    }
+}
+
+impl ValueSlot {
+    /// Whether the slot holds `b` (at most [`STR_CACHED`] bytes).
+    #[inline(always)]
+    fn holds(&self, b: &[u8]) -> bool {
+        let (lo, hi) = key(b);
+        self.len == b.len() && self.lo == lo && self.hi == hi
+    }
+
+    /// Makes the slot hold `b` (at most [`STR_CACHED`] bytes); false if `b` is not UTF-8.
+    #[cold]
+    #[inline(never)]
+    fn fill(&mut self, b: &[u8]) -> bool {
+        let Some(s) = utf8(b) else {
+            return false;
+        };
+        let (lo, hi) = key(b);
+        *self = ValueSlot {
             len: b.len(),
             lo,
             hi,
-            s: s.clone(),
+            v: Value::Str(SmolStr::new_inline(s)),
         };
-        Some(s)
+        true
+    }
+
+    /// Writes a clone of the slot's value to `dst`, as one copy of its 40 bytes.
+    #[inline(always)]
+    fn copy_to(&self, dst: &mut MaybeUninit<Value>) {
+        // SAFETY: `v` is a `Value::Str` whose `SmolStr` is inline (`new_inline`, and the
+        // default slot's): it owns nothing, so its bytes are a clone of it, and dropping
+        // either copy frees nothing. Source and destination are valid for one `Value`
+        // and do not overlap (`dst` is exclusively borrowed).
+        unsafe { std::ptr::copy_nonoverlapping(&self.v, dst.as_mut_ptr(), 1) }
     }
 }
 
@@ -667,7 +756,50 @@ pub struct DataDecoder {
     topology: Option<Arc<Topology>>,
     /// (component, stream) -> interned stream, for every stream seen so far.
     streams: Vec<(String, String, &'static StreamInfo)>,
-    strs: StrCache,
+    strs: ValueCache,
+}
+
+/// A data message as [`DataDecoder::begin`] finds it.
+#[derive(Debug)]
+pub enum Begun {
+    /// A batch, read as far as its count of tuples: [`DataDecoder::decode_some`]
+    /// decodes the tuples.
+    Batch(BatchCursor),
+    /// Any other message, decoded.
+    Other(Inbound),
+}
+
+/// How far a batch has been decoded, so that it can be decoded a few tuples at a time
+/// (each chunk executed while it is still in the cache) with
+/// [`DataDecoder::decode_some`]. Only meaningful with the payload it was begun on.
+#[derive(Debug)]
+pub struct BatchCursor {
+    /// Where the next run or tuple starts in the payload.
+    pos: usize,
+    /// Tuples still to decode.
+    left: usize,
+    /// Sources the batch named so far.
+    sources: SmallVec<[(&'static StreamInfo, TaskId); 2]>,
+    /// The run being decoded.
+    run: Option<Run>,
+}
+
+/// A run: every tuple of it has this source and as many anchors and values.
+#[derive(Debug, Clone, Copy)]
+struct Run {
+    source: &'static StreamInfo,
+    task: TaskId,
+    anchors: usize,
+    values: usize,
+    /// Its tuples still to decode.
+    left: usize,
+}
+
+impl BatchCursor {
+    /// Tuples of the batch not decoded yet.
+    pub fn left(&self) -> usize {
+        self.left
+    }
 }
 
 impl DataDecoder {
@@ -676,7 +808,7 @@ impl DataDecoder {
         DataDecoder {
             topology: Some(topology),
             streams: Vec::new(),
-            strs: StrCache::new(),
+            strs: ValueCache::new(),
         }
     }
 
@@ -688,7 +820,7 @@ impl DataDecoder {
                 .iter()
                 .map(|s| (s.component.clone(), s.stream.clone(), *s))
                 .collect(),
-            strs: StrCache::new(),
+            strs: ValueCache::new(),
         }
     }
 
@@ -732,89 +864,195 @@ impl DataDecoder {
         bytes: &[u8],
         tuples: &mut Vec<Tuple>,
     ) -> Result<Option<Inbound>, WireError> {
-        if bytes.first() == Some(&BATCH_TAG) {
-            let len = tuples.len();
-            return match self.decode_batch(&bytes[1..], tuples) {
-                Ok(()) => Ok(None),
-                Err(e) => {
-                    tuples.truncate(len);
-                    Err(e)
-                }
-            };
-        }
-        match decode::<Data>("data", bytes)? {
-            Data::Eos(from) => Ok(Some(Inbound::Eos(from))),
-            Data::Wake => Ok(Some(Inbound::Wake)),
+        match self.begin(bytes)? {
+            Begun::Batch(mut c) => {
+                self.decode_some(bytes, &mut c, tuples, usize::MAX)?;
+                Ok(None)
+            }
+            Begun::Other(m) => Ok(Some(m)),
         }
     }
 
-    fn decode_batch(&mut self, buf: &[u8], tuples: &mut Vec<Tuple>) -> Result<(), WireError> {
+    /// Starts on a data message: a batch's count of tuples is read (and checked against
+    /// the payload's length) and its tuples are left to [`DataDecoder::decode_some`];
+    /// any other message is decoded whole.
+    pub fn begin(&mut self, bytes: &[u8]) -> Result<Begun, WireError> {
+        if bytes.first() != Some(&BATCH_TAG) {
+            return match decode::<Data>("data", bytes)? {
+                Data::Eos(from) => Ok(Begun::Other(Inbound::Eos(from))),
+                Data::Wake => Ok(Begun::Other(Inbound::Wake)),
+            };
+        }
         let mut r = Reader {
-            buf,
-            pos: 0,
+            buf: bytes,
+            pos: 1,
             what: "data",
         };
-        let mut sources: SmallVec<[(&'static StreamInfo, TaskId); 2]> = SmallVec::new();
         // Every tuple takes at least a byte (see `encode_batch_into`).
-        let mut left = r.count(1)?;
-        tuples.reserve(left);
-        while left > 0 {
-            let i = r.varint()?;
-            let &(source, source_task) = match sources.get(i as usize) {
-                Some(s) => s,
-                None if i == sources.len() as u64 => {
-                    let component = r.str()?;
-                    let stream = r.str()?;
-                    let task = r.varint()?;
-                    let task = TaskId::try_from(task).map_err(|_| bad("a task id over 32 bits"))?;
-                    sources.push((self.stream(component, stream)?, task));
-                    &sources[sources.len() - 1]
+        let left = r.count(1)?;
+        Ok(Begun::Batch(BatchCursor {
+            pos: r.pos,
+            left,
+            sources: SmallVec::new(),
+            run: None,
+        }))
+    }
+
+    /// Appends up to `max` more tuples of the batch `cursor` reads in `bytes` (the
+    /// payload it was begun on) to `tuples`; `Ok(true)` once the whole batch is decoded
+    /// and nothing follows it. On an error `tuples` is as it was before this call (what
+    /// earlier calls appended stays) and the rest of the batch cannot be decoded.
+    pub fn decode_some(
+        &mut self,
+        bytes: &[u8],
+        cursor: &mut BatchCursor,
+        tuples: &mut Vec<Tuple>,
+        max: usize,
+    ) -> Result<bool, WireError> {
+        let len = tuples.len();
+        let done = self.fill(bytes, cursor, tuples, max);
+        if done.is_err() {
+            tuples.truncate(len);
+            // Nothing more comes out of this batch.
+            cursor.left = 0;
+            cursor.run = None;
+            cursor.pos = bytes.len();
+        }
+        done
+    }
+
+    fn fill(
+        &mut self,
+        bytes: &[u8],
+        c: &mut BatchCursor,
+        tuples: &mut Vec<Tuple>,
+        max: usize,
+    ) -> Result<bool, WireError> {
+        let mut r = Reader {
+            buf: bytes,
+            pos: c.pos,
+            what: "data",
+        };
+        let mut room = max;
+        tuples.reserve(c.left.min(max));
+        let done = loop {
+            let run = match c.run {
+                Some(run) if run.left > 0 => run,
+                _ => {
+                    if c.left == 0 {
+                        if r.left() != 0 {
+                            return Err(bad(format!("{} bytes after the last tuple", r.left())));
+                        }
+                        break true;
+                    }
+                    if room == 0 {
+                        break false;
+                    }
+                    self.run_head(&mut r, c)?
                 }
-                None => return Err(WireError::BadStreamIndex(i as usize)),
             };
-            let na = r.count(16)?;
-            let nv = r.count(1)?;
-            let k = r.varint()?;
-            if k == 0 || k > left as u64 {
-                return Err(bad(format!("a run of {k} tuples with {left} to go")));
+            let n = run.left.min(room);
+            if n == 0 {
+                break false;
             }
-            let k = k as usize;
-            // Both counts are bounded by the payload's length: no overflow.
-            let width = (16 * na + nv) as u64;
-            if width.saturating_mul(k as u64) > r.left() as u64 {
-                return Err(bad(format!(
-                    "a run of {k} tuples of {width} bytes or more with {} bytes left",
-                    r.left()
-                )));
+            decode_run(&mut r, &mut self.strs, run, n, tuples)?;
+            c.run = Some(Run {
+                left: run.left - n,
+                ..run
+            });
+            c.left -= n;
+            room -= n;
+        };
+        c.pos = r.pos;
+        Ok(done)
+    }
+
+    /// Reads a run's header.
+    fn run_head(&mut self, r: &mut Reader<'_>, c: &mut BatchCursor) -> Result<Run, WireError> {
+        let i = r.varint()?;
+        let (source, task) = match c.sources.get(i as usize) {
+            Some(&s) => s,
+            None if i == c.sources.len() as u64 => {
+                let component = r.str()?;
+                let stream = r.str()?;
+                let task = r.varint()?;
+                let task = TaskId::try_from(task).map_err(|_| bad("a task id over 32 bits"))?;
+                let s = (self.stream(component, stream)?, task);
+                c.sources.push(s);
+                s
             }
-            for _ in 0..k {
+            None => return Err(WireError::BadStreamIndex(i as usize)),
+        };
+        let na = r.count(16)?;
+        let nv = r.count(1)?;
+        let k = r.varint()?;
+        let left = c.left;
+        if k == 0 || k > left as u64 {
+            return Err(bad(format!("a run of {k} tuples with {left} to go")));
+        }
+        let k = k as usize;
+        // Both counts are bounded by the payload's length: no overflow.
+        let width = (16 * na + nv) as u64;
+        if width.saturating_mul(k as u64) > r.left() as u64 {
+            return Err(bad(format!(
+                "a run of {k} tuples of {width} bytes or more with {} bytes left",
+                r.left()
+            )));
+        }
+        Ok(Run {
+            source,
+            task,
+            anchors: na,
+            values: nv,
+            left: k,
+        })
+    }
+}
+
+/// Decodes `n` tuples of `run` into `tuples`, each written where it lives: its fields
+/// straight into the vector's next slot, its values straight into its `Values`.
+#[inline(always)]
+fn decode_run(
+    r: &mut Reader<'_>,
+    strs: &mut ValueCache,
+    run: Run,
+    n: usize,
+    tuples: &mut Vec<Tuple>,
+) -> Result<(), WireError> {
+    let nv = run.values;
+    for _ in 0..n {
+        let anchors = match run.anchors {
+            0 => Anchors::new(),
+            na => {
                 let mut anchors = Anchors::new();
                 if na > 1 {
                     anchors.reserve_exact(na);
                 }
-                if na > 0 {
-                    // One checked read for all of them.
-                    for pair in r.take(16 * na)?.chunks_exact(16) {
-                        let (root, id) = pair.split_at(8);
-                        anchors.push((le64(root), le64(id)));
-                    }
+                // One checked read for all of them.
+                for pair in r.take(16 * na)?.chunks_exact(16) {
+                    let (root, id) = pair.split_at(8);
+                    anchors.push((le64(root), le64(id)));
                 }
-                let mut values = SmallVec::new();
-                if nv > 2 {
-                    values.reserve_exact(nv);
-                }
-                for _ in 0..nv {
-                    values.push(r.value(&mut self.strs, 0)?);
-                }
-                push_in_place(tuples, Values(values), source, source_task, anchors);
+                anchors
             }
-            left -= k;
+        };
+        push_in_place(tuples, Values::new(), run.source, run.task, anchors);
+        let last = tuples.len() - 1;
+        let values = &mut tuples[last].values.0;
+        if nv > 2 {
+            values.reserve_exact(nv);
         }
-        if r.left() != 0 {
-            return Err(bad(format!("{} bytes after the last tuple", r.left())));
+        for j in 0..nv {
+            // SAFETY: the capacity is at least `nv` (inline for two, reserved above for
+            // more), so slot `j` is allocated, and it holds no value: the length is `j`.
+            let slot = unsafe { &mut *values.as_mut_ptr().add(j).cast::<MaybeUninit<Value>>() };
+            r.value_into(strs, slot)?;
+            // SAFETY: slots below `j + 1` hold values (written just above), so an error
+            // at the next value drops what was decoded of this tuple.
+            unsafe { values.set_len(j + 1) };
         }
-        Ok(())
     }
+    Ok(())
 }
 
 /// Encodes a data message (a batch, an end of stream) for a task of another worker,
@@ -1251,6 +1489,70 @@ mod tests {
     }
 
     #[test]
+    fn a_batch_decodes_a_chunk_at_a_time_and_an_error_drops_only_its_chunk() {
+        let info = StreamInfo::intern("s", "default", &["word".into(), "n".into()]);
+        let tuples: Vec<Tuple> = (0..10)
+            .map(|i| {
+                let mut t = Tuple::new(info, 1, [Value::from(format!("w{i}").as_str()), i.into()]);
+                // Three runs: tuples 4 and 5 are anchored.
+                if (4..6).contains(&i) {
+                    t.anchors.push((i as u64, 7));
+                }
+                t
+            })
+            .collect();
+        let bytes = encode_data(&Inbound::Batch(tuples.clone())).unwrap();
+        let mut d = DataDecoder::new(Arc::new(topology()));
+        let chunks = |d: &mut DataDecoder, bytes: &[u8], got: &mut Vec<Tuple>| {
+            let Begun::Batch(mut c) = d.begin(bytes).unwrap() else {
+                panic!("not a batch");
+            };
+            assert_eq!(c.left(), 10);
+            let mut sizes = Vec::new();
+            loop {
+                let before = got.len();
+                let done = d.decode_some(bytes, &mut c, got, 3);
+                sizes.push(got.len() - before);
+                match done {
+                    Ok(false) => {}
+                    Ok(true) => return (sizes, None),
+                    Err(e) => return (sizes, Some(e.to_string())),
+                }
+            }
+        };
+        let mut got = Vec::new();
+        assert_eq!(chunks(&mut d, &bytes, &mut got), (vec![3, 3, 3, 1], None));
+        for (a, b) in got.iter().zip(&tuples) {
+            assert_eq!(a.values(), b.values());
+            assert_eq!(a.anchors.as_slice(), b.anchors.as_slice());
+        }
+        assert_eq!(got.len(), 10);
+        // The batch ends after tuple 8's word: the chunk of tuples 6 to 8 is dropped whole.
+        let w8 = [tag::SHORT_STR + 2, b'w', b'8'];
+        let Some(at) = bytes.windows(3).position(|w| w == w8) else {
+            panic!("no w8 in {bytes:?}");
+        };
+        let mut got = Vec::new();
+        assert_eq!(
+            chunks(&mut d, &bytes[..at + 3], &mut got),
+            (
+                vec![3, 3, 0],
+                Some("cannot decode a data payload: the payload ends early".into())
+            )
+        );
+        let words: Vec<_> = got.iter().map(|t| t.values()[0].clone()).collect();
+        let want: Vec<_> = (0..6)
+            .map(|i| Value::from(format!("w{i}").as_str()))
+            .collect();
+        assert_eq!(words, want);
+        // Not a batch: decoded whole.
+        assert!(matches!(
+            d.begin(&encode_data(&Inbound::Eos(3)).unwrap()).unwrap(),
+            Begun::Other(Inbound::Eos(3))
+        ));
+    }
+
+    #[test]
     fn strings_around_the_short_tag_and_the_cache_round_trip() {
         let info = StreamInfo::intern("s", "default", &["word".into(), "n".into()]);
         let mut words: Vec<String> = (0..40).map(|n| "x".repeat(n)).collect();
@@ -1309,7 +1611,7 @@ mod tests {
     #[test]
     fn a_cached_string_is_never_mistaken_for_another() {
         // Same length, same first and last words: only the middle differs.
-        let mut c = StrCache::new();
+        let mut c = ValueCache::new();
         for w in [
             "abcdefghijklmnop",
             "abcdefghXjklmnop",
@@ -1318,8 +1620,8 @@ mod tests {
             "ab",
             "abb",
         ] {
-            assert_eq!(c.get(w.as_bytes()).unwrap(), w);
-            assert_eq!(c.get(w.as_bytes()).unwrap(), w);
+            assert_eq!(c.get(w.as_bytes()), Some(Value::from(w)));
+            assert_eq!(c.get(w.as_bytes()), Some(Value::from(w)));
         }
         assert_eq!(c.get(b"\xff"), None);
         assert_eq!(c.get(&[0xc3]), None);
