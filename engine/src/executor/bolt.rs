@@ -339,6 +339,22 @@ impl BoltExecutor {
         }
     }
 
+    /// Executes a batch (or fails each input when `prepare` failed) and recycles it.
+    #[inline]
+    fn execute_batch(&mut self, batch: Vec<Tuple>, ok: bool) {
+        // By reference: moving each 128-byte tuple out of the batch costs a copy per
+        // input; `recycle` drops them all in place.
+        for t in &batch {
+            if ok {
+                self.execute(t);
+            } else {
+                self.core.out.counts.executed += 1;
+                self.core.fail_with(t, Reason::Explicit);
+            }
+        }
+        self.core.out.recycle(batch);
+    }
+
     /// Runs the task to its end; returns its counts.
     pub(crate) fn run(mut self) -> Counts {
         let bolt = &mut self.bolt;
@@ -358,17 +374,15 @@ impl BoltExecutor {
             let busy_from = Instant::now();
             match msg {
                 Some(Inbound::Batch(batch)) => {
-                    // By reference: moving each 128-byte tuple out of the batch costs a
-                    // copy per input; `recycle` drops them all in place.
-                    for t in &batch {
-                        if ok {
-                            self.execute(t);
-                        } else {
-                            self.core.out.counts.executed += 1;
-                            self.core.fail_with(t, Reason::Explicit);
+                    self.execute_batch(batch, ok);
+                    // The rest of a remote batch, a chunk at a time: each chunk is decoded
+                    // into the vector the last one was executed from, still in L1.
+                    while let Some(r) = self.remote.as_mut().filter(|r| r.mid_batch()) {
+                        let out = &mut self.core.out;
+                        if let Some(Inbound::Batch(chunk)) = r.next_chunk(|| out.take_vec()) {
+                            self.execute_batch(chunk, ok);
                         }
                     }
-                    self.core.out.recycle(batch);
                     self.core.out.flush_acks();
                 }
                 Some(Inbound::Eos(up)) => {
