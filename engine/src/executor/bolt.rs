@@ -256,18 +256,26 @@ impl BoltExecutor {
         let children = std::mem::take(&mut self.core.children);
         self.core.current.clear();
         self.core.current_addr = 0;
-        match (r, t.anchors.first()) {
-            (Ok(Ok(())), None) if !handled => {
-                // Untracked: nothing to tell an acker (and no children were tracked).
-                self.core.out.counts.acked += 1;
+        // Tested in place, not moved into a tuple to match on: the result was just
+        // stored as three words, and reading it back as a 16-byte pair stalled on store
+        // forwarding once per input.
+        if !handled && matches!(r, Ok(Ok(()))) {
+            match *t.anchors.as_slice() {
+                [] => {
+                    // Untracked: nothing to tell an acker (and no children were tracked).
+                    self.core.out.counts.acked += 1;
+                    return;
+                }
+                [(root, id)] => {
+                    // The common case: one tree, one buffer update for the ack and children.
+                    self.core.out.ack_xor(root, id ^ children);
+                    self.core.out.counts.acked += 1;
+                    return;
+                }
+                _ => {}
             }
-            (Ok(Ok(())), Some(&(root, id))) if !handled && t.anchors.len() == 1 => {
-                // The common case: one tree, one buffer update for the ack and children.
-                self.core.out.ack_xor(root, id ^ children);
-                self.core.out.counts.acked += 1;
-            }
-            (r, _) => self.finish_execute(t, r, handled, children),
         }
+        self.finish_execute(t, r, handled, children);
     }
 
     fn finish_execute(
