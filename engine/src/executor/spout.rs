@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use smallvec::SmallVec;
 
 use super::{panic_text, worth_logging, Output};
@@ -171,7 +171,24 @@ pub(crate) struct SpoutExecutor {
     /// Complete latencies, handed over when the task ends.
     pub(crate) latency_out: Arc<Mutex<Histogram>>,
     /// Set: when done with no pending trees, raise the flag and wait for a stop.
-    pub(crate) hold: Option<Arc<AtomicBool>>,
+    pub(crate) hold: Option<Hold>,
+}
+
+/// A spout's "done, waiting for a stop" flag, and a doorbell rung when it changes (so
+/// whoever decides the end learns it at once, not at its next poll).
+#[derive(Clone)]
+pub(crate) struct Hold {
+    pub(crate) flag: Arc<AtomicBool>,
+    pub(crate) changed: Sender<()>,
+}
+
+impl Hold {
+    fn set(&self, done: bool) {
+        if self.flag.swap(done, Ordering::AcqRel) != done {
+            // Full: a ring is already pending, which is all the reader needs.
+            let _ = self.changed.try_send(());
+        }
+    }
 }
 
 struct State {
@@ -315,7 +332,7 @@ impl SpoutExecutor {
             self.core.out.stats.pending = pending as u64;
             let idle_done = st.done && pending == 0 && self.core.ack_now.is_empty();
             if let Some(h) = &self.hold {
-                h.store(idle_done, Ordering::Release);
+                h.set(idle_done);
             }
             if (st.stopping || (idle_done && self.hold.is_none()))
                 && pending == 0
