@@ -21,6 +21,7 @@ use crate::value::{StableHasher, Value};
 /// The task among `n` that a fields grouping sends `values` to: the [`Value::stable_hash`]
 /// of the grouping fields' values, in the grouping's field order, modulo `n`. The same
 /// in every process.
+#[inline]
 pub fn fields_index<'a>(values: impl IntoIterator<Item = &'a Value>, n: usize) -> usize {
     modulo(fields_hash(values), n)
 }
@@ -36,6 +37,7 @@ fn modulo(h: u64, n: usize) -> usize {
     }
 }
 
+#[inline]
 fn fields_hash<'a>(values: impl IntoIterator<Item = &'a Value>) -> u64 {
     let mut h = StableHasher::default();
     for v in values {

@@ -41,7 +41,7 @@ use crate::component::{Bolt, Notifier, Spout, TaskContext};
 use crate::executor::acker::AckerExecutor;
 use crate::executor::bolt::{BoltCore, BoltExecutor};
 use crate::executor::remote::RemoteIn;
-use crate::executor::spout::{SpoutCore, SpoutExecutor};
+use crate::executor::spout::{Hold, SpoutCore, SpoutExecutor};
 use crate::executor::{Output, OutputSpec, Pool, StreamOut};
 use crate::grouping::Router;
 use crate::load::Loads;
@@ -205,6 +205,10 @@ pub struct RunningTopology {
     incarnation: u64,
     worker: usize,
     held: Vec<Arc<AtomicBool>>,
+    /// Rung when a spout's `held` flag changes; the sender kept here keeps it from
+    /// disconnecting when the spouts end.
+    held_changed: Receiver<()>,
+    _held_tx: Sender<()>,
     stop: StopHandle,
     done: Receiver<()>,
     errors: Arc<Mutex<Vec<String>>>,
@@ -263,6 +267,18 @@ impl RunningTopology {
     /// pending trees and waits for a stop (true when there are none).
     pub fn spouts_done(&self) -> bool {
         self.held.iter().all(|h| h.load(Ordering::Acquire))
+    }
+
+    /// Receives (or is disconnected) whenever [`spouts_done`](Self::spouts_done) may
+    /// have changed.
+    pub(crate) fn spouts_done_changed(&self) -> &Receiver<()> {
+        &self.held_changed
+    }
+
+    /// Is disconnected once every component task has ended (see
+    /// [`wait_timeout`](Self::wait_timeout)): for a `select!` with other channels.
+    pub(crate) fn ended_signal(&self) -> &Receiver<()> {
+        &self.done
     }
 
     /// Waits until every component task has ended or `timeout` passed; true if they
@@ -599,6 +615,7 @@ pub fn start(
     // batch of tuples, so this also bounds what the pool retains).
     let pool = Pool::new(64);
     let (done_tx, done) = crossbeam_channel::bounded::<()>(0);
+    let (held_tx, held_changed) = crossbeam_channel::bounded::<()>(1);
     let mut rng = rand::rng();
     let local_inboxes = data_tx
         .iter()
@@ -720,9 +737,12 @@ pub fn start(
                     stop: stop.clone(),
                     errors: Arc::clone(&errors),
                     latency_out: Arc::default(),
-                    hold: options.hold_done.then(Arc::default),
+                    hold: options.hold_done.then(|| Hold {
+                        flag: Arc::default(),
+                        changed: held_tx.clone(),
+                    }),
                 };
-                held.extend(exec.hold.clone());
+                held.extend(exec.hold.as_ref().map(|h| Arc::clone(&h.flag)));
                 latencies.push((task, Arc::clone(&exec.latency_out)));
                 Box::new(move || exec.run())
             }
@@ -824,6 +844,8 @@ pub fn start(
         incarnation: rng.next_u64() | 1,
         worker: options.worker.unwrap_or(0),
         held,
+        held_changed,
+        _held_tx: held_tx,
         stop,
         done,
         errors,

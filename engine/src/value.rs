@@ -83,19 +83,31 @@ impl Value {
     /// Feeds a stable hash of the value to `h`, the same in every process, build and
     /// run: fields grouping depends on it. Each variant adds a tag, so `Int(1)` and
     /// `Float(1.0)` or `Str("a")` and `Bytes(b"a")` hash differently.
+    ///
+    /// Strings and integers, the usual grouping keys, are hashed inline at the call;
+    /// the other variants out of line.
+    #[inline]
     pub fn stable_hash(&self, h: &mut StableHasher) {
         match self {
-            Value::Null => h.write_u64(0),
-            Value::Bool(b) => h.write_u64(1 | (u64::from(*b) << 8)),
+            Value::Str(s) => h.write_tagged(4, s.as_bytes()),
             Value::Int(i) => {
                 h.write_u64(2);
                 h.write_u64(*i as u64);
             }
+            _ => self.stable_hash_other(h),
+        }
+    }
+
+    #[inline(never)]
+    fn stable_hash_other(&self, h: &mut StableHasher) {
+        match self {
+            Value::Null => h.write_u64(0),
+            Value::Bool(b) => h.write_u64(1 | (u64::from(*b) << 8)),
+            Value::Int(_) | Value::Str(_) => self.stable_hash(h),
             Value::Float(f) => {
                 h.write_u64(3);
                 h.write_u64(f.to_bits());
             }
-            Value::Str(s) => h.write_tagged(4, s.as_bytes()),
             Value::Bytes(b) => h.write_tagged(5, b),
             Value::List(l) => {
                 h.write_u64(6 | ((l.len() as u64) << 8));

@@ -14,10 +14,8 @@ use std::time::Duration;
 use common::{numbers, Log};
 use serde::Deserialize;
 use topo_dsl::{StreamDecl, Topology};
-use topo_engine::launcher::worker;
-use topo_engine::metrics::{Publisher, TaskSnapshot, TransportSnapshot, WorkerSnapshot};
+use topo_engine::metrics::{Publisher, TaskSnapshot, WorkerSnapshot};
 use topo_engine::prometheus::Exporter;
-use topo_engine::transport::{Deliver, Transport, TransportConfig};
 use topo_engine::{Bolt, BoltOutput, Counts, Registry, Result, RunOptions, Tuple};
 
 #[derive(Deserialize)]
@@ -94,7 +92,7 @@ fn topology(r: &Registry, workers: i64) -> Arc<Topology> {
 
 /// Runs `topology` in this process as its plan's workers over loopback TCP; returns
 /// each worker's final snapshot (with its transport's figures).
-fn run_workers(topology: &Arc<Topology>, r: &Registry) -> Vec<WorkerSnapshot> {
+fn snapshots_of(topology: &Arc<Topology>, r: &Registry) -> Vec<WorkerSnapshot> {
     let plan = topo_engine::PhysicalPlan::new(topology);
     let n = plan.workers();
     if n == 1 {
@@ -104,65 +102,10 @@ fn run_workers(topology: &Arc<Topology>, r: &Registry) -> Vec<WorkerSnapshot> {
         }
         return vec![running.wait_snapshot().1];
     }
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let _in_rt = rt.enter();
-    let listeners: Vec<_> = (0..n)
-        .map(|_| {
-            rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-                .unwrap()
-        })
-        .collect();
-    let addrs: Vec<_> = listeners.iter().map(|l| l.local_addr().unwrap()).collect();
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let mut transports = Vec::new();
-    for (w, listener) in listeners.into_iter().enumerate() {
-        let config = TransportConfig::new(w as u32, addrs.clone(), 7, b"secret".to_vec());
-        let mut stop = stop_rx.clone();
-        let shutdown = async move {
-            let _ = stop.wait_for(|s| *s).await;
-        };
-        let dispatcher = worker::Dispatcher::new();
-        let sink = Arc::clone(&dispatcher) as Arc<dyn Deliver>;
-        let transport = Transport::start_with(config, listener, shutdown, sink).unwrap();
-        transports.push((transport, dispatcher));
-    }
-    for (w, (t, _)) in transports.iter().enumerate() {
-        for peer in (0..n as u32).filter(|p| *p != w as u32) {
-            assert!(
-                t.sender(peer)
-                    .unwrap()
-                    .wait_connected(Duration::from_secs(10)),
-                "worker {w} reached {peer}"
-            );
-        }
-    }
-    let mut workers = Vec::new();
-    for (transport, dispatcher) in &transports {
-        let running = worker::start(
-            Arc::clone(topology),
-            r,
-            transport,
-            dispatcher,
-            RunOptions::default(),
-        )
-        .unwrap();
-        workers.push(running);
-    }
-    for w in &workers {
-        if !w.wait_timeout(Duration::from_secs(60)) {
-            w.stop();
-        }
-    }
-    let mut snapshots: Vec<WorkerSnapshot> =
-        workers.into_iter().map(|w| w.wait_snapshot().1).collect();
-    for (s, (t, _)) in snapshots.iter_mut().zip(&transports) {
-        s.transport = Some(TransportSnapshot::of(t, n as u32));
-    }
-    let _ = stop_tx.send(true);
-    for (t, _) in transports {
-        rt.block_on(t.join());
-    }
-    snapshots
+    common::run_workers(topology, r, RunOptions::default())
+        .into_iter()
+        .map(|f| f.snapshot)
+        .collect()
 }
 
 fn scrape(snapshots: &[WorkerSnapshot]) -> prom::Exposition {
@@ -208,8 +151,8 @@ fn figures(e: &prom::Exposition) -> Vec<(String, f64)> {
 fn three_workers_add_up_to_the_figures_of_one() {
     let log = Log::default();
     let r = registry(&log);
-    let one = run_workers(&topology(&r, 1), &r);
-    let three = run_workers(&topology(&r, 3), &r);
+    let one = snapshots_of(&topology(&r, 1), &r);
+    let three = snapshots_of(&topology(&r, 3), &r);
     assert_eq!(three.len(), 3);
     assert!(three.iter().all(|s| !s.tasks.is_empty() && !s.running));
 

@@ -7,12 +7,9 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::Duration;
 
-use common::{numbers, recorder, Log, Seen};
+use common::{numbers, recorder, run_workers, Log, Seen};
 use topo_dsl::Topology;
-use topo_engine::launcher::worker;
-use topo_engine::transport::{Deliver, Transport, TransportConfig};
 use topo_engine::{RunOptions, TaskId};
 
 #[test]
@@ -49,57 +46,10 @@ fn two_workers(count: i64, base: RunOptions) {
             .build(&r)
             .unwrap(),
     );
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let _in_rt = rt.enter();
-    let listeners: Vec<_> = (0..2)
-        .map(|_| {
-            rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-                .unwrap()
-        })
+    let summaries: Vec<_> = run_workers(&topology, &r, base)
+        .into_iter()
+        .map(|f| f.summary)
         .collect();
-    let addrs: Vec<_> = listeners.iter().map(|l| l.local_addr().unwrap()).collect();
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let mut transports = Vec::new();
-    for (w, listener) in listeners.into_iter().enumerate() {
-        let config = TransportConfig::new(w as u32, addrs.clone(), 42, b"secret".to_vec());
-        let mut stop = stop_rx.clone();
-        let shutdown = async move {
-            let _ = stop.wait_for(|s| *s).await;
-        };
-        let dispatcher = worker::Dispatcher::new();
-        let sink = Arc::clone(&dispatcher) as Arc<dyn Deliver>;
-        let transport = Transport::start_with(config, listener, shutdown, sink).unwrap();
-        transports.push((transport, dispatcher));
-    }
-    for (w, (t, _)) in transports.iter().enumerate() {
-        let peer = t.sender(1 - w as u32).unwrap();
-        assert!(
-            peer.wait_connected(Duration::from_secs(10)),
-            "worker {w} connected"
-        );
-    }
-    let mut workers = Vec::new();
-    for (transport, dispatcher) in &transports {
-        let running = worker::start(
-            Arc::clone(&topology),
-            &r,
-            transport,
-            dispatcher,
-            base.clone(),
-        )
-        .unwrap();
-        workers.push(running);
-    }
-    for w in &workers {
-        if !w.wait_timeout(Duration::from_secs(60)) {
-            w.stop();
-        }
-    }
-    let summaries: Vec<_> = workers.into_iter().map(|w| w.wait()).collect();
-    let _ = stop_tx.send(true);
-    for (t, _) in transports {
-        rt.block_on(t.join());
-    }
 
     let acked: u64 = summaries.iter().map(|s| s.counts("numbers").acked).sum();
     let failed: u64 = summaries.iter().map(|s| s.counts("numbers").failed).sum();

@@ -12,7 +12,8 @@
 //!   Peers {addrs} (once every worker listens) ->
 //!                                                connects to every peer, starts its tasks
 //!                                             <- Running
-//!                                             <- Status {spouts_done} (every 100 ms: the heartbeat)
+//!                                             <- Status {spouts_done} (every 100 ms: the heartbeat,
+//!                                                and at once when it changes)
 //!                                             <- Metrics {snapshot}   (every second)
 //!   PeerMoved {worker, addr} (a peer restarted) ->
 //!   Deactivate / Activate (any time it runs)  ->
@@ -33,7 +34,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crossbeam_channel::{Receiver, RecvTimeoutError};
+use crossbeam_channel::Receiver;
 use serde::{Deserialize, Serialize};
 use topo_dsl::Topology;
 
@@ -410,32 +411,51 @@ pub fn run(registry: &Registry) -> i32 {
         running.stop();
     }
     let mut reported = std::time::Instant::now();
+    let mut said_done = false;
+    let mut last_status = std::time::Instant::now();
+    let say_status = |running: &RunningTopology, said: &mut bool, last: &mut std::time::Instant| {
+        let done = running.spouts_done();
+        // A change at once; otherwise the heartbeat.
+        if done != *said || last.elapsed() >= STATUS_INTERVAL {
+            *said = done;
+            *last = std::time::Instant::now();
+            say.say(&FromWorker::Status { spouts_done: done });
+        }
+    };
     loop {
-        match ctl.recv_timeout(STATUS_INTERVAL) {
-            Ok(ToWorker::Finish) => running.stop(),
-            Ok(ToWorker::Deactivate) => {
+        // Woken by the supervisor, by a spout's done flag changing (the supervisor ends a
+        // bounded run as soon as every spout is done) and by the last task ending (the
+        // summary goes out at once): `topo run` of a bounded topology ends without
+        // waiting for a heartbeat.
+        let woke = crossbeam_channel::select! {
+            recv(ctl) -> msg => Some(msg),
+            recv(running.spouts_done_changed()) -> _ => None,
+            recv(running.ended_signal()) -> _ => None,
+            default(STATUS_INTERVAL) => None,
+        };
+        // `None`: not from the supervisor, only the checks below.
+        match woke {
+            Some(Ok(ToWorker::Finish)) => running.stop(),
+            Some(Ok(ToWorker::Deactivate)) => {
                 tracing::info!(worker = me, "Spouts deactivated.");
                 running.stop_handle().deactivate();
             }
-            Ok(ToWorker::Activate) => {
+            Some(Ok(ToWorker::Activate)) => {
                 tracing::info!(worker = me, "Spouts activated.");
                 running.stop_handle().activate();
             }
-            Ok(ToWorker::PeerMoved { worker, addr }) => {
+            Some(Ok(ToWorker::PeerMoved { worker, addr })) => {
                 tracing::info!(worker = me, peer = worker, %addr, "Peer moved.");
                 transport.set_peer_addr(worker as u32, addr);
             }
-            Ok(ToWorker::Exit) => std::process::exit(0),
-            Ok(_) => {}
-            Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => orphaned(me),
+            Some(Ok(ToWorker::Exit)) => std::process::exit(0),
+            Some(Ok(_)) | None => {}
+            Some(Err(_)) => orphaned(me),
         }
         if running.wait_timeout(Duration::ZERO) {
             break;
         }
-        say.say(&FromWorker::Status {
-            spouts_done: running.spouts_done(),
-        });
+        say_status(&running, &mut said_done, &mut last_status);
         if reported.elapsed() >= METRICS_INTERVAL {
             reported = std::time::Instant::now();
             let mut snapshot = running.snapshot();

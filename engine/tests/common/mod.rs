@@ -1,5 +1,6 @@
 //! Test components shared by the engine's integration tests: a numbers spout that logs
-//! what happened to each message, a bolt that records what it received, and `run`.
+//! what happened to each message, a bolt that records what it received, `run`, and
+//! `run_workers` (a topology as several workers in this process, over loopback TCP).
 #![allow(dead_code, unreachable_pub)]
 
 use std::collections::BTreeMap;
@@ -179,4 +180,90 @@ pub fn run(topology: Topology, registry: &Registry) -> RunSummary {
         running.stop();
     }
     running.wait()
+}
+
+/// How one worker of [`run_workers`] ended: its tasks' summary and its final snapshot,
+/// with its transport's figures.
+pub struct Finished {
+    pub summary: RunSummary,
+    pub snapshot: topo_engine::metrics::WorkerSnapshot,
+}
+
+/// Runs `topology` as its plan's workers in this process, each with its own transport
+/// over loopback TCP (the bridge worker processes use: `launcher::worker::start`), until
+/// every task ended (60 s at most, then they are stopped); returns each worker's end.
+pub fn run_workers(
+    topology: &Arc<Topology>,
+    registry: &Registry,
+    options: RunOptions,
+) -> Vec<Finished> {
+    use topo_engine::launcher::worker;
+    use topo_engine::metrics::TransportSnapshot;
+    use topo_engine::transport::{Deliver, Transport, TransportConfig};
+
+    let n = topo_engine::PhysicalPlan::new(topology).workers();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let _in_rt = rt.enter();
+    let listeners: Vec<_> = (0..n)
+        .map(|_| {
+            rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+                .unwrap()
+        })
+        .collect();
+    let addrs: Vec<_> = listeners.iter().map(|l| l.local_addr().unwrap()).collect();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut transports = Vec::new();
+    for (w, listener) in listeners.into_iter().enumerate() {
+        let config = TransportConfig::new(w as u32, addrs.clone(), 42, b"secret".to_vec());
+        let mut stop = stop_rx.clone();
+        let shutdown = async move {
+            let _ = stop.wait_for(|s| *s).await;
+        };
+        let dispatcher = worker::Dispatcher::new();
+        let sink = Arc::clone(&dispatcher) as Arc<dyn Deliver>;
+        let transport = Transport::start_with(config, listener, shutdown, sink).unwrap();
+        transports.push((transport, dispatcher));
+    }
+    for (w, (t, _)) in transports.iter().enumerate() {
+        for peer in (0..n as u32).filter(|p| *p != w as u32) {
+            assert!(
+                t.sender(peer)
+                    .unwrap()
+                    .wait_connected(Duration::from_secs(10)),
+                "worker {w} reached {peer}"
+            );
+        }
+    }
+    let mut workers = Vec::new();
+    for (transport, dispatcher) in &transports {
+        let running = worker::start(
+            Arc::clone(topology),
+            registry,
+            transport,
+            dispatcher,
+            options.clone(),
+        )
+        .unwrap();
+        workers.push(running);
+    }
+    for w in &workers {
+        if !w.wait_timeout(Duration::from_secs(60)) {
+            w.stop();
+        }
+    }
+    let mut finished: Vec<Finished> = workers
+        .into_iter()
+        .map(|w| {
+            let (summary, snapshot) = w.wait_snapshot();
+            Finished { summary, snapshot }
+        })
+        .collect();
+    for (f, (t, _)) in finished.iter_mut().zip(&transports) {
+        f.snapshot.transport = Some(TransportSnapshot::of(t, n as u32));
+    }
+    let _ = stop_tx.send(true);
+    for (t, _) in transports {
+        rt.block_on(t.join());
+    }
+    finished
 }
