@@ -349,15 +349,26 @@ impl BoltExecutor {
 
     /// Executes a batch (or fails each input when `prepare` failed) and recycles it.
     #[inline]
-    fn execute_batch(&mut self, batch: Vec<Tuple>, ok: bool) {
-        // By reference: moving each 128-byte tuple out of the batch costs a copy per
-        // input; `recycle` drops them all in place.
-        for t in &batch {
-            if ok {
-                self.execute(t);
-            } else {
-                self.core.out.counts.executed += 1;
-                self.core.fail_with(t, Reason::Explicit);
+    fn execute_batch(&mut self, mut batch: Vec<Tuple>, ok: bool) {
+        let len = batch.len();
+        // By reference (moving each 128-byte tuple out of the batch costs a copy), and
+        // each tuple is dropped right after it ran, while it is still in L1: dropping
+        // the whole batch afterwards would fetch every tuple again.
+        // SAFETY: the length is 0 first, so a panic in a drop (user code's panics are
+        // caught in `execute`) leaks the rest instead of dropping twice; each tuple is
+        // used by reference while the batch's buffer lives, then dropped once, in place.
+        unsafe {
+            batch.set_len(0);
+            let base = batch.as_mut_ptr();
+            for i in 0..len {
+                let t = base.add(i);
+                if ok {
+                    self.execute(&*t);
+                } else {
+                    self.core.out.counts.executed += 1;
+                    self.core.fail_with(&*t, Reason::Explicit);
+                }
+                super::drop_tuple(t);
             }
         }
         self.core.out.recycle(batch);

@@ -528,6 +528,26 @@ fn root_with_acker(r: u64, n: u64, i: u64) -> u64 {
 /// heap: numbers and short strings (most tuples) skip the out-of-line
 /// `drop_in_place::<[Value]>`, 40 instructions per tuple.
 pub(crate) fn clear_batch(v: &mut Vec<Tuple>) {
+    let len = v.len();
+    // SAFETY: the length is set to 0 first, so a panic in a drop leaks the rest instead
+    // of dropping twice; each tuple is then dropped at most once, in place.
+    unsafe {
+        v.set_len(0);
+        let base = v.as_mut_ptr();
+        for i in 0..len {
+            drop_tuple(base.add(i));
+        }
+    }
+}
+
+/// Drops the tuple at `t` in place, skipping the drop glue when it owns nothing on the
+/// heap (only inline values, inline anchors and a static reference: dropping it would
+/// do nothing, so skipping is exact).
+///
+/// # Safety
+/// `t` points to a valid tuple that is not used or dropped again.
+#[inline]
+pub(crate) unsafe fn drop_tuple(t: *mut Tuple) {
     fn owns_nothing(t: &Tuple) -> bool {
         !t.anchors.spilled()
             && !t.values.0.spilled()
@@ -537,19 +557,10 @@ pub(crate) fn clear_batch(v: &mut Vec<Tuple>) {
                 Value::Bytes(_) | Value::List(_) | Value::Map(_) => false,
             })
     }
-    let len = v.len();
-    // SAFETY: the length is set to 0 first, so a panic in a drop leaks the rest instead
-    // of dropping twice; each tuple is then dropped at most once, in place. A tuple
-    // that `owns_nothing` has only inline values, inline anchors and a static
-    // reference, for which dropping does nothing, so skipping its drop is exact.
+    // SAFETY: the caller's.
     unsafe {
-        v.set_len(0);
-        let base = v.as_mut_ptr();
-        for i in 0..len {
-            let t = base.add(i);
-            if !owns_nothing(&*t) {
-                std::ptr::drop_in_place(t);
-            }
+        if !owns_nothing(&*t) {
+            std::ptr::drop_in_place(t);
         }
     }
 }
