@@ -8,7 +8,7 @@
 //! the same topology gets the same plan.
 
 use serde::Serialize;
-use topo_dsl::{ComponentIdx, Topology};
+use topo_dsl::{ComponentIdx, Grouping, Topology};
 
 use crate::tuple::TaskId;
 
@@ -120,6 +120,24 @@ impl PhysicalPlan {
         self.task(id).map(|t| t.worker)
     }
 
+    /// True when some `shuffle` or `none` subscription of `topology` (this plan's) has
+    /// tasks in more than one worker: only such a shuffle reads loads, so only then are
+    /// they sampled and published.
+    pub(crate) fn shuffles_across_workers(&self, topology: &Topology) -> bool {
+        topology.components().iter().enumerate().any(|(c, comp)| {
+            let shuffled = comp
+                .inputs
+                .iter()
+                .any(|i| matches!(i.grouping, Grouping::Shuffle | Grouping::None));
+            let mut workers = self
+                .component_tasks(c)
+                .iter()
+                .filter_map(|&t| self.worker_of(t));
+            let first = workers.next();
+            shuffled && workers.any(|w| Some(w) != first)
+        })
+    }
+
     /// The tasks of worker `w`.
     pub fn worker_tasks(&self, w: usize) -> impl Iterator<Item = &TaskSlot> + '_ {
         self.tasks.iter().filter(move |t| t.worker == w)
@@ -205,5 +223,28 @@ mod tests {
         assert_eq!(workers, [0, 1, 2, 0, 1, 0, 1, 2]);
         assert_eq!(plan, PhysicalPlan::new(&t), "deterministic");
         assert_eq!(plan.acker_for(7), Some(7), "7 % 3 = 1: the second acker");
+    }
+
+    #[test]
+    fn loads_matter_only_for_a_shuffle_whose_tasks_span_workers() {
+        let with = |workers: i64, parallelism: i64, fields: bool| {
+            let b = Topology::builder("t")
+                .workers(workers)
+                .spout("s", "source")
+                .parallelism(2)
+                .bolt("b", "any")
+                .parallelism(parallelism);
+            let b = if fields {
+                b.fields("s", ["x"])
+            } else {
+                b.shuffle("s")
+            };
+            let t = b.build(&Types).unwrap();
+            PhysicalPlan::new(&t).shuffles_across_workers(&t)
+        };
+        assert!(with(2, 2, false), "a shuffle over both workers");
+        assert!(!with(2, 1, false), "a shuffle to one task");
+        assert!(!with(1, 2, false), "one worker");
+        assert!(!with(2, 2, true), "fields grouping only");
     }
 }

@@ -249,7 +249,7 @@ pub fn start(
     };
     let running = runtime::start(Arc::clone(&topology), registry, options)?;
     remote.set_loads(running.loads());
-    if topology.settings().load_aware {
+    if topology.settings().load_aware && plan.shuffles_across_workers(&topology) {
         let to_peers = Arc::clone(&remote);
         let sampler = crate::load::spawn_sampler(running.loads(), me, move |report| {
             to_peers.publish_loads(report)
