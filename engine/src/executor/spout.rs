@@ -375,7 +375,7 @@ impl SpoutExecutor {
             {
                 break;
             }
-            let room = self.max_pending.is_none_or(|m| pending < m);
+            let room = self.has_room();
             if st.active && !st.done && room {
                 let mut idle = self.next_tuple(&mut st);
                 // A few more calls while the spout has tuples and room, before the
