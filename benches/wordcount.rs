@@ -15,27 +15,32 @@
 //! - latency runs swap the spout for `bench_sentences`: the same sentences, rate-limited,
 //!   each message timestamped at emit and timed again in `ack`;
 //! - two workers: `topo run` (this binary) starts them as worker processes, which reach
-//!   each other over loopback TCP;
+//!   each other over loopback TCP; `w2-on-sealed` is `w2-on` with `encrypt = true`
+//!   (every frame between the workers sealed with ChaCha20-Poly1305), run in the same
+//!   interleaving, so its ratio to `w2-on` is the cost of encryption; `w2-off-chk` and
+//!   `w2-on-chk` are `w2-off` and `w2-on` with a checkpoint every second (exactly-once
+//!   state in a folder of the run's temporary directory), and their ratio to those is
+//!   the cost of checkpointing;
 //! - any other arguments (`run`, `worker`, ...) go to the `topo` CLI with this binary's
 //!   registry, so that `topo run` re-executing `current_exe() worker ...` works here.
 //!
 //! # Environment
 //! - `TOPO_BENCH_SENTENCES` (default 5,000,000): sentences per run (10 words each);
 //! - `TOPO_BENCH_REPS` (default 3): runs per configuration, interleaved;
-//! - `TOPO_BENCH_ONLY`: comma-separated subset of `w1-off,w1-on,w2-off,w2-on`
+//! - `TOPO_BENCH_ONLY`: comma-separated subset of
+//!   `w1-off,w1-on,w2-off,w2-on,w2-on-sealed,w2-off-chk,w2-on-chk`
 //!   (the baseline always runs; it is the denominator);
 //! - `TOPO_BENCH_LATENCY_SECS` (default 3; 0 skips): length of each latency run at half
 //!   of the configuration's median throughput.
 
 use std::collections::HashMap;
-use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 use topo::prelude::*;
+
 use topo_spouts::sentences::{sentence_into, splitmix64, vocabulary, VOCABULARY};
 
 /// Checksums the issue publishes, to check the reference itself.
@@ -45,32 +50,18 @@ const KNOWN: [(u64, u64); 3] = [
     (5_000_000, 0xb104_bf6e_6f86_8833),
 ];
 
+mod support;
+
+use support::{env_num, fnv1a64, percentile, report_dir, stats, vmhwm_kib, Stats};
+
 const CHILD: &str = "__bench-child";
 
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let code = match args.get(1).map(String::as_str) {
-        Some(CHILD) => child(&args[2..]),
-        Some(_) if !args.iter().any(|a| a == "--bench") => {
-            topo::cli::run_with(registry(), args.iter().cloned())
-        }
-        _ => parent(),
-    };
-    std::process::exit(code);
+    support::main_with(CHILD, child, registry, parent)
 }
 
 // ---------------------------------------------------------------------------------------
 // Workload and checks
-
-/// FNV-1a, 64 bits.
-fn fnv1a64(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in bytes {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    h
-}
 
 /// Words counted, distinct words, Σ fnv1a64(word)·count (wrapping).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -335,18 +326,6 @@ fn registry() -> Registry {
     registry
 }
 
-/// This process's peak resident set (`VmHWM`), in KiB; 0 when unknown.
-fn vmhwm_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmHWM:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        })
-        .unwrap_or(0)
-}
-
 // ---------------------------------------------------------------------------------------
 // A configuration and one run of it
 
@@ -355,27 +334,66 @@ fn vmhwm_kib() -> u64 {
 struct Config {
     workers: usize,
     acking: bool,
+    /// `encrypt = true`: frames between workers sealed.
+    encrypt: bool,
+    /// `checkpoint_interval_secs = 1`: exactly-once state, a checkpoint every second.
+    checkpoint: bool,
 }
 
 impl Config {
-    const ALL: [Config; 4] = [
-        Config::new(1, false),
-        Config::new(1, true),
-        Config::new(2, false),
-        Config::new(2, true),
+    const ALL: [Config; 7] = [
+        Config::new(1, false, false),
+        Config::new(1, true, false),
+        Config::new(2, false, false),
+        Config::new(2, true, false),
+        Config::new(2, true, true),
+        Config::new(2, false, false).checkpointed(),
+        Config::new(2, true, false).checkpointed(),
     ];
 
-    const fn new(workers: usize, acking: bool) -> Config {
-        Config { workers, acking }
+    const fn new(workers: usize, acking: bool, encrypt: bool) -> Config {
+        Config {
+            workers,
+            acking,
+            encrypt,
+            checkpoint: false,
+        }
     }
 
-    /// Short id for `TOPO_BENCH_ONLY`: `w1-off`, `w2-on`, ...
+    const fn checkpointed(self) -> Config {
+        Config {
+            checkpoint: true,
+            ..self
+        }
+    }
+
+    /// The same configuration without checkpoints.
+    fn unchecked(self) -> Config {
+        Config {
+            checkpoint: false,
+            ..self
+        }
+    }
+
+    /// Short id for `TOPO_BENCH_ONLY`: `w1-off`, `w2-on`, `w2-on-sealed`, `w2-on-chk`, ...
     fn id(&self) -> String {
-        format!("w{}-{}", self.workers, on_off(self.acking))
+        let sealed = if self.encrypt { "-sealed" } else { "" };
+        let chk = if self.checkpoint { "-chk" } else { "" };
+        format!("w{}-{}{sealed}{chk}", self.workers, on_off(self.acking))
     }
 
     fn label(&self) -> String {
-        format!("workers={} acking={}", self.workers, on_off(self.acking))
+        let sealed = if self.encrypt { " encrypt=on" } else { "" };
+        let chk = if self.checkpoint {
+            " checkpoints=1s"
+        } else {
+            ""
+        };
+        format!(
+            "workers={} acking={}{sealed}{chk}",
+            self.workers,
+            on_off(self.acking)
+        )
     }
 
     /// The topology file of this configuration; `rate` > 0 makes it a latency run.
@@ -387,15 +405,21 @@ impl Config {
         } else {
             format!("type = \"random_sentences\"\ncount = {sentences}")
         };
+        let chk = if self.checkpoint {
+            let state = toml::Value::from(dir.join("state").display().to_string());
+            format!("checkpoint_interval_secs = 1\nstate_dir = {state}\n")
+        } else {
+            String::new()
+        };
         format!(
-            "[topology]\nname = \"wordcount-bench\"\nworkers = {p}\nacking = {}\n\n\
+            "[topology]\nname = \"wordcount-bench\"\nworkers = {p}\nacking = {}\nencrypt = {}\n{chk}\n\
              [spouts.sentences]\n{spout}\nparallelism = {p}\n\n\
              [bolts.split]\ntype = \"split_words\"\nparallelism = {p}\ninputs = [\"sentences\"]\n\n\
              [bolts.count]\ntype = \"word_count\"\nemit = \"end\"\nparallelism = {p}\n\
              inputs = [{{ from = \"split\", fields = [\"word\"] }}]\n\n\
              [bolts.check]\ntype = \"bench_check\"\nreport = {report}\nparallelism = {p}\n\
              inputs = [{{ from = \"count\", fields = [\"word\"] }}]\n",
-            self.acking
+            self.acking, self.encrypt
         )
     }
 }
@@ -423,6 +447,9 @@ struct ChildResult {
     engine_latency_ms: Option<(f64, f64)>,
     failed: u64,
     errors: Vec<String>,
+    /// A checkpointed run's checkpoints: (completed, duration p99 ms, bytes of the last).
+    #[serde(default)]
+    checkpoints: Option<(u64, f64, u64)>,
 }
 
 /// A finished child: its result, its peak RSS and its CPU time (user + system) from
@@ -451,31 +478,14 @@ fn child(args: &[String]) -> i32 {
         [kind, w, a, n, rate] if kind == "topology" => {
             match (w.parse(), a.parse(), n.parse(), rate.parse()) {
                 (Ok(workers), Ok(acking), Ok(n), Ok(rate)) => {
-                    run_in_process(Config { workers, acking }, n, rate)
+                    run_in_process(Config::new(workers, acking, false), n, rate)
                 }
                 _ => Err(format!("bad child arguments {args:?}")),
             }
         }
         _ => Err(format!("bad child arguments {args:?}")),
     };
-    match result.and_then(|r| serde_json::to_string(&r).map_err(|e| e.to_string())) {
-        Ok(json) => {
-            println!("RESULT {json}");
-            0
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            2
-        }
-    }
-}
-
-/// A fresh folder for one run's reports.
-fn report_dir() -> Result<tempfile::TempDir, String> {
-    tempfile::Builder::new()
-        .prefix("topo-bench-")
-        .tempdir()
-        .map_err(|e| format!("cannot make a report folder: {e}"))
+    support::report(result)
 }
 
 /// Runs the topology with every task in this process (one worker) and times it from the
@@ -507,6 +517,10 @@ fn collect(dir: &Path) -> Result<ChildResult, String> {
     let entries = std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     for entry in entries {
         let path = entry.map_err(|e| e.to_string())?.path();
+        if path.is_dir() {
+            // A checkpointed run's state folder.
+            continue;
+        }
         let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
         if name.starts_with("check-") {
@@ -543,16 +557,6 @@ struct Plan {
     latency_secs: f64,
 }
 
-fn env_num<T: std::str::FromStr>(name: &str, default: T) -> Result<T, String> {
-    match std::env::var(name) {
-        Ok(v) => v
-            .replace('_', "")
-            .parse()
-            .map_err(|_| format!("{name}={v} is not a number")),
-        Err(_) => Ok(default),
-    }
-}
-
 fn plan() -> Result<Plan, String> {
     let sentences = env_num("TOPO_BENCH_SENTENCES", 5_000_000u64)?;
     let reps = env_num("TOPO_BENCH_REPS", 3usize)?.max(1);
@@ -563,7 +567,7 @@ fn plan() -> Result<Plan, String> {
             for w in &wanted {
                 if !Config::ALL.iter().any(|c| c.id() == *w) && *w != "baseline" {
                     return Err(format!(
-                        "TOPO_BENCH_ONLY: unknown configuration `{w}` (known: baseline, w1-off, w1-on, w2-off, w2-on)"
+                        "TOPO_BENCH_ONLY: unknown configuration `{w}` (known: baseline, w1-off, w1-on, w2-off, w2-on, w2-on-sealed, w2-off-chk, w2-on-chk)"
                     ));
                 }
             }
@@ -584,63 +588,12 @@ fn plan() -> Result<Plan, String> {
 
 /// Starts this binary with `args` and waits for it with `wait4`, for its peak RSS.
 fn spawn(args: &[String]) -> Result<Run, String> {
-    let exe = std::env::current_exe().map_err(|e| format!("cannot find this binary: {e}"))?;
-    let mut child = Command::new(exe)
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .map_err(|e| format!("cannot start a child: {e}"))?;
-    let mut out = String::new();
-    if let Some(mut stdout) = child.stdout.take() {
-        stdout
-            .read_to_string(&mut out)
-            .map_err(|e| format!("cannot read the child's output: {e}"))?;
-    }
-    let (status, rss_kib, cpu_secs) = wait4(child.id())?;
-    if status != 0 {
-        return Err(format!("child {args:?} exited with status {status}"));
-    }
-    let json = out
-        .lines()
-        .find_map(|l| l.strip_prefix("RESULT "))
-        .ok_or_else(|| format!("child {args:?} printed no RESULT line"))?;
-    let result = serde_json::from_str(json).map_err(|e| format!("bad RESULT line: {e}"))?;
+    let (result, waited) = support::spawn_child(args)?;
     Ok(Run {
         result,
-        rss_kib,
-        cpu_secs,
+        rss_kib: waited.rss_kib,
+        cpu_secs: waited.cpu_secs,
     })
-}
-
-/// Waits for `pid`; returns its exit status (or 128 + signal), its `ru_maxrss` (KiB) and
-/// its CPU time in seconds (`ru_utime + ru_stime`, its waited-for children included).
-fn wait4(pid: u32) -> Result<(i32, u64, f64), String> {
-    let mut status: libc::c_int = 0;
-    // SAFETY: rusage is plain data that wait4 fills; zeroed is a valid value.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    loop {
-        // SAFETY: pid is our own child; status and usage point to live locals.
-        let r = unsafe { libc::wait4(pid as libc::pid_t, &mut status, 0, &mut usage) };
-        if r == pid as libc::pid_t {
-            break;
-        }
-        let e = std::io::Error::last_os_error();
-        if e.kind() != std::io::ErrorKind::Interrupted {
-            return Err(format!("wait4: {e}"));
-        }
-    }
-    let code = if libc::WIFEXITED(status) {
-        libc::WEXITSTATUS(status)
-    } else {
-        128 + libc::WTERMSIG(status)
-    };
-    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    Ok((
-        code,
-        usage.ru_maxrss.max(0) as u64,
-        secs(usage.ru_utime) + secs(usage.ru_stime),
-    ))
 }
 
 /// Runs `config` once in a child; `rate` > 0 makes it a latency run.
@@ -665,60 +618,22 @@ fn run_cli(config: Config, n: u64, rate: f64) -> Result<Run, String> {
     let file = dir.path().join("wordcount.topo.toml");
     std::fs::write(&file, config.toml(n, rate, dir.path()))
         .map_err(|e| format!("{}: {e}", file.display()))?;
-    let t0 = Instant::now();
-    let exe = std::env::current_exe().map_err(|e| format!("cannot find this binary: {e}"))?;
-    let child = Command::new(exe)
-        .arg("run")
-        .arg(&file)
-        .stdout(Stdio::null())
-        .spawn()
-        .map_err(|e| format!("cannot start topo run: {e}"))?;
-    let (status, rss_kib, cpu_secs) = wait4(child.id())?;
-    let secs = t0.elapsed().as_secs_f64();
-    if status != 0 {
-        return Err(format!("topo run exited with status {status}"));
-    }
+    let (secs, waited, summary) = support::topo_run_json(&file)?;
     let mut result = collect(dir.path())?;
     result.secs = secs;
+    let k = &summary["checkpoints"];
+    if config.checkpoint {
+        result.checkpoints = Some((
+            k["completed"].as_u64().unwrap_or(0),
+            k["duration"]["p99_ms"].as_f64().unwrap_or(f64::NAN),
+            k["size_bytes"].as_u64().unwrap_or(0),
+        ));
+    }
     Ok(Run {
         result,
-        rss_kib,
-        cpu_secs,
+        rss_kib: waited.rss_kib,
+        cpu_secs: waited.cpu_secs,
     })
-}
-
-/// Median, min and max of words per second over the runs.
-#[derive(Debug, Clone, Copy)]
-struct Stats {
-    median: f64,
-    min: f64,
-    max: f64,
-}
-
-fn stats(mut v: Vec<f64>) -> Option<Stats> {
-    if v.is_empty() {
-        return None;
-    }
-    v.sort_by(f64::total_cmp);
-    let median = if v.len() % 2 == 1 {
-        v[v.len() / 2]
-    } else {
-        (v[v.len() / 2 - 1] + v[v.len() / 2]) / 2.0
-    };
-    Some(Stats {
-        median,
-        min: v[0],
-        max: v[v.len() - 1],
-    })
-}
-
-/// The p-th percentile (0..=100) of sorted values, nearest rank.
-fn percentile(sorted: &[u32], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    f64::from(sorted[rank.clamp(1, sorted.len()) - 1])
 }
 
 /// Everything measured for one configuration.
@@ -731,6 +646,8 @@ struct Measured {
     rss_mib: Vec<(usize, f64)>,
     latency: Option<Latency>,
     errors: Vec<String>,
+    /// Per run of a checkpointed configuration: (completed, duration p99 ms, bytes).
+    checkpoints: Vec<(u64, f64, u64)>,
 }
 
 struct Latency {
@@ -825,6 +742,7 @@ fn parent() -> i32 {
                         m.words_per_sec.push(w);
                         m.cpu_ns_per_word.push(cpu_ns(&r));
                         merge_rss(&mut m.rss_mib, rss_of(&r, config.workers));
+                        m.checkpoints.extend(r.result.checkpoints);
                     }
                     Err(e) => m.errors.push(e),
                 },
@@ -839,7 +757,7 @@ fn parent() -> i32 {
             let Some(s) = stats(m.words_per_sec.clone()) else {
                 continue;
             };
-            if !config.acking || !m.errors.is_empty() {
+            if !config.acking || config.checkpoint || !m.errors.is_empty() {
                 continue;
             }
             let rate_words = s.median / 2.0;
@@ -961,6 +879,25 @@ fn report(plan: &Plan, base: &Measured, measured: &[(Config, Measured)]) -> i32 
                 l.max_ms
             );
         }
+    }
+    for (config, m) in measured.iter().filter(|(c, _)| c.checkpoint) {
+        let plain = measured
+            .iter()
+            .find(|(c, _)| *c == config.unchecked())
+            .and_then(|(_, p)| stats(p.words_per_sec.clone()));
+        let Some(s) = stats(m.words_per_sec.clone()) else {
+            continue;
+        };
+        let ratio = plain.map_or(String::from("-"), |p| format!("{:.3}", s.median / p.median));
+        let completed: Vec<String> = m.checkpoints.iter().map(|c| c.0.to_string()).collect();
+        let p99 = stats(m.checkpoints.iter().map(|c| c.1).collect()).map_or(f64::NAN, |x| x.median);
+        let bytes = stats(m.checkpoints.iter().map(|c| c.2 as f64).collect())
+            .map_or(f64::NAN, |x| x.median);
+        println!(
+            "checkpoints {}: {ratio} x the throughput without; checkpoints per run {}; duration p99 {p99:.1} ms (median over runs); state {bytes:.0} bytes",
+            config.label(),
+            completed.join(", ")
+        );
     }
     println!();
     if let Some(b) = &base_stats {

@@ -8,7 +8,8 @@
 //! - [`cli`]: the `topo` command line; a binary with its own components calls
 //!   [`cli::main_with`] and gets every verb.
 //! - [`prelude`]: what a component author needs.
-//! - [`default_registry`]: every built-in spout and bolt.
+//! - [`default_registry`]: every built-in spout and bolt: `topo-spouts`, `topo-bolts`,
+//!   `topo-multilang` and `topo-redis` each register theirs.
 //!
 //! # Example
 //! ```no_run
@@ -39,5 +40,7 @@ pub fn default_registry() -> topo_engine::Registry {
     let mut registry = topo_engine::Registry::new();
     topo_spouts::register(&mut registry);
     topo_bolts::register(&mut registry);
+    topo_multilang::register(&mut registry);
+    topo_redis::register(&mut registry);
     registry
 }

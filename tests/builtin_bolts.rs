@@ -119,6 +119,32 @@ fn file_sink_writes_json_lines_and_a_new_run_truncates() {
     }
 }
 
+/// Every `sync` mode writes every line and acks every tuple; with `batch` (the default)
+/// the acks come from the syncer thread after each group fsync, through `wake`.
+#[test]
+fn file_sink_acks_every_line_in_each_sync_mode() {
+    let (registry, _) = common::registry();
+    for sync in ["batch", "always", "never"] {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let topology = Topology::builder("sync")
+            .acking(true)
+            .spout("numbers", "sequence")
+            .set("count", 2000)
+            .bolt("out", "file_sink")
+            .parallelism(2)
+            .set("path", "out.jsonl")
+            .set("sync", sync)
+            .shuffle("numbers")
+            .build(&registry)
+            .expect("valid");
+        let summary = common::run(topology, &registry, dir.path());
+        let text = std::fs::read_to_string(dir.path().join("out.jsonl")).expect("output");
+        assert_eq!(text.lines().count(), 2000, "{sync}");
+        assert_eq!(summary.counts("numbers").acked, 2000, "{sync}");
+        assert_eq!(summary.counts("numbers").failed, 0, "{sync}");
+    }
+}
+
 #[test]
 fn rolling_top_ranks_keys_when_the_stream_ends() {
     let (registry, seen) = common::registry();

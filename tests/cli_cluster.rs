@@ -133,7 +133,7 @@ fn a_secret_is_never_taken_from_the_command_line() {
     );
     let help = topo(&["list", "--help"]);
     let text = String::from_utf8_lossy(&help.stdout);
-    for flag in ["--coordinator <ADDR>", "--secret-file <PATH>", "--json"] {
+    for flag in ["--coordinator <ADDR,...>", "--secret-file <PATH>", "--json"] {
         assert!(text.contains(flag), "{flag}: {text}");
     }
     assert!(text.contains("never from the\ncommand line"), "{text}");
@@ -153,4 +153,48 @@ fn bad_flag_values_are_usage_errors() {
     );
     let out = topo(&["list", "--coordinator", "localhost"]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+}
+
+#[test]
+fn without_a_secret_the_coordinators_ui_is_loopback_only() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = topo(&[
+        "coordinator",
+        "--listen",
+        &closed_addr().to_string(),
+        "--state-dir",
+        &dir.path().display().to_string(),
+        "--ui",
+        "0.0.0.0:0",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains(
+            "error: cannot serve the web UI on 0.0.0.0:0: refusing to listen on 0.0.0.0:0 \
+             without a cluster secret; pass --secret-file or set TOPO_CLUSTER_SECRET"
+        ),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn the_ui_token_is_derived_from_the_secret_and_is_not_the_secret() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let token = |secret: &str| {
+        let file = dir.path().join("secret");
+        std::fs::write(&file, secret).expect("write the secret");
+        let out = topo(&["ui-token", "--secret-file", &file.display().to_string()]);
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let a = token("first secret\n");
+    assert_eq!(a.len(), 64, "{a}");
+    assert!(a.bytes().all(|b| b.is_ascii_hexdigit()), "{a}");
+    assert_eq!(
+        token("first secret"),
+        a,
+        "the trailing line break is not the secret"
+    );
+    assert_ne!(token("second secret"), a);
 }

@@ -1,5 +1,7 @@
 //! `topo graph`: the word count as text, Mermaid and DOT that Graphviz accepts.
 
+mod common;
+
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
 
@@ -30,7 +32,7 @@ topology \"wordcount\": 4 components, 6 tasks, 3 edges
   spout sentences  random_sentences  x1   outputs: default(sentence)
   bolt  split      split_words       x2   outputs: default(word)
   bolt  count      word_count        x2   outputs: default(word, count)
-  bolt  print      console           x1   outputs: none
+  bolt  print      ranking           x1   outputs: none
 edges:
   sentences -> split      stream default, shuffle
   split     -> count      stream default, fields(word)
@@ -54,7 +56,7 @@ flowchart LR
   c0([\"sentences<br/>random_sentences x1\"])
   c1[\"split<br/>split_words x2\"]
   c2[\"count<br/>word_count x2\"]
-  c3[\"print<br/>console x1\"]
+  c3[\"print<br/>ranking x1\"]
   c0 -->|\"shuffle<br/>stream default\"| c1
   c1 -->|\"fields(word)<br/>stream default\"| c2
   c2 -->|\"global<br/>stream default\"| c3
@@ -67,16 +69,14 @@ fn dot_is_accepted_by_graphviz() {
     let dot = stdout(&graph("dot"));
     assert!(dot.starts_with("digraph \"wordcount\" {\n"));
     assert!(dot.contains("\"split\" -> \"count\" [label=\"fields(word)\\nstream default\"];"));
-    let Ok(mut child) = Command::new("dot")
+    common::require("dot", &["-V"], "graphviz (apt-get install graphviz)");
+    let mut child = Command::new("dot")
         .arg("-Tsvg")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-    else {
-        eprintln!("note: graphviz `dot` is not installed; skipping the dot -Tsvg check");
-        return;
-    };
+        .expect("start dot");
     child
         .stdin
         .take()

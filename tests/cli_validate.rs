@@ -215,3 +215,88 @@ fn json_format_gives_every_error_with_its_span_on_stdout() {
     assert_eq!(ok["summary"]["name"], "wordcount");
     assert_eq!(ok["summary"]["tasks"], 6);
 }
+
+/// A folder with a topology file listing `resources` and whose multilang bolt runs
+/// `split.py`.
+fn job(resources: &str, files: &[&str]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("temp dir");
+    for f in files {
+        let p = dir.path().join(f);
+        std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+        std::fs::write(p, "x\n").expect("write");
+    }
+    std::fs::write(
+        dir.path().join("job.topo.toml"),
+        format!(
+            "[topology]\nname = \"job\"\n{resources}\n\
+             [spouts.s]\ntype = \"sequence\"\ncount = 1\n\
+             [bolts.split]\ntype = \"multilang\"\ncommand = [\"python3\", \"split.py\", \"--fast\"]\n\
+             outputs = [\"word\"]\ninputs = [\"s\"]\n"
+        ),
+    )
+    .expect("write");
+    dir
+}
+
+#[test]
+fn resources_must_exist_and_a_script_outside_them_is_warned_about() {
+    let file = |d: &tempfile::TempDir| d.path().join("job.topo.toml").display().to_string();
+    let ok = job(
+        "resources = [\"split.py\", \"data/\"]\npython_requirements = \"data/req.txt\"",
+        &["split.py", "data/req.txt"],
+    );
+    let out = topo(&["validate", &file(&ok)]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stderr), "");
+
+    let missing = job("resources = [\"split.py\", \"lookup.csv\"]", &["split.py"]);
+    let out = topo(&["validate", &file(&missing)]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        text(&out.stderr),
+        format!(
+            "error: {}: resource \"lookup.csv\" does not exist in {}\n",
+            file(&missing),
+            missing.path().display()
+        )
+    );
+    assert_eq!(text(&out.stdout), "");
+
+    let unlisted = job("", &["split.py"]);
+    let out = topo(&["validate", &file(&unlisted)]);
+    assert_eq!(out.status.code(), Some(0), "a warning only");
+    assert_eq!(
+        text(&out.stderr),
+        format!(
+            "warning: {}: component \"split\": its command names \"split.py\", which is not \
+             among the resources; in a cluster it will be missing (add it to [topology] resources)\n",
+            file(&unlisted)
+        )
+    );
+    let out = topo(&["validate", "--format", "json", &file(&unlisted)]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["ok"], true);
+    assert_eq!(v["warnings"].as_array().map(Vec::len), Some(1), "{v}");
+}
+
+#[test]
+fn resources_outside_the_folder_or_requirements_outside_the_resources_are_errors() {
+    let d = job(
+        "resources = [\"../x\", \"/etc/passwd\", \"split.py\"]\npython_requirements = \"req.txt\"",
+        &["split.py", "req.txt"],
+    );
+    let out = topo(&[
+        "validate",
+        d.path().join("job.topo.toml").to_str().expect("utf-8"),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    for want in [
+        "error: resource \"../x\": it goes up with \"..\"; resources stay in the topology file's folder",
+        "error: resource \"/etc/passwd\": it is absolute; resources are relative to the topology file",
+        "error: \"python_requirements\" \"req.txt\" is not among the resources",
+        "= hint: add \"req.txt\" (or its folder) to \"resources\"",
+    ] {
+        assert!(err.contains(want), "{want}\n{err}");
+    }
+}

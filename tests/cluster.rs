@@ -13,7 +13,6 @@ use std::fs::File;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use cluster_support::{free_addr, Proc};
@@ -116,18 +115,7 @@ impl Cluster {
 
     /// Runs a client verb against the coordinator; (exit code, stdout, stderr).
     fn topo(&self, args: &[&str]) -> (i32, String, String) {
-        let out = Command::new(env!("CARGO_BIN_EXE_topo"))
-            .args(args)
-            .arg("--coordinator")
-            .arg(self.coordinator_addr.to_string())
-            .env_remove("TOPO_CLUSTER_SECRET")
-            .output()
-            .expect("run topo");
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
+        cluster_support::client(&self.coordinator_addr.to_string(), args)
     }
 
     fn submit(&self, file: &Path, extra: &[&str]) -> String {

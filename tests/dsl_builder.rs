@@ -24,7 +24,8 @@ fn wordcount_builder() -> topo_dsl::TopologyBuilder {
         .bolt("count", "word_count")
         .parallelism(2)
         .fields("split", ["word"])
-        .bolt("print", "console")
+        .bolt("print", "ranking")
+        .tick_secs(1.0)
         .global("count")
         .topology()
 }
@@ -88,6 +89,8 @@ fn settings_default_like_storm() {
             message_timeout: Duration::from_millis(2500),
             max_spout_pending: None,
             load_aware: true,
+            encrypt: false,
+            checkpoints: None,
         }
     );
 

@@ -396,7 +396,7 @@ inputs = [\"b\"]
             (
                 6,
                 "bolt \"b\": unknown key \"foo\"",
-                Some("this component type takes no config keys")
+                Some("known keys: keep")
             ),
             (
                 10,
@@ -482,4 +482,35 @@ fn disable_loadaware_messaging_is_a_boolean_setting() {
         .build(&registry())
         .expect("valid");
     assert!(!built.settings().load_aware);
+}
+
+#[test]
+fn topology_names_that_could_become_paths_are_refused_in_files_and_builders() {
+    assert_eq!(
+        messages(&format!("[topology]\nname = \"../../x\"\n{HEAD}")),
+        ["invalid topology name \"../../x\": \".\" is not allowed"]
+    );
+    assert_eq!(
+        messages(&format!("[topology]\nname = \"/etc/cron.d/x\"\n{HEAD}")),
+        ["invalid topology name \"/etc/cron.d/x\": \"/\" is not allowed"]
+    );
+    let long = "n".repeat(65);
+    assert_eq!(
+        messages(&format!("[topology]\nname = \"{long}\"\n{HEAD}")),
+        [format!(
+            "invalid topology name \"{long}\": 65 bytes, at most 64"
+        )]
+    );
+    let err = Topology::builder("../x")
+        .spout("s", "random_sentences")
+        .build(&registry())
+        .expect_err("a path as a name");
+    assert_eq!(
+        err.items[0].message,
+        "invalid topology name \"../x\": \".\" is not allowed"
+    );
+    assert_eq!(
+        err.items[0].hint.as_deref(),
+        Some("names use ascii letters, digits, \"_\" and \"-\", at most 64 characters")
+    );
 }

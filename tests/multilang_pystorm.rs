@@ -14,6 +14,11 @@ i am at two with nature";
 
 #[test]
 fn a_pystorm_spout_and_split_bolt_count_words_exactly_with_replays() {
+    common::require(
+        "python3",
+        &["-c", "import pystorm"],
+        "the Python package pystorm (pip install pystorm)",
+    );
     let (registry, seen) = common::registry();
     let dir = tempfile::tempdir().expect("temp dir");
     common::copy_script("pystorm_sentences.py", dir.path());

@@ -306,7 +306,7 @@ fn the_json_summary_counts_failures_by_reason_and_a_log_line_names_one() {
 }
 
 #[test]
-fn linger_needs_a_metrics_address() {
+fn linger_needs_an_address_to_serve() {
     let out = Command::new(env!("CARGO_BIN_EXE_topo"))
         .args(["run", "x.topo.toml", "--linger", "1s"])
         .output()
@@ -315,7 +315,8 @@ fn linger_needs_a_metrics_address() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.starts_with(
-            "error: the following required arguments were not provided:\n  --metrics-addr <ADDR>"
+            "error: the following required arguments were not provided:\n  \
+             <--ui <ADDR>|--metrics-addr <ADDR>>"
         ),
         "{err}"
     );

@@ -13,7 +13,7 @@ use topo_spouts::sentences::{sentence_into, vocabulary};
 const EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/wordcount.topo.toml");
 
 /// Runs `topo` with `args`; returns (exit code, the last `keep` bytes of stdout, stderr).
-/// The example's console bolt prints a line per count, so only the tail is kept.
+/// Only the tail is kept: the summary is at the end.
 fn topo(args: &[&str], keep: usize) -> (i32, String, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_topo"))
         .args(args)

@@ -8,7 +8,8 @@ use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
 
-use topo_engine::transport::frame::{Frame, Hello, MAGIC, PROTOCOL_VERSION};
+use topo_transport::frame::Frame;
+use topo_transport::handshake::Identity;
 use workers_support::{mkfifo, open_writer, row, sink_strings, wait_until, Topo, DEADLINE};
 
 const IDS: usize = 2000;
@@ -43,18 +44,17 @@ fn framed(body: &[u8]) -> Vec<u8> {
     v
 }
 
+/// A worker's `Hello` flight, keyed with a secret that is not the run's (it is random).
 fn hello(fingerprint: u64, worker: u32) -> Vec<u8> {
-    framed(
-        &Frame::Hello(Hello {
-            magic: MAGIC,
-            version: PROTOCOL_VERSION,
-            fingerprint,
-            worker,
-            nonce: vec![7u8; 32].into(),
-        })
-        .encode_body()
-        .expect("encode"),
-    )
+    let id = Identity {
+        fingerprint,
+        worker,
+        workers: 3,
+        secret: std::sync::Arc::from(&b"not the run's secret"[..]),
+        encrypt: false,
+    };
+    let (_, flight) = id.dialer(worker + 1).expect("a hello");
+    framed(&flight)
 }
 
 /// The attacks: (name, bytes to send, whether to close our write side after them).
@@ -71,14 +71,7 @@ fn attacks() -> Vec<(&'static str, Vec<u8>, bool)> {
     let fingerprint = topo_engine::launcher::worker::fingerprint(TOPOLOGY, 3);
     let mut truncated = 100u32.to_be_bytes().to_vec();
     truncated.extend_from_slice(b"only ten b");
-    let mut bad_auth = hello(fingerprint, 0);
-    bad_auth.extend(framed(
-        &Frame::Auth {
-            mac: vec![0u8; 32].into(),
-        }
-        .encode_body()
-        .expect("encode"),
-    ));
+    let bad_auth = hello(fingerprint, 0);
     vec![
         ("random bytes", random, false),
         (
@@ -93,7 +86,7 @@ fn attacks() -> Vec<(&'static str, Vec<u8>, bool)> {
             hello(fingerprint ^ 1, 0),
             false,
         ),
-        ("a hello with a wrong auth", bad_auth, false),
+        ("a hello with a wrong secret", bad_auth, false),
         (
             "data before any handshake",
             framed(

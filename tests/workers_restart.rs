@@ -80,16 +80,7 @@ inputs = ["relay"]
     let (victim, _) = workers[1];
     // SAFETY: kill(2) on a worker process this test's topo started.
     assert_eq!(unsafe { libc::kill(victim, signal) }, 0);
-    wait_until(
-        "worker 1 was restarted and runs",
-        || topo.stderr(),
-        || {
-            topo.status().is_some_and(|s| {
-                let w = &s["workers"][1];
-                w["restarts"] == 1 && w["running"] == true && w["pid"] != victim
-            })
-        },
-    );
+    topo.wait_restarted(1, victim);
     for id in &ids[IDS / 2..] {
         writeln!(writer, "{id}").expect("write an id");
     }

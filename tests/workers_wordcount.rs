@@ -40,8 +40,9 @@ fn expected(text: &str) -> BTreeMap<String, u64> {
     m
 }
 
-fn run(dir: &Path, workers: usize) -> BTreeMap<String, u64> {
-    let file = dir.join(format!("wc{workers}.topo.toml"));
+fn run(dir: &Path, workers: usize, encrypt: bool) -> BTreeMap<String, u64> {
+    let name = format!("{workers}{}", if encrypt { "-sealed" } else { "" });
+    let file = dir.join(format!("wc{name}.topo.toml"));
     std::fs::write(
         &file,
         format!(
@@ -50,6 +51,7 @@ fn run(dir: &Path, workers: usize) -> BTreeMap<String, u64> {
 name = "wc"
 workers = {workers}
 acking = true
+encrypt = {encrypt}
 
 [spouts.lines]
 type = "file_lines"
@@ -69,7 +71,7 @@ inputs = [{{ from = "split", fields = ["word"] }}]
 [bolts.out]
 type = "file_sink"
 parallelism = 2
-path = "counts{workers}.jsonl"
+path = "counts{name}.jsonl"
 inputs = ["count"]
 "#
         ),
@@ -79,7 +81,7 @@ inputs = ["count"]
     assert_eq!(code, 0, "stdout: {out}\nstderr: {err}");
     let (emitted, _, acked, failed) = row(&out, "lines");
     assert_eq!((emitted, acked, failed), (3000, 3000, 0), "{out}");
-    let sink = dir.join(format!("counts{workers}.jsonl"));
+    let sink = dir.join(format!("counts{name}.jsonl"));
     let lines = std::fs::read_to_string(&sink)
         .expect("sink output")
         .lines()
@@ -95,10 +97,18 @@ fn three_workers_count_the_same_as_one() {
     let text = text();
     std::fs::write(dir.path().join("words.txt"), &text).expect("write input");
     let want = expected(&text);
-    let one = run(dir.path(), 1);
+    let one = run(dir.path(), 1, false);
     assert_eq!(one, want, "one worker");
-    let three = run(dir.path(), 3);
+    let three = run(dir.path(), 3, false);
     assert_eq!(three, want, "three workers");
+}
+
+#[test]
+fn three_workers_with_sealed_frames_count_the_same() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let text = text();
+    std::fs::write(dir.path().join("words.txt"), &text).expect("write input");
+    assert_eq!(run(dir.path(), 3, true), expected(&text));
 }
 
 #[test]

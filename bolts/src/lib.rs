@@ -5,10 +5,12 @@
 //! - [`select`]: `filter` and `map`, driven by the [`expr`] language.
 //! - [`sink`]: `file_sink`, JSON Lines to a file.
 //! - [`top`]: `rolling_top`, the top keys over a sliding window.
+//! - [`ranking`]: `ranking`, prints the top keys as a table once a tick.
+//! - [`window`]: `window_aggregate`, per-key aggregates over windows, by panes.
 //! - [`console`]: `console`, prints every tuple.
-//! - [`multilang`]: `multilang`, a bolt in any language over Storm's multilang protocol.
 //!
-//! Add them all to a registry with [`register`].
+//! Add them all to a registry with [`register`]. The multilang bolt is in
+//! `topo-multilang`, the Redis sinks in `topo-redis`.
 //!
 //! # Example
 //! ```
@@ -21,11 +23,24 @@ use topo_engine::Registry;
 
 pub mod console;
 pub mod expr;
-pub mod multilang;
+pub mod ranking;
 pub mod select;
 pub mod sink;
 pub mod top;
+pub mod window;
 pub mod words;
+
+/// Warns when the component of `ctx` has no `tick_secs`: a bolt that reports on ticks
+/// (`rolling_top`, `ranking`) then reports only when the topology finishes.
+fn warn_without_ticks(ctx: &topo_engine::TaskContext) {
+    let ticks = ctx
+        .topology
+        .component(&ctx.component)
+        .is_some_and(|(_, c)| c.tick.is_some());
+    if !ticks {
+        tracing::warn!(component = %ctx.component, "No `tick_secs`: the ranking comes only when the topology finishes.");
+    }
+}
 
 /// Registers every built-in bolt.
 pub fn register(registry: &mut Registry) {
@@ -33,6 +48,7 @@ pub fn register(registry: &mut Registry) {
     select::register(registry);
     sink::register(registry);
     top::register(registry);
+    ranking::register(registry);
+    window::register(registry);
     console::register(registry);
-    multilang::bolt::register(registry);
 }

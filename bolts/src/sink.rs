@@ -10,17 +10,30 @@
 //! the id, under an exclusive lock so that several tasks of one sink agree. Every tuple
 //! is written with one `write` to a file opened for appending, so the tasks of one sink
 //! can share it.
+//!
+//! In a checkpointed topology the sink is exactly-once: it keeps the file's length in
+//! each checkpoint (its committed length) and, when the run restores a checkpoint, cuts
+//! the file back to it, so the lines written again by the replay appear once. It then
+//! runs as one task and never truncates by run id.
+//!
+//! Durability (`sync`): with `"batch"` (the default) a tuple is acked only after its line
+//! was fsynced (`fdatasync`). A syncer thread does it as group commit: each sync covers
+//! every line written while the previous one ran, so there is one fsync per batch of
+//! lines and at most one in flight. `"always"` syncs after every line before `execute`
+//! returns; `"never"` leaves it to the kernel (a machine crash can lose acked lines).
 
+use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, Write};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::sync::{Arc, Condvar, Mutex, OnceLock, Weak};
 
 use serde::Deserialize;
 use topo_dsl::Topology;
-use topo_engine::{Bolt, BoltOutput, Registry, Result, TaskContext, Tuple, Value};
+use topo_engine::state::{TaskState, TaskStateReader};
+use topo_engine::{Bolt, BoltOutput, Notifier, Registry, Result, TaskContext, Tuple, Value};
 
 /// The environment variable that names a run of a topology.
 pub const RUN_ID_VAR: &str = "TOPO_RUN_ID";
@@ -31,6 +44,22 @@ pub const RUN_ID_VAR: &str = "TOPO_RUN_ID";
 pub struct Config {
     /// The output file, relative to the topology file's folder.
     pub path: PathBuf,
+    /// When lines are fsynced: `"batch"` (default), `"always"` or `"never"`.
+    #[serde(default)]
+    pub sync: Sync,
+}
+
+/// When `file_sink` fsyncs what it wrote, and so when it acks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Sync {
+    /// Once per batch of lines (group commit), before acking them.
+    #[default]
+    Batch,
+    /// After every line, before acking it.
+    Always,
+    /// Never: acked once written to the kernel.
+    Never,
 }
 
 /// The id of the run `topology` belongs to: `TOPO_RUN_ID` when set, else one id per
@@ -114,6 +143,36 @@ impl JsonLines {
         })
     }
 
+    /// Opens `path` for appending without truncating it: in a checkpointed topology the
+    /// sink truncates to its checkpointed length when it restores.
+    pub fn open_appending(path: &Path) -> Result<Self> {
+        let file = OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(path)
+            .map_err(|e| format!("`file_sink` cannot open `{}`: {e}", path.display()))?;
+        Ok(JsonLines {
+            file,
+            line: String::new(),
+        })
+    }
+
+    /// The file's length in bytes.
+    pub fn len(&self) -> std::io::Result<u64> {
+        Ok(self.file.metadata()?.len())
+    }
+
+    /// Whether the file is empty.
+    pub fn is_empty(&self) -> std::io::Result<bool> {
+        Ok(self.len()? == 0)
+    }
+
+    /// Cuts the file back to `len` bytes.
+    pub fn truncate(&self, len: u64) -> std::io::Result<()> {
+        self.file.set_len(len)?;
+        self.file.sync_data()
+    }
+
     /// Appends one object: `names[i]: values[i]`.
     pub fn write(&mut self, names: &[String], values: &[Value]) -> Result<()> {
         self.line.clear();
@@ -130,6 +189,121 @@ impl JsonLines {
         self.file.write_all(self.line.as_bytes())?;
         Ok(())
     }
+
+    /// Flushes what was written to the disk (`fdatasync`).
+    pub fn sync(&self) -> std::io::Result<()> {
+        self.file.sync_data()
+    }
+}
+
+/// Lines written and lines known synced, counted from the task's start.
+#[derive(Default)]
+struct Counts {
+    written: u64,
+    synced: u64,
+    /// Set when a sync failed: the lines up to `written` then are failed.
+    failed_upto: u64,
+    error: Option<String>,
+    stop: bool,
+}
+
+/// Group commit: a thread fsyncs whatever was written since its last sync and reports
+/// how far it got; the bolt acks the tuples up to there.
+struct Syncer {
+    state: Arc<(Mutex<Counts>, Condvar)>,
+    /// Tuples written and not yet synced, oldest first; the front one is line `acked + 1`.
+    waiting: VecDeque<Tuple>,
+    acked: u64,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Syncer {
+    fn start(file: File, notifier: Notifier) -> std::io::Result<Syncer> {
+        let state: Arc<(Mutex<Counts>, Condvar)> = Arc::default();
+        let theirs = Arc::clone(&state);
+        let thread = std::thread::Builder::new()
+            .name("file-sink-sync".into())
+            .spawn(move || {
+                let (lock, cv) = &*theirs;
+                let mut c = lock.lock().unwrap_or_else(|e| e.into_inner());
+                loop {
+                    while c.written == c.synced && !c.stop {
+                        c = cv.wait(c).unwrap_or_else(|e| e.into_inner());
+                    }
+                    if c.written == c.synced {
+                        return;
+                    }
+                    let upto = c.written;
+                    drop(c);
+                    let r = file.sync_data();
+                    c = lock.lock().unwrap_or_else(|e| e.into_inner());
+                    match r {
+                        Ok(()) => c.synced = upto,
+                        Err(e) => {
+                            c.failed_upto = upto;
+                            c.synced = upto;
+                            c.error = Some(e.to_string());
+                        }
+                    }
+                    notifier.notify();
+                }
+            })?;
+        Ok(Syncer {
+            state,
+            waiting: VecDeque::new(),
+            acked: 0,
+            thread: Some(thread),
+        })
+    }
+
+    /// `input`'s line was written: its ack waits for the next sync.
+    fn written(&mut self, input: &Tuple, out: &mut BoltOutput<'_>) {
+        out.defer();
+        self.waiting.push_back(input.clone());
+        let (lock, cv) = &*self.state;
+        lock.lock().unwrap_or_else(|e| e.into_inner()).written += 1;
+        cv.notify_one();
+    }
+
+    /// Acks the tuples whose lines were synced (fails them when the sync failed).
+    fn settle(&mut self, out: &mut BoltOutput<'_>) -> Result<()> {
+        let (synced, failed_upto, error) = {
+            let mut c = self.state.0.lock().unwrap_or_else(|e| e.into_inner());
+            (c.synced, c.failed_upto, c.error.take())
+        };
+        while self.acked < synced {
+            let Some(t) = self.waiting.pop_front() else {
+                break;
+            };
+            self.acked += 1;
+            if self.acked <= failed_upto && error.is_some() {
+                out.fail(&t);
+            } else {
+                out.ack(&t);
+            }
+        }
+        match error {
+            Some(e) => Err(format!("`file_sink` cannot sync its file: {e}").into()),
+            None => Ok(()),
+        }
+    }
+
+    fn stop(&mut self) {
+        let (lock, cv) = &*self.state;
+        lock.lock().unwrap_or_else(|e| e.into_inner()).stop = true;
+        cv.notify_one();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl std::fmt::Debug for Syncer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Syncer")
+            .field("waiting", &self.waiting.len())
+            .finish()
+    }
 }
 
 /// The sidecar marker of `path`: `<path>.run`.
@@ -144,22 +318,88 @@ pub fn marker(path: &Path) -> PathBuf {
 pub struct FileSink {
     config: Config,
     out: Option<JsonLines>,
+    syncer: Option<Syncer>,
 }
 
 impl Bolt for FileSink {
     fn prepare(&mut self, ctx: &TaskContext) -> Result<()> {
-        self.out = Some(JsonLines::open(
-            &ctx.resolve(&self.config.path),
-            &run_id(&ctx.topology),
-        )?);
+        let path = ctx.resolve(&self.config.path);
+        let lines = if ctx.topology.settings().checkpoints.is_some() {
+            if ctx.tasks_of(&ctx.component).len() > 1 {
+                return Err(format!(
+                    "`file_sink` `{}` in a checkpointed topology keeps one committed length, \
+                     so it runs as one task: set its parallelism to 1",
+                    ctx.component
+                )
+                .into());
+            }
+            JsonLines::open_appending(&path)?
+        } else {
+            JsonLines::open(&path, &run_id(&ctx.topology))?
+        };
+        if self.config.sync == Sync::Batch {
+            self.syncer = Some(Syncer::start(
+                lines.file.try_clone()?,
+                ctx.notifier.clone(),
+            )?);
+        }
+        self.out = Some(lines);
         Ok(())
     }
 
-    fn execute(&mut self, input: &Tuple, _out: &mut BoltOutput<'_>) -> Result<()> {
-        match self.out.as_mut() {
-            Some(out) => out.write(input.fields(), input.values()),
-            None => Err("`file_sink` was not prepared".into()),
+    fn execute(&mut self, input: &Tuple, out: &mut BoltOutput<'_>) -> Result<()> {
+        let Some(lines) = self.out.as_mut() else {
+            return Err("`file_sink` was not prepared".into());
+        };
+        lines.write(input.fields(), input.values())?;
+        match (self.config.sync, self.syncer.as_mut()) {
+            (Sync::Always, _) => lines.sync()?,
+            (Sync::Batch, Some(s)) => s.written(input, out),
+            _ => {}
         }
+        Ok(())
+    }
+
+    fn wake(&mut self, out: &mut BoltOutput<'_>) -> Result<()> {
+        match self.syncer.as_mut() {
+            Some(s) => s.settle(out),
+            None => Ok(()),
+        }
+    }
+
+    fn cleanup(&mut self) {
+        if let Some(s) = self.syncer.as_mut() {
+            s.stop();
+        }
+    }
+
+    /// The committed length: the file's length once every input before the barrier was
+    /// written.
+    fn snapshot(&mut self, state: &mut TaskState) -> Result<()> {
+        let Some(lines) = self.out.as_ref() else {
+            return Err("`file_sink` was not prepared".into());
+        };
+        state.put_task(&lines.len()?)?;
+        Ok(())
+    }
+
+    /// Cuts the file back to the committed length (empty on a fresh start): what was
+    /// written after the checkpoint is written again by the replay, once.
+    fn restore(&mut self, state: &TaskStateReader) -> Result<()> {
+        let Some(lines) = self.out.as_ref() else {
+            return Err("`file_sink` was not prepared".into());
+        };
+        let committed: u64 = state.task()?.unwrap_or(0);
+        let len = lines.len()?;
+        if len < committed {
+            return Err(format!(
+                "`file_sink` `{}` is {len} bytes, shorter than the {committed} bytes its checkpoint committed",
+                self.config.path.display()
+            )
+            .into());
+        }
+        lines.truncate(committed)?;
+        Ok(())
     }
 }
 
@@ -167,9 +407,15 @@ impl Bolt for FileSink {
 pub fn register(registry: &mut Registry) {
     registry.bolt(
         "file_sink",
-        "Writes every tuple to `path` as a JSON object per line; truncated once per run, appended to by restarted tasks.",
+        "Writes every tuple to `path` as a JSON object per line; truncated once per run, appended to by restarted tasks; `sync` = batch | always | never.",
         |_: &Config| Vec::new(),
-        |config: Config| Ok(FileSink { config, out: None }),
+        |config: Config| {
+            Ok(FileSink {
+                config,
+                out: None,
+                syncer: None,
+            })
+        },
     );
 }
 

@@ -9,10 +9,11 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::num::{NonZeroU64, NonZeroUsize};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 use topo_dsl::StreamDecl;
+use topo_engine::state::{TaskState, TaskStateReader};
 use topo_engine::{values, Bolt, BoltOutput, Registry, Result, TaskContext, Tuple, Value};
 
 /// Config of `rolling_top`.
@@ -87,6 +88,31 @@ impl Window {
         }
     }
 
+    /// Counts `key` `count` times at second `at`; seconds must not decrease from one
+    /// call to the next.
+    pub fn add_count(&mut self, key: &str, at: u64, count: u64) {
+        if self.slots.back().is_none_or(|(s, _)| *s != at) {
+            self.slots.push_back((at, HashMap::new()));
+        }
+        if let Some((_, slot)) = self.slots.back_mut() {
+            *slot.entry(key.to_string()).or_default() += count;
+        }
+        *self.totals.entry(key.to_string()).or_default() += count;
+    }
+
+    /// Every key's counts as (seconds before `now`, count), oldest first.
+    pub fn ages(&self, now: u64) -> HashMap<&str, Vec<(u64, u64)>> {
+        let mut out: HashMap<&str, Vec<(u64, u64)>> = HashMap::new();
+        for (s, slot) in &self.slots {
+            for (k, c) in slot {
+                out.entry(k.as_str())
+                    .or_default()
+                    .push((now.saturating_sub(*s), *c));
+            }
+        }
+        out
+    }
+
     /// The `n` keys with the highest counts, highest first, ties by key.
     pub fn top(&self, n: usize) -> Vec<(&str, u64)> {
         let mut all: Vec<(&str, u64)> = self.totals.iter().map(|(k, c)| (k.as_str(), *c)).collect();
@@ -121,13 +147,7 @@ impl RollingTop {
 impl Bolt for RollingTop {
     fn prepare(&mut self, ctx: &TaskContext) -> Result<()> {
         self.start = Instant::now();
-        let ticks = ctx
-            .topology
-            .component(&ctx.component)
-            .is_some_and(|(_, c)| c.tick.is_some());
-        if !ticks {
-            tracing::warn!(component = %ctx.component, "No `tick_secs`: the ranking is emitted only when the topology finishes.");
-        }
+        crate::warn_without_ticks(ctx);
         Ok(())
     }
 
@@ -159,6 +179,45 @@ impl Bolt for RollingTop {
 
     fn finish(&mut self, out: &mut BoltOutput<'_>) -> Result<()> {
         self.emit_ranking(out);
+        Ok(())
+    }
+
+    /// Each key's counts in the window, by age in seconds, as keyed state.
+    fn snapshot(&mut self, state: &mut TaskState) -> Result<()> {
+        let now = self.now();
+        self.window.evict(now);
+        let ages: Vec<(String, Vec<(u64, u64)>)> = self
+            .window
+            .ages(now)
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
+        state.put_map(ages.iter().map(|(k, v)| (k, v)))?;
+        Ok(())
+    }
+
+    /// The window as it was at the checkpoint, each count as old as it was then (the
+    /// time the run was down does not age it).
+    fn restore(&mut self, state: &TaskStateReader) -> Result<()> {
+        let entries = state.map::<String, Vec<(u64, u64)>>()?;
+        let window = self.window.window;
+        // The window's clock starts `window` seconds back, so every age fits in it.
+        if let Some(start) = Instant::now().checked_sub(Duration::from_secs(window)) {
+            self.start = start;
+        }
+        let now = self.now();
+        let mut all: Vec<(u64, &str, u64)> = entries
+            .iter()
+            .flat_map(|(k, v)| {
+                v.iter()
+                    .map(move |&(age, c)| (now.saturating_sub(age), k.as_str(), c))
+            })
+            .collect();
+        all.sort_unstable();
+        self.window = Window::new(window);
+        for (at, k, c) in all {
+            self.window.add_count(k, at, c);
+        }
         Ok(())
     }
 }
@@ -205,6 +264,45 @@ mod tests {
             w.add(key, 0);
         }
         assert_eq!(w.top(2), [("y", 2), ("z", 2)]);
+    }
+
+    /// A bolt whose window holds `counts` as (key, seconds ago, count) entries.
+    fn bolt_with(window: u64, counts: &[(&str, u64, u64)]) -> RollingTop {
+        let table: toml::Table = format!("window_secs = {window}").parse().expect("toml");
+        let config = topo_dsl::parse_config::<Config>(&table).expect("config");
+        let mut bolt = RollingTop {
+            config,
+            window: Window::new(window),
+            start: Instant::now()
+                .checked_sub(Duration::from_secs(window))
+                .expect("a clock that far back"),
+        };
+        let now = bolt.now();
+        let mut all: Vec<(u64, &str, u64)> = counts
+            .iter()
+            .map(|&(k, ago, c)| (now - ago, k, c))
+            .collect();
+        all.sort_unstable();
+        for (at, k, c) in all {
+            bolt.window.add_count(k, at, c);
+        }
+        bolt
+    }
+
+    #[test]
+    fn a_restored_window_ranks_as_the_snapshot_did_and_ages_its_counts() {
+        let mut old = bolt_with(10, &[("a", 9, 5), ("b", 3, 2), ("b", 0, 2), ("c", 1, 1)]);
+        let mut state = TaskState::default();
+        old.snapshot(&mut state).expect("snapshot");
+        let mut new = bolt_with(10, &[]);
+        let reader = TaskStateReader::from_state(&state, 0..topo_engine::state::KEY_GROUPS);
+        new.restore(&reader).expect("restore");
+        let now = new.now();
+        new.window.evict(now);
+        assert_eq!(new.window.top(5), [("a", 5), ("b", 4), ("c", 1)]);
+        // `a`'s counts were 9 seconds old: two seconds later they left the window.
+        new.window.evict(now + 2);
+        assert_eq!(new.window.top(5), [("b", 4), ("c", 1)]);
     }
 
     #[test]

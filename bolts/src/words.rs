@@ -3,17 +3,25 @@
 use serde::Deserialize;
 use smol_str::SmolStr;
 use topo_dsl::StreamDecl;
-use topo_engine::{values, Bolt, BoltOutput, Registry, Result, StreamInfo, Tuple, Value};
+use topo_engine::state::{TaskState, TaskStateReader};
+use topo_engine::{values, Bolt, BoltOutput, Registry, Result, StreamInfo, Tuple, Value, Values};
 
-/// `split_words` takes no config.
-#[derive(Debug, Clone, Deserialize)]
+/// Config of `split_words`.
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct SplitConfig {}
+pub struct SplitConfig {
+    /// Input fields copied onto every word, after it (e.g. `["ts"]`, an event time).
+    #[serde(default)]
+    pub keep: Vec<String>,
+}
 
 /// Splits the first string field of every tuple on whitespace; one tuple per word.
 #[derive(Debug, Default)]
 pub struct SplitWords {
     words: WordCache,
+    keep: Vec<String>,
+    /// Where the kept fields are in tuples from the last source seen.
+    kept_at: Option<(&'static StreamInfo, Vec<Option<usize>>)>,
 }
 
 /// Recently seen short words, so that a repeated word becomes a clone of its `SmolStr`.
@@ -105,7 +113,45 @@ impl Bolt for SplitWords {
             .into());
         };
         let words = &mut self.words;
-        for_each_word(text, |word| out.emit([Value::Str(words.get(word))]));
+        if self.keep.is_empty() {
+            for_each_word(text, |word| out.emit([Value::Str(words.get(word))]));
+            return Ok(());
+        }
+        let source = input.source();
+        if !self
+            .kept_at
+            .as_ref()
+            .is_some_and(|(s, _)| std::ptr::eq(*s, source))
+        {
+            let at = self.keep.iter().map(|f| source.index_of(f)).collect();
+            self.kept_at = Some((source, at));
+        }
+        let mut kept: smallvec::SmallVec<[Value; 2]> = smallvec::SmallVec::new();
+        for (i, at) in self.kept_at.iter().flat_map(|(_, at)| at).enumerate() {
+            match at.and_then(|at| input.get(at)) {
+                Some(v) => kept.push(v.clone()),
+                None => {
+                    return Err(format!(
+                        "`split_words` keeps field `{}`, which its input from `{}` does not have",
+                        self.keep[i],
+                        input.source_component()
+                    )
+                    .into())
+                }
+            }
+        }
+        for_each_word(text, |word| {
+            let mut values = Values::new();
+            values.push(Value::Str(words.get(word)));
+            for v in &kept {
+                // An event time (the usual kept field) copies without a call.
+                values.push(match v {
+                    Value::Int(i) => Value::Int(*i),
+                    v => v.clone(),
+                });
+            }
+            out.emit(values);
+        });
         Ok(())
     }
 }
@@ -220,6 +266,18 @@ impl Bolt for WordCount {
         Ok(())
     }
 
+    /// Every word's count, as keyed state.
+    fn snapshot(&mut self, state: &mut TaskState) -> Result<()> {
+        state.put_map(self.counts.iter())?;
+        Ok(())
+    }
+
+    /// The counts of the words this task owns now.
+    fn restore(&mut self, state: &TaskStateReader) -> Result<()> {
+        self.counts = state.map::<SmolStr, u64>()?.into_iter().collect();
+        Ok(())
+    }
+
     fn finish(&mut self, out: &mut BoltOutput<'_>) -> Result<()> {
         if self.emit == EmitWhen::End {
             let mut words: Vec<(&SmolStr, &u64)> = self.counts.iter().collect();
@@ -236,9 +294,18 @@ impl Bolt for WordCount {
 pub fn register(registry: &mut Registry) {
     registry.bolt(
         "split_words",
-        "Splits the first string field on whitespace into one tuple per word.",
-        |_: &SplitConfig| vec![StreamDecl::default_stream(["word"])],
-        |_| Ok(SplitWords::default()),
+        "Splits the first string field on whitespace into one tuple per word; `keep` copies input fields onto each word.",
+        |c: &SplitConfig| {
+            let mut fields = vec!["word".to_string()];
+            fields.extend(c.keep.iter().cloned());
+            vec![StreamDecl::default_stream(fields)]
+        },
+        |c: SplitConfig| {
+            Ok(SplitWords {
+                keep: c.keep,
+                ..SplitWords::default()
+            })
+        },
     );
     registry.bolt(
         "word_count",

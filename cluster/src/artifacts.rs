@@ -214,7 +214,18 @@ impl ArtifactStore {
     /// Opens (creating) the store under `dir`; removes partial uploads a crash left.
     /// Every path it returns is absolute, even when `dir` is relative.
     pub fn open(dir: &Path) -> Result<ArtifactStore, ArtifactError> {
-        let artifacts = dir.join("artifacts");
+        ArtifactStore::open_in(dir, "artifacts", "transfers.json")
+    }
+
+    /// Opens (creating) a store in `dir/folder`, counting its transfers in
+    /// `dir/counters`: the resource archives live in `archives/` and count in
+    /// `archive-transfers.json`, apart from the binaries.
+    pub fn open_in(
+        dir: &Path,
+        folder: &str,
+        counters: &str,
+    ) -> Result<ArtifactStore, ArtifactError> {
+        let artifacts = dir.join(folder);
         std::fs::create_dir_all(&artifacts).map_err(io("cannot create", &artifacts))?;
         // Absolute, so a returned path still names the file from a worker's own folder.
         let artifacts =
@@ -227,7 +238,7 @@ impl ArtifactStore {
                 std::fs::remove_file(&path).map_err(io("cannot remove", &path))?;
             }
         }
-        let path = dir.join("transfers.json");
+        let path = dir.join(counters);
         let value = state::load(&path)?.unwrap_or_default();
         Ok(ArtifactStore {
             dir: artifacts,
@@ -340,6 +351,34 @@ impl ArtifactStore {
             .read_to_end(&mut buf)
             .map_err(io("cannot read", &path))?;
         Ok(buf)
+    }
+
+    /// Removes every stored artifact that is not in `keep`, except the `newest` most
+    /// recently stored of them; returns what it removed. For archives, whose topologies
+    /// come and go (a binary is kept: it is what runs).
+    pub fn collect_garbage(
+        &self,
+        keep: &std::collections::HashSet<Sha256Hex>,
+        newest: usize,
+    ) -> Vec<Sha256Hex> {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return Vec::new();
+        };
+        let mut unused: Vec<(std::time::SystemTime, Sha256Hex)> = entries
+            .filter_map(|e| {
+                let e = e.ok()?;
+                let hash = e.file_name().to_str()?.parse::<Sha256Hex>().ok()?;
+                let modified = e.metadata().ok()?.modified().ok()?;
+                (!keep.contains(&hash)).then_some((modified, hash))
+            })
+            .collect();
+        unused.sort();
+        let drop = unused.len().saturating_sub(newest);
+        unused
+            .into_iter()
+            .take(drop)
+            .filter_map(|(_, hash)| std::fs::remove_file(self.path(&hash)).ok().map(|()| hash))
+            .collect()
     }
 
     /// Uploads completed since the store was first created.
@@ -665,6 +704,39 @@ mod tests {
                 .ends_with("is not a regular file; refusing to run it"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn garbage_collection_keeps_what_is_used_and_the_newest_unused() {
+        let dir = tempfile::tempdir().expect("dir");
+        let store =
+            ArtifactStore::open_in(dir.path(), "archives", "archive-transfers.json").expect("open");
+        let hashes: Vec<Sha256Hex> = (0..5u8)
+            .map(|i| {
+                let h = store.insert(&[i]).expect("insert");
+                // Stored one after the other: distinct times, oldest first.
+                let t = std::time::SystemTime::UNIX_EPOCH
+                    + std::time::Duration::from_secs(u64::from(i) + 1);
+                let f = File::options()
+                    .append(true)
+                    .open(store.path(&h))
+                    .expect("open");
+                f.set_modified(t).expect("set time");
+                h
+            })
+            .collect();
+        let keep: std::collections::HashSet<Sha256Hex> = [hashes[0].clone()].into();
+        let mut removed = store.collect_garbage(&keep, 2);
+        removed.sort();
+        let mut want = vec![hashes[1].clone(), hashes[2].clone()];
+        want.sort();
+        assert_eq!(removed, want);
+        assert!(store.contains(&hashes[0]), "in use");
+        assert!(
+            store.contains(&hashes[3]) && store.contains(&hashes[4]),
+            "the newest two"
+        );
+        assert!(dir.path().join("archive-transfers.json").is_file());
     }
 
     #[test]

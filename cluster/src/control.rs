@@ -1,53 +1,36 @@
-//! Authenticated control connections: client ↔ coordinator and coordinator ↔ supervisor.
+//! Authenticated, encrypted control connections: client ↔ coordinator and coordinator ↔
+//! supervisor.
 //!
-//! Every connection opens with a mutual HMAC-SHA256 challenge–response keyed with the
-//! cluster [`Secret`]; the secret itself never crosses the wire. After the handshake every
-//! frame carries a tag under a per-connection, per-direction session key and a sequence
-//! number, so a frame that was injected, altered, replayed or reordered on the way is
-//! refused rather than acted on.
+//! Every connection opens with the secure channel of `topo-transport`
+//! ([`topo_transport::secure`]): a Noise `NNpsk0` handshake whose pre-shared key is derived
+//! from the cluster [`Secret`] (purpose `control`), so the secret itself never crosses the
+//! wire. Each side's hello is its [`Role`]. After the handshake every message is sealed
+//! (ChaCha20-Poly1305 under Noise transport nonces): a frame that was injected, altered,
+//! replayed, dropped or reordered on the way fails to open and is refused rather than acted
+//! on ([`ControlError::BadTag`]), and nothing of a message is readable on the wire.
 //!
 //! # Wire
 //! ```text
-//! +---- HEADER_LEN ----+------------------ length bytes ------------------+
-//! | length: u32, BE    | body                                               |
-//! +--------------------+----------------------------------------------------+
+//! handshake (magic "TOPC", version 2; flights as in topo_transport::secure):
+//!   Hello   = 0x01 | "TOPC" | version u16 BE | 1 | dialer role u8 | Noise message 1
+//!   Answer  = 0x02 | 1 | acceptor role u8 | Noise message 2 (payload: the role again)
+//!   Confirm = 0x03 | the dialer's first transport message (a tag)
+//!   Refuse  = 0x04 | n | sender's role [n] | reason, UTF-8
+//!   role: 1 client, 2 supervisor, 3 coordinator
 //!
-//! handshake bodies (at most HANDSHAKE_MAX_FRAME_LEN bytes until the peer is authenticated):
-//!   Hello  = 0x01 | magic "TOPC" | version u16 BE | role u8 | nonce [32]     (40 bytes)
-//!   Auth   = 0x02 | mac [32]                                                 (33 bytes)
-//!   Refuse = 0x03 | reason, UTF-8                                    (at most 257 bytes)
-//!
-//! message bodies (at most MAX_MESSAGE_LEN + TAG_LEN bytes):
-//!   msgpack of the message, named fields | tag [32]
-//!   tag = HMAC-SHA256(session key of this direction, seq u64 BE || msgpack)
+//! messages: sealed records (topo_transport::secure::Secure) whose plaintext is
+//!   length u32 BE | msgpack of the message, named fields (at most MAX_MESSAGE_LEN bytes)
 //! ```
 //!
-//! # Handshake
-//! ```text
-//! dialer (role rd)                              acceptor (role ra)
-//!   Hello{rd, nd}                            ->
-//!                                            <-  Hello{ra, na}      (or Refuse: magic, version)
-//!   checks magic, version
-//!   Auth{mac_d}                              ->
-//!                                                verifies mac_d, else Refuse{reason}, logged
-//!                                            <-  Auth{mac_a}
-//!   verifies mac_a, else closes
-//!
-//! T       = nd || na || rd || ra
-//! mac_d   = HMAC-SHA256(secret, "topo-control-v1" || "dialer"   || T)
-//! mac_a   = HMAC-SHA256(secret, "topo-control-v1" || "acceptor" || T)
-//! key d→a = HMAC-SHA256(secret, "topo-control-v1" || "key dialer to acceptor" || T)
-//! key a→d = HMAC-SHA256(secret, "topo-control-v1" || "key acceptor to dialer" || T)
-//! ```
-//!
-//! Both nonces are fresh per connection from the thread-local CSPRNG, so no answer can be
-//! replayed on another connection, and the role labels keep one side's answer from being
-//! reflected as the other's. Tags are compared in constant time. The dialer proves itself
-//! first, so a dialer with a wrong secret learns nothing but the refusal. The acceptor
-//! never hands a connection to its caller before the dialer is authenticated: a peer that
-//! fails the handshake reaches no message handler. Unauthenticated connections are bounded
-//! in number ([`ListenOptions::max_handshakes`]) and time ([`HANDSHAKE_TIMEOUT`]), and run
-//! beside each other, so a silent or hostile peer never holds up the next connection.
+//! The acceptor refuses a dialer whose first message does not prove the key (a `Refuse`
+//! with the reason, logged), and trusts it only after its `Confirm`, so a recorded
+//! handshake replayed gains nothing. The acceptor never hands a connection to its caller
+//! before the dialer is authenticated: a peer that fails the handshake reaches no message
+//! handler. Unauthenticated connections are bounded in number
+//! ([`ListenOptions::max_handshakes`], and per source address
+//! [`ListenOptions::max_handshakes_per_address`], so a flood from one address cannot lock
+//! the others out) and time ([`HANDSHAKE_TIMEOUT`]), and run beside each other, so a
+//! silent or hostile peer never holds up the next connection.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -55,44 +38,43 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
-use hmac::Mac;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, Mutex, Semaphore};
+use tokio::sync::{mpsc, Mutex};
 use tokio::task::{JoinHandle, JoinSet};
-use tokio_util::codec::{Decoder, Encoder, FramedRead, FramedWrite};
+use tokio_util::codec::{FramedRead, FramedWrite};
 
-use crate::secret::{check_bind, hmac, mac_with, Secret, SecretError};
+use topo_transport::secure::{self, Check, Handshake, Profile, Psk, Secure, Session};
+use topo_transport::slots::HandshakeSlots;
+use topo_transport::RawCodec;
 
-/// Bytes of the length prefix before every frame body.
-pub const HEADER_LEN: usize = 4;
+pub use topo_transport::secure::MAX_REASON_LEN;
+pub use topo_transport::secure::{HandshakeError, MAX_FLIGHT_LEN as HANDSHAKE_MAX_FRAME_LEN};
+pub use topo_transport::{FrameError, HEADER_LEN};
+
+use crate::secret::{check_bind, Secret, SecretError};
+
 /// Largest message (its msgpack encoding): 16 MiB.
 pub const MAX_MESSAGE_LEN: usize = 16 * 1024 * 1024;
-/// Bytes of the HMAC-SHA256 tag after every message.
-pub const TAG_LEN: usize = 32;
-/// Bytes of a handshake nonce.
-pub const NONCE_LEN: usize = 32;
-/// Largest frame body accepted before the peer is authenticated.
-pub const HANDSHAKE_MAX_FRAME_LEN: usize = 512;
-/// Largest refusal reason sent or shown, in bytes.
-pub const MAX_REASON_LEN: usize = 256;
 /// How long a peer may take to finish the handshake.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// The magic that opens every `Hello`: ASCII `TOPC`.
 pub const MAGIC: [u8; 4] = *b"TOPC";
-/// The control protocol version; both sides must speak the same.
-pub const VERSION: u16 = 1;
+/// The control protocol version; both sides must speak the same. Version 2: Noise.
+pub const VERSION: u16 = 2;
 
-const LABEL: &[u8] = b"topo-control-v1";
-const HELLO: u8 = 0x01;
-const AUTH: u8 = 0x02;
-const REFUSE: u8 = 0x03;
-const HELLO_LEN: usize = 1 + 4 + 2 + 1 + NONCE_LEN;
-const AUTH_LEN: usize = 1 + TAG_LEN;
+/// The secure channel's settings for control connections: always encrypted.
+pub const PROFILE: Profile = Profile {
+    magic: MAGIC,
+    version: VERSION,
+    purpose: "control",
+    secret: "cluster secret",
+    encrypt: true,
+};
 
 /// Who is on the other end of a control connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -123,6 +105,17 @@ impl Role {
         }
     }
 
+    /// The role a hello names, if it is one.
+    fn from_hello(hello: &[u8]) -> Result<Role, HandshakeError> {
+        match hello {
+            [b] => Role::from_byte(*b).ok_or(HandshakeError::UnknownRole(*b)),
+            _ => Err(HandshakeError::Malformed {
+                what: "role",
+                len: hello.len(),
+            }),
+        }
+    }
+
     /// Lowercase name: `client`, `supervisor`, `coordinator`.
     pub fn name(self) -> &'static str {
         match self {
@@ -136,87 +129,6 @@ impl Role {
 impl fmt::Display for Role {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
-    }
-}
-
-/// A frame could not be read.
-#[derive(Debug, thiserror::Error)]
-pub enum FrameError {
-    /// The length prefix announces more than the current limit.
-    #[error("frame of {len} bytes exceeds the limit of {max}")]
-    TooLarge {
-        /// The announced length.
-        len: usize,
-        /// The limit.
-        max: usize,
-    },
-    /// The stream ended inside a frame.
-    #[error("connection closed inside a frame")]
-    Truncated,
-    /// The socket failed.
-    #[error(transparent)]
-    Io(#[from] std::io::Error),
-}
-
-/// Why a handshake failed. The acceptor logs it as the reason of the refusal.
-#[derive(Debug, thiserror::Error)]
-pub enum HandshakeError {
-    /// The peer's answer to our challenge is wrong: it does not hold our secret.
-    #[error("authentication failed (wrong cluster secret?)")]
-    BadAuth,
-    /// The acceptor's answer to our challenge is wrong.
-    #[error("the {0} failed authentication (wrong cluster secret?)")]
-    PeerBadAuth(Role),
-    /// The first bytes are not a control `Hello`.
-    #[error("not a topo control connection")]
-    NotControl,
-    /// The peer speaks another protocol version.
-    #[error("control protocol version {got}, expected {expected}")]
-    BadVersion {
-        /// The peer's.
-        got: u16,
-        /// Ours.
-        expected: u16,
-    },
-    /// The peer claims a role this build does not know.
-    #[error("unknown role {0}")]
-    UnknownRole(u8),
-    /// A handshake frame of the wrong length.
-    #[error("malformed {what} frame of {len} bytes")]
-    Malformed {
-        /// `Hello` or `Auth`.
-        what: &'static str,
-        /// Its length.
-        len: usize,
-    },
-    /// A frame that does not belong here.
-    #[error("unexpected {got} frame during the handshake, expected {expected}")]
-    Unexpected {
-        /// The frame received.
-        got: &'static str,
-        /// The frame expected.
-        expected: &'static str,
-    },
-    /// The other side refused, with this reason (untrusted text, sanitized).
-    #[error("the peer refused: {0}")]
-    PeerRefused(String),
-    /// The peer closed the connection.
-    #[error("connection closed during the handshake")]
-    Closed,
-    /// The peer took longer than the handshake timeout.
-    #[error("handshake timed out")]
-    TimedOut,
-    /// Too many connections are in their handshake at once.
-    #[error("too many connections in their handshake")]
-    Busy,
-    /// A frame could not be read or written.
-    #[error(transparent)]
-    Frame(#[from] FrameError),
-}
-
-impl From<std::io::Error> for HandshakeError {
-    fn from(e: std::io::Error) -> Self {
-        HandshakeError::Frame(FrameError::Io(e))
     }
 }
 
@@ -245,12 +157,12 @@ pub enum ControlError {
     /// The other side refused us during the handshake.
     #[error("the {} refused the connection: {reason}", by.map_or("peer", Role::name))]
     Refused {
-        /// The refusing side's role, if its `Hello` arrived.
+        /// The refusing side's role, if it said (unauthenticated).
         by: Option<Role>,
         /// Its reason (untrusted text, sanitized).
         reason: String,
     },
-    /// A message frame failed its tag: altered, injected, replayed or reordered.
+    /// A message frame failed to open: altered, injected, replayed or reordered.
     #[error("control frame failed authentication (altered, replayed or reordered)")]
     BadTag,
     /// A message too large to send.
@@ -267,430 +179,79 @@ pub enum ControlError {
     Decode(String),
     /// A frame could not be read or written.
     #[error(transparent)]
-    Frame(#[from] FrameError),
+    Frame(FrameError),
     /// The listener's accept task stopped.
     #[error("the listener stopped")]
     ListenerClosed,
 }
 
-/// Length-prefixed frames with a maximum body length ([`HEADER_LEN`] bytes of u32 BE).
-#[derive(Debug, Clone)]
-struct FrameCodec {
-    max: usize,
-}
-
-impl Decoder for FrameCodec {
-    type Item = BytesMut;
-    type Error = FrameError;
-
-    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<BytesMut>, FrameError> {
-        let Some(header) = src.get(..HEADER_LEN) else {
-            return Ok(None);
-        };
-        let mut len_bytes = [0u8; HEADER_LEN];
-        len_bytes.copy_from_slice(header);
-        let len = u32::from_be_bytes(len_bytes) as usize;
-        if len > self.max {
-            return Err(FrameError::TooLarge { len, max: self.max });
+impl From<FrameError> for ControlError {
+    fn from(e: FrameError) -> Self {
+        match e {
+            FrameError::Unsealed => ControlError::BadTag,
+            e => ControlError::Frame(e),
         }
-        if src.len() < HEADER_LEN + len {
-            src.reserve(HEADER_LEN + len - src.len());
-            return Ok(None);
-        }
-        src.advance(HEADER_LEN);
-        Ok(Some(src.split_to(len)))
-    }
-
-    fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<BytesMut>, FrameError> {
-        match self.decode(src)? {
-            Some(frame) => Ok(Some(frame)),
-            None if src.is_empty() => Ok(None),
-            None => Err(FrameError::Truncated),
-        }
-    }
-}
-
-impl Encoder<Bytes> for FrameCodec {
-    type Error = FrameError;
-
-    fn encode(&mut self, body: Bytes, dst: &mut BytesMut) -> Result<(), FrameError> {
-        if body.len() > self.max {
-            return Err(FrameError::TooLarge {
-                len: body.len(),
-                max: self.max,
-            });
-        }
-        dst.reserve(HEADER_LEN + body.len());
-        dst.extend_from_slice(&(body.len() as u32).to_be_bytes());
-        dst.extend_from_slice(&body);
-        Ok(())
     }
 }
 
 type BoxRead = Box<dyn AsyncRead + Send + Unpin>;
 type BoxWrite = Box<dyn AsyncWrite + Send + Unpin>;
-type Reader = FramedRead<BoxRead, FrameCodec>;
-type Writer = FramedWrite<BoxWrite, FrameCodec>;
+type Reader = FramedRead<BoxRead, Secure<RawCodec>>;
+type Writer = FramedWrite<BoxWrite, Secure<RawCodec>>;
 
-/// Frames a TCP stream; dropping the writer shuts down our sending side (the peer reads
-/// a clean end of stream).
-fn framed_tcp(stream: TcpStream) -> (Reader, Writer) {
-    let (r, w) = stream.into_split();
-    framed_halves(Box::new(r), Box::new(w))
+fn psk(secret: &Secret) -> Psk {
+    Psk::derive(secret.key(), PROFILE.purpose)
 }
 
-/// Frames any stream (in-memory ones in the tests and the fuzz target).
-fn framed<S>(stream: S) -> (Reader, Writer)
-where
-    S: AsyncRead + AsyncWrite + Send + 'static,
-{
-    let (r, w) = tokio::io::split(stream);
-    framed_halves(Box::new(r), Box::new(w))
+/// Judges a peer's hello: it must name a role.
+fn check() -> Check {
+    Arc::new(|hello: &[u8]| Role::from_hello(hello).map(|r| r.name().to_string()))
 }
 
-fn framed_halves(r: BoxRead, w: BoxWrite) -> (Reader, Writer) {
-    let codec = FrameCodec {
-        max: HANDSHAKE_MAX_FRAME_LEN,
-    };
-    (
-        FramedRead::new(r, codec.clone()),
-        FramedWrite::new(w, codec),
-    )
-}
-
-/// A handshake frame.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Hs {
-    Hello {
-        magic: [u8; 4],
-        version: u16,
-        role: u8,
-        nonce: [u8; NONCE_LEN],
-    },
-    Auth([u8; TAG_LEN]),
-    Refuse(String),
-}
-
-impl Hs {
-    fn hello(role: Role, nonce: [u8; NONCE_LEN]) -> Hs {
-        Hs::Hello {
-            magic: MAGIC,
-            version: VERSION,
-            role: role.byte(),
-            nonce,
-        }
-    }
-
-    fn kind(&self) -> &'static str {
-        match self {
-            Hs::Hello { .. } => "Hello",
-            Hs::Auth(_) => "Auth",
-            Hs::Refuse(_) => "Refuse",
-        }
-    }
-
-    fn encode(&self) -> Bytes {
-        let mut out = Vec::with_capacity(HELLO_LEN);
-        match self {
-            Hs::Hello {
-                magic,
-                version,
-                role,
-                nonce,
-            } => {
-                out.push(HELLO);
-                out.extend_from_slice(magic);
-                out.extend_from_slice(&version.to_be_bytes());
-                out.push(*role);
-                out.extend_from_slice(nonce);
-            }
-            Hs::Auth(mac) => {
-                out.push(AUTH);
-                out.extend_from_slice(mac);
-            }
-            Hs::Refuse(reason) => {
-                out.push(REFUSE);
-                out.extend_from_slice(sanitize(reason).as_bytes());
-            }
-        }
-        Bytes::from(out)
-    }
-
-    fn decode(body: &[u8]) -> Result<Hs, HandshakeError> {
-        match body.first() {
-            Some(&HELLO) => {
-                if body.len() != HELLO_LEN {
-                    return Err(HandshakeError::Malformed {
-                        what: "Hello",
-                        len: body.len(),
-                    });
-                }
-                let mut magic = [0u8; 4];
-                magic.copy_from_slice(&body[1..5]);
-                let version = u16::from_be_bytes([body[5], body[6]]);
-                let mut nonce = [0u8; NONCE_LEN];
-                nonce.copy_from_slice(&body[8..]);
-                Ok(Hs::Hello {
-                    magic,
-                    version,
-                    role: body[7],
-                    nonce,
-                })
-            }
-            Some(&AUTH) => {
-                if body.len() != AUTH_LEN {
-                    return Err(HandshakeError::Malformed {
-                        what: "Auth",
-                        len: body.len(),
-                    });
-                }
-                let mut mac = [0u8; TAG_LEN];
-                mac.copy_from_slice(&body[1..]);
-                Ok(Hs::Auth(mac))
-            }
-            Some(&REFUSE) => Ok(Hs::Refuse(sanitize(&String::from_utf8_lossy(&body[1..])))),
-            _ => Err(HandshakeError::NotControl),
-        }
-    }
-}
-
-/// Untrusted text made safe to print: no control characters, at most [`MAX_REASON_LEN`]
-/// bytes.
-fn sanitize(text: &str) -> String {
-    let mut out = String::new();
-    for c in text.chars() {
-        let c = if c.is_control() { '?' } else { c };
-        if out.len() + c.len_utf8() > MAX_REASON_LEN {
-            break;
-        }
-        out.push(c);
-    }
-    out
-}
-
-/// Checks a peer's `Hello`; returns its role and nonce.
-fn check_hello(hs: Hs, expected: &'static str) -> Result<(Role, [u8; NONCE_LEN]), HandshakeError> {
-    match hs {
-        Hs::Hello {
-            magic,
-            version,
-            role,
-            nonce,
-        } => {
-            if magic != MAGIC {
-                return Err(HandshakeError::NotControl);
-            }
-            if version != VERSION {
-                return Err(HandshakeError::BadVersion {
-                    got: version,
-                    expected: VERSION,
-                });
-            }
-            let role = Role::from_byte(role).ok_or(HandshakeError::UnknownRole(role))?;
-            Ok((role, nonce))
-        }
-        Hs::Refuse(reason) => Err(HandshakeError::PeerRefused(reason)),
-        other => Err(HandshakeError::Unexpected {
-            got: other.kind(),
-            expected,
-        }),
-    }
-}
-
-/// The handshake transcript both MACs and both session keys cover.
-struct Transcript {
-    bytes: Vec<u8>,
-}
-
-impl Transcript {
-    fn new(nd: &[u8; NONCE_LEN], na: &[u8; NONCE_LEN], rd: Role, ra: Role) -> Transcript {
-        let mut bytes = Vec::with_capacity(2 * NONCE_LEN + 2);
-        bytes.extend_from_slice(nd);
-        bytes.extend_from_slice(na);
-        bytes.push(rd.byte());
-        bytes.push(ra.byte());
-        Transcript { bytes }
-    }
-
-    fn mac(&self, key: &[u8], who: &[u8]) -> hmac::Hmac<sha2::Sha256> {
-        let mut mac = mac_with(key);
-        mac.update(LABEL);
-        mac.update(who);
-        mac.update(&self.bytes);
-        mac
-    }
-
-    fn answer(&self, key: &[u8], who: &[u8]) -> [u8; TAG_LEN] {
-        self.mac(key, who).finalize().into_bytes().into()
-    }
-
-    /// Constant-time check of the peer's answer.
-    fn verify(&self, key: &[u8], who: &[u8], tag: &[u8]) -> bool {
-        self.mac(key, who).verify_slice(tag).is_ok()
-    }
-
-    fn session_key(&self, key: &[u8], direction: &[u8]) -> [u8; 32] {
-        hmac(key, &[LABEL, direction, &self.bytes])
-    }
-}
-
-const DIALER: &[u8] = b"dialer";
-const ACCEPTOR: &[u8] = b"acceptor";
-const KEY_D2A: &[u8] = b"key dialer to acceptor";
-const KEY_A2D: &[u8] = b"key acceptor to dialer";
-
-/// A fresh challenge from the thread-local CSPRNG.
-fn nonce() -> [u8; NONCE_LEN] {
-    use rand::Rng;
-    let mut n = [0u8; NONCE_LEN];
-    rand::rng().fill_bytes(&mut n);
-    n
-}
-
-async fn next_hs(reader: &mut Reader) -> Result<Hs, HandshakeError> {
-    match reader.next().await {
-        Some(body) => Hs::decode(&body?),
-        None => Err(HandshakeError::Closed),
-    }
-}
-
-/// Best effort: tell the peer why, without waiting long on a peer that does not read.
-async fn refuse(writer: &mut Writer, reason: &str) {
-    let frame = Hs::Refuse(reason.to_string()).encode();
-    let _ = tokio::time::timeout(Duration::from_secs(1), writer.send(frame)).await;
-}
-
-/// The dialer's side. On a refusal by the acceptor, returns `Err(Refused)` with its role.
-async fn dial_handshake(
-    reader: &mut Reader,
-    writer: &mut Writer,
+/// Runs one side of the handshake over `r`/`w` (the dialer when `dial`) until `deadline`;
+/// tells the peer why when it fails; on success the connection, sealed.
+async fn handshake(
+    r: BoxRead,
+    w: BoxWrite,
+    peer: SocketAddr,
     secret: &Secret,
     role: Role,
-    acceptor_role: &mut Option<Role>,
-) -> Result<(Role, Keys), HandshakeError> {
-    let nd = nonce();
-    writer.send(Hs::hello(role, nd).encode()).await?;
-    let (ra, na) = match check_hello(next_hs(reader).await?, "Hello") {
-        Ok(hello) => hello,
-        Err(e @ HandshakeError::PeerRefused(_)) => return Err(e),
-        Err(e) => {
-            refuse(writer, &e.to_string()).await;
-            return Err(e);
-        }
+    dial: bool,
+    deadline: Option<tokio::time::Instant>,
+) -> Result<Conn, HandshakeError> {
+    let (mut reader, mut writer) = secure::framed(r, w);
+    let (mut hs, first) = if dial {
+        let (hs, hello) = Handshake::dial(PROFILE, &psk(secret), &[role.byte()], check())?;
+        (hs, Some(hello))
+    } else {
+        (
+            Handshake::accept(PROFILE, &psk(secret), &[role.byte()], check()),
+            None,
+        )
     };
-    *acceptor_role = Some(ra);
-    let t = Transcript::new(&nd, &na, role, ra);
-    let key = secret.key();
-    writer
-        .send(Hs::Auth(t.answer(key, DIALER)).encode())
-        .await?;
-    match next_hs(reader).await? {
-        Hs::Auth(mac) if t.verify(key, ACCEPTOR, &mac) => Ok((
-            ra,
-            Keys {
-                send: t.session_key(key, KEY_D2A),
-                recv: t.session_key(key, KEY_A2D),
-            },
-        )),
-        Hs::Auth(_) => Err(HandshakeError::PeerBadAuth(ra)),
-        Hs::Refuse(reason) => Err(HandshakeError::PeerRefused(reason)),
-        other => Err(HandshakeError::Unexpected {
-            got: other.kind(),
-            expected: "Auth",
-        }),
-    }
-}
-
-/// The acceptor's side; returns the authenticated dialer's role.
-async fn accept_handshake(
-    reader: &mut Reader,
-    writer: &mut Writer,
-    secret: &Secret,
-    role: Role,
-) -> Result<(Role, Keys), HandshakeError> {
-    let (rd, nd) = check_hello(next_hs(reader).await?, "Hello")?;
-    let na = nonce();
-    writer.send(Hs::hello(role, na).encode()).await?;
-    let t = Transcript::new(&nd, &na, rd, role);
-    let key = secret.key();
-    match next_hs(reader).await? {
-        Hs::Auth(mac) if t.verify(key, DIALER, &mac) => {}
-        Hs::Auth(_) => return Err(HandshakeError::BadAuth),
-        Hs::Refuse(reason) => return Err(HandshakeError::PeerRefused(reason)),
-        other => {
-            return Err(HandshakeError::Unexpected {
-                got: other.kind(),
-                expected: "Auth",
-            })
-        }
-    }
-    writer
-        .send(Hs::Auth(t.answer(key, ACCEPTOR)).encode())
-        .await?;
-    Ok((
-        rd,
-        Keys {
-            send: t.session_key(key, KEY_A2D),
-            recv: t.session_key(key, KEY_D2A),
-        },
-    ))
-}
-
-struct Keys {
-    send: [u8; 32],
-    recv: [u8; 32],
-}
-
-/// `msg || HMAC(key, seq || msg)`.
-fn seal(key: &[u8; 32], seq: u64, mut msg: Vec<u8>) -> Bytes {
-    let mut mac = mac_with(key);
-    mac.update(&seq.to_be_bytes());
-    mac.update(&msg);
-    msg.extend_from_slice(&mac.finalize().into_bytes());
-    Bytes::from(msg)
-}
-
-/// Checks the tag of a sealed body (constant time); returns the message bytes.
-fn open<'a>(key: &[u8; 32], seq: u64, body: &'a [u8]) -> Result<&'a [u8], ControlError> {
-    let split = body
-        .len()
-        .checked_sub(TAG_LEN)
-        .ok_or(ControlError::BadTag)?;
-    let (msg, tag) = body.split_at(split);
-    let mut mac = mac_with(key);
-    mac.update(&seq.to_be_bytes());
-    mac.update(msg);
-    mac.verify_slice(tag).map_err(|_| ControlError::BadTag)?;
-    Ok(msg)
+    let session = secure::run(&mut hs, first, &mut reader, &mut writer, deadline).await?;
+    Conn::new(reader, writer, session, peer)
 }
 
 /// The receiving half of a [`Conn`].
 pub struct ConnReader {
     inner: Reader,
-    key: [u8; 32],
-    seq: u64,
 }
 
 /// The sending half of a [`Conn`].
 pub struct ConnWriter {
     inner: Writer,
-    key: [u8; 32],
-    seq: u64,
 }
 
 impl fmt::Debug for ConnReader {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ConnReader")
-            .field("seq", &self.seq)
-            .finish()
+        f.debug_struct("ConnReader").finish_non_exhaustive()
     }
 }
 
 impl fmt::Debug for ConnWriter {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ConnWriter")
-            .field("seq", &self.seq)
-            .finish()
+        f.debug_struct("ConnWriter").finish_non_exhaustive()
     }
 }
 
@@ -703,9 +264,7 @@ impl ConnReader {
             return Ok(None);
         };
         let body = body?;
-        let msg = open(&self.key, self.seq, &body)?;
-        self.seq += 1;
-        rmp_serde::from_slice(msg)
+        rmp_serde::from_slice(&body)
             .map(Some)
             .map_err(|e| ControlError::Decode(e.to_string()))
     }
@@ -719,14 +278,12 @@ impl ConnWriter {
         if bytes.len() > MAX_MESSAGE_LEN {
             return Err(ControlError::TooLarge { len: bytes.len() });
         }
-        let body = seal(&self.key, self.seq, bytes);
-        self.seq += 1;
-        self.inner.send(body).await?;
+        self.inner.send(Bytes::from(bytes)).await?;
         Ok(())
     }
 }
 
-/// An authenticated control connection.
+/// An authenticated, encrypted control connection.
 #[derive(Debug)]
 pub struct Conn {
     reader: ConnReader,
@@ -736,24 +293,21 @@ pub struct Conn {
 }
 
 impl Conn {
-    fn new(mut reader: Reader, writer: Writer, keys: Keys, peer: SocketAddr, role: Role) -> Conn {
-        reader.decoder_mut().max = MAX_MESSAGE_LEN + TAG_LEN;
-        let mut writer = writer;
-        writer.encoder_mut().max = MAX_MESSAGE_LEN + TAG_LEN;
-        Conn {
-            reader: ConnReader {
-                inner: reader,
-                key: keys.recv,
-                seq: 0,
-            },
-            writer: ConnWriter {
-                inner: writer,
-                key: keys.send,
-                seq: 0,
-            },
+    fn new(
+        reader: FramedRead<BoxRead, RawCodec>,
+        writer: FramedWrite<BoxWrite, RawCodec>,
+        session: Session,
+        peer: SocketAddr,
+    ) -> Result<Conn, HandshakeError> {
+        let peer_role = Role::from_hello(session.peer_hello())?;
+        let (reader, writer) =
+            secure::upgrade(reader, writer, session, || RawCodec::new(MAX_MESSAGE_LEN));
+        Ok(Conn {
+            reader: ConnReader { inner: reader },
+            writer: ConnWriter { inner: writer },
             peer,
-            peer_role: role,
-        }
+            peer_role,
+        })
     }
 
     /// Sends one message; see [`ConnWriter::send`].
@@ -795,26 +349,41 @@ pub async fn connect_within(
     role: Role,
     timeout: Duration,
 ) -> Result<Conn, ControlError> {
-    let mut acceptor = None;
+    let deadline = tokio::time::Instant::now() + timeout;
     let attempt = async {
-        let stream = TcpStream::connect(addr).await?;
+        let stream = tokio::time::timeout_at(deadline, TcpStream::connect(addr))
+            .await
+            .map_err(|_| HandshakeError::TimedOut)??;
         stream.set_nodelay(true)?;
-        let (mut reader, mut writer) = framed_tcp(stream);
-        let (ra, keys) =
-            dial_handshake(&mut reader, &mut writer, secret, role, &mut acceptor).await?;
-        Ok(Conn::new(reader, writer, keys, addr, ra))
+        let (r, w) = stream.into_split();
+        handshake(
+            Box::new(r),
+            Box::new(w),
+            addr,
+            secret,
+            role,
+            true,
+            Some(deadline),
+        )
+        .await
     };
-    let result = match tokio::time::timeout(timeout, attempt).await {
-        Ok(result) => result,
-        Err(_) => Err(HandshakeError::TimedOut),
-    };
+    let result = attempt.await;
     result.map_err(|source| match source {
-        HandshakeError::PeerRefused(reason) => ControlError::Refused {
-            by: acceptor,
+        HandshakeError::PeerRefused { hello, reason } => ControlError::Refused {
+            by: Role::from_hello(&hello).ok(),
             reason,
         },
         source => ControlError::Connect { addr, source },
     })
+}
+
+/// Splits any stream into boxed halves.
+fn halves<S>(stream: S) -> (BoxRead, BoxWrite)
+where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let (r, w) = tokio::io::split(stream);
+    (Box::new(r), Box::new(w))
 }
 
 #[cfg(test)]
@@ -823,14 +392,12 @@ async fn dial_on<S>(
     peer: SocketAddr,
     secret: &Secret,
     role: Role,
-    acceptor: &mut Option<Role>,
 ) -> Result<Conn, HandshakeError>
 where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
-    let (mut reader, mut writer) = framed(stream);
-    let (ra, keys) = dial_handshake(&mut reader, &mut writer, secret, role, acceptor).await?;
-    Ok(Conn::new(reader, writer, keys, peer, ra))
+    let (r, w) = halves(stream);
+    handshake(r, w, peer, secret, role, true, None).await
 }
 
 /// How a [`Listener`] treats connections before they are authenticated.
@@ -842,6 +409,9 @@ pub struct ListenOptions {
     pub handshake_timeout: Duration,
     /// How many connections may be in their handshake at once; more are refused at once.
     pub max_handshakes: usize,
+    /// Of those, how many may come from one source address, so that a flood from one
+    /// address leaves slots for the others.
+    pub max_handshakes_per_address: usize,
 }
 
 impl Default for ListenOptions {
@@ -850,6 +420,7 @@ impl Default for ListenOptions {
             role: Role::Coordinator,
             handshake_timeout: HANDSHAKE_TIMEOUT,
             max_handshakes: 64,
+            max_handshakes_per_address: 16,
         }
     }
 }
@@ -946,7 +517,7 @@ async fn serve(
     refused: Arc<AtomicU64>,
 ) {
     let secret = Arc::new(secret);
-    let slots = Arc::new(Semaphore::new(options.max_handshakes));
+    let slots = HandshakeSlots::new(options.max_handshakes, options.max_handshakes_per_address);
     let mut pending = JoinSet::new();
     loop {
         while pending.try_join_next().is_some() {}
@@ -960,37 +531,41 @@ async fn serve(
             }
         };
         let _ = stream.set_nodelay(true);
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
-            refused.fetch_add(1, Ordering::Relaxed);
-            let reason = HandshakeError::Busy.to_string();
-            tracing::warn!("refused {peer}: {reason}");
-            // A fresh socket's send buffer is empty: this never blocks, and is best effort.
-            let body = Hs::Refuse(reason).encode();
-            let mut frame = (body.len() as u32).to_be_bytes().to_vec();
-            frame.extend_from_slice(&body);
-            let _ = stream.try_write(&frame);
-            continue;
+        let permit = match slots.try_take(peer.ip()) {
+            Ok(slot) => slot,
+            Err(why) => {
+                refused.fetch_add(1, Ordering::Relaxed);
+                let reason = HandshakeError::Busy(why).to_string();
+                if let Some(not_logged) = slots.log_refusal() {
+                    tracing::warn!(
+                        not_logged,
+                        "refused {peer}: {reason} (at most one such line a second)"
+                    );
+                }
+                // A fresh socket's send buffer is empty: this never blocks, and is best effort.
+                let body = secure::refusal(&[], &reason);
+                let mut frame = (body.len() as u32).to_be_bytes().to_vec();
+                frame.extend_from_slice(&body);
+                let _ = stream.try_write(&frame);
+                continue;
+            }
         };
         let (secret, options, tx, refused) =
             (secret.clone(), options.clone(), tx.clone(), refused.clone());
         pending.spawn(async move {
-            let (mut reader, mut writer) = framed_tcp(stream);
-            let handshake = accept_handshake(&mut reader, &mut writer, &secret, options.role);
-            let result = tokio::time::timeout(options.handshake_timeout, handshake)
-                .await
-                .unwrap_or(Err(HandshakeError::TimedOut));
+            let (r, w) = stream.into_split();
+            let deadline = tokio::time::Instant::now() + options.handshake_timeout;
+            let (r, w): (BoxRead, BoxWrite) = (Box::new(r), Box::new(w));
+            let result = handshake(r, w, peer, &secret, options.role, false, Some(deadline)).await;
             drop(permit);
             match result {
-                Ok((role, keys)) => {
-                    let conn = Conn::new(reader, writer, keys, peer, role);
+                Ok(conn) => {
+                    let role = conn.peer_role();
                     let _ = tx.send((conn, role, peer)).await;
                 }
                 Err(e) => {
                     refused.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!("refused {peer}: {e}");
-                    if !matches!(e, HandshakeError::Closed | HandshakeError::PeerRefused(_)) {
-                        refuse(&mut writer, &e.to_string()).await;
-                    }
                 }
             }
         });
@@ -1009,9 +584,8 @@ pub async fn accept_on<S>(
 where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
-    let (mut reader, mut writer) = framed(stream);
-    let (rd, keys) = accept_handshake(&mut reader, &mut writer, secret, role).await?;
-    Ok(Conn::new(reader, writer, keys, peer, rd))
+    let (r, w) = halves(stream);
+    handshake(r, w, peer, secret, role, false, None).await
 }
 
 #[cfg(test)]

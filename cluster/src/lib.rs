@@ -9,18 +9,25 @@
 //! # Layout
 //! - [`secret`]: the cluster [`Secret`](secret::Secret) (`--secret-file` or
 //!   `TOPO_CLUSTER_SECRET`), [`check_bind`](secret::check_bind) (no secret, loopback only),
-//!   per-topology worker keys.
+//!   per-topology worker keys ([`topology_key`](secret::Secret::topology_key)), which
+//!   each supervisor derives for its workers.
 //! - [`control`]: authenticated, framed control connections:
 //!   [`connect`](control::connect), [`Listener`](control::Listener), [`Conn`](control::Conn).
 //! - [`artifacts`]: the content-addressed artifact store (SHA-256), chunked uploads,
 //!   verification before execution, transfer counters.
+//! - [`archive`]: resource archives (`[topology] resources`): deterministic packing,
+//!   checks that refuse hostile entries, unpacking into a work directory.
 //! - [`state`]: crash-safe JSON state files ([`save_atomic`](state::save_atomic),
-//!   [`load`](state::load)).
+//!   [`save_keeping_previous`](state::save_keeping_previous), [`load`](state::load)).
 //! - [`proto`]: the messages on the control connections (client, supervisor, relayed
 //!   worker lines).
-//! - [`coordinator`]: the coordinator daemon; [`schedule`]: placing workers on
-//!   supervisors' slots.
+//! - [`coordinator`]: the coordinator daemon, [`coordinator::serve`] on a listener until
+//!   a shutdown signal ([`coordinator::serve_with`] hands a [`coordinator::Handle`] to
+//!   what runs beside it: the web UI); inside it `persist` (`state.json`), `machine` (the state
+//!   machine), `requests` (client requests) and `conn` (connection tasks).
+//!   [`schedule`]: placing workers on supervisors' slots.
 //! - [`supervisor`]: the supervisor daemon: fetches binaries, runs and restarts workers.
+//! - [`fuzzing`]: entry points for fuzzing control messages and `state.json` loading.
 //! - [`client`]: the client side of `submit`, `list`, `kill`, `activate`, `deactivate`,
 //!   `rebalance`.
 //!
@@ -44,10 +51,12 @@
 //! # Ok(()) }
 //! ```
 
+pub mod archive;
 pub mod artifacts;
 pub mod client;
 pub mod control;
 pub mod coordinator;
+pub mod fuzzing;
 pub mod proto;
 pub mod schedule;
 pub mod secret;

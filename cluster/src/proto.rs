@@ -5,13 +5,13 @@
 //! One request, one reply, except an upload, whose chunks are not answered:
 //! ```text
 //! client                                      coordinator
-//!   HasArtifact {hash}                      ->
+//!   HasArtifact {hash, resources}           ->  (the binary, then the archive if any)
 //!                                           <-  Artifact {present}
-//!   UploadBegin {hash, len}                 ->  (only when not present)
+//!   UploadBegin {hash, len, resources}      ->  (only when not present)
 //!   UploadChunk {data} ...                  ->  (1 MiB each)
 //!   UploadEnd                               ->
 //!                                           <-  Uploaded {hash} | Error
-//!   Submit {name, topology, binary}         ->
+//!   Submit {name, topology, binary, resources} ->
 //!                                           <-  Submitted {id} | Error
 //!   List | Kill | Activate | Deactivate | Rebalance ->
 //!                                           <-  Topologies | Done | Error
@@ -20,8 +20,8 @@
 //! # Supervisor ↔ coordinator
 //! The supervisor dials and sends `Register` (its id, slots and the workers it runs now,
 //! so a restarted coordinator rebuilds its view), then a `Heartbeat` every second. The
-//! coordinator sends assignments; the supervisor fetches a binary it lacks (`Fetch`,
-//! answered by chunks), starts the worker, and relays its control lines both ways
+//! coordinator sends assignments; the supervisor fetches a binary or resource archive it
+//! lacks (`Fetch`, answered by chunks), starts the worker, and relays its control lines both ways
 //! (`Worker` messages wrap the launcher's [`ToWorker`] / [`FromWorker`]).
 
 use std::net::SocketAddr;
@@ -95,17 +95,23 @@ impl<'de, T: serde::de::DeserializeOwned> Deserialize<'de> for Json<T> {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Request {
-    /// Does the coordinator hold this binary?
+    /// Does the coordinator hold this binary (or resource archive)?
     HasArtifact {
         /// Its SHA-256, lowercase hex.
         hash: String,
+        /// Asked of the resource archives.
+        #[serde(default)]
+        resources: bool,
     },
-    /// An upload of a binary follows in chunks.
+    /// An upload of a binary (or a resource archive) follows in chunks.
     UploadBegin {
         /// Its SHA-256, lowercase hex.
         hash: String,
         /// Its length in bytes.
         len: u64,
+        /// It is a resource archive (stored apart, held to the archive size limit).
+        #[serde(default)]
+        resources: bool,
     },
     /// The next piece of the upload (not answered).
     UploadChunk {
@@ -122,6 +128,9 @@ pub enum Request {
         topology: String,
         /// The binary's SHA-256, lowercase hex.
         binary: String,
+        /// The resource archive's SHA-256, when the topology has resources.
+        #[serde(default)]
+        resources: Option<String>,
     },
     /// Every topology.
     List,
@@ -246,6 +255,13 @@ pub struct TopologyInfo {
     pub uptime_secs: f64,
     /// The binary's SHA-256.
     pub binary: String,
+    /// The resource archive's SHA-256 (`[topology] resources`).
+    #[serde(default)]
+    pub resources: Option<String>,
+    /// The SHA-256 of its `python_requirements` file: its virtualenv's name on every
+    /// supervisor.
+    #[serde(default)]
+    pub requirements: Option<String>,
     /// Each worker: where it runs.
     pub assignments: Vec<WorkerInfo>,
     /// Each component's counts (the sum over the current incarnation of every worker, or
@@ -260,7 +276,7 @@ pub struct TopologyInfo {
 pub struct WorkerInfo {
     /// Its index.
     pub worker: usize,
-    /// The supervisor it is assigned to (its listen address).
+    /// The supervisor it is assigned to (its id: its advertised IP and listen port).
     pub supervisor: Option<String>,
     /// Where its transport listens.
     pub addr: Option<SocketAddr>,
@@ -300,7 +316,7 @@ pub enum FromSupervisor {
     },
     /// Every second.
     Heartbeat,
-    /// Send me this binary.
+    /// Send me this binary (or resource archive).
     Fetch {
         /// Its SHA-256.
         hash: String,
@@ -347,12 +363,19 @@ pub struct WorkerReport {
     pub summary: Option<RunSummary>,
 }
 
+/// A supervisor that hears nothing from its coordinator this long drops the connection
+/// and dials the coordinators again (a hung or partitioned leader).
+pub const COORDINATOR_SILENCE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// What the coordinator sends a supervisor.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ToSupervisor {
     /// Registration accepted.
     Registered,
+    /// Every second: the coordinator runs (a supervisor that hears nothing for
+    /// [`COORDINATOR_SILENCE`] dials again, the leader may have changed).
+    Alive,
     /// Run this worker (fetch the binary first if it is not stored).
     Assign {
         /// What to run.
@@ -400,30 +423,76 @@ pub enum ToSupervisor {
         /// Why.
         message: String,
     },
+    /// Registration refused (another connected supervisor has this id); the connection
+    /// closes next.
+    Refused {
+        /// Why.
+        message: String,
+    },
 }
 
 /// One worker to run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Assignment {
-    /// The topology id (also the workers' `TOPO_RUN_ID`).
+    /// The topology id (also the workers' `TOPO_RUN_ID`); a supervisor makes it a
+    /// directory name, so one that is not a valid id fails to decode.
+    #[serde(deserialize_with = "topology_id")]
     pub topology: String,
     /// The worker index.
     pub worker: usize,
     /// The binary's SHA-256: the only artifact it may execute for this worker.
     pub binary: String,
+    /// The resource archive's SHA-256: unpacked into the topology's work directory
+    /// before the worker starts there.
+    #[serde(default)]
+    pub resources: Option<String>,
     /// The topology file's text.
     pub text: String,
-    /// The topology's worker secret, hex.
-    pub secret: String,
     /// The plan's fingerprint.
     pub fingerprint: u64,
     /// Start its spouts deactivated.
     pub inactive: bool,
+    /// Resume from this committed checkpoint (a checkpointed topology rolled back).
+    #[serde(default)]
+    pub restore: Option<u64>,
+}
+
+/// Deserializes a topology id, refusing one that is not allowed ([`topo_dsl::check_id`]).
+fn topology_id<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let id = String::deserialize(d)?;
+    topo_dsl::check_id(&id).map_err(serde::de::Error::custom)?;
+    Ok(id)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_assignment_whose_id_is_a_path_does_not_decode() {
+        let a = Assignment {
+            topology: "../../etc".into(),
+            worker: 0,
+            binary: "00".repeat(32),
+            resources: None,
+            text: String::new(),
+            fingerprint: 1,
+            inactive: false,
+            restore: None,
+        };
+        let bytes = rmp_serde::to_vec_named(&a).unwrap();
+        let err = rmp_serde::from_slice::<Assignment>(&bytes).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("invalid topology id \"../../etc\": \".\" is not allowed"),
+            "{err}"
+        );
+        let ok = Assignment {
+            topology: "wc-1764650000".into(),
+            ..a
+        };
+        assert_eq!(round_trip(&ok), ok);
+    }
 
     fn round_trip<T: Serialize + serde::de::DeserializeOwned>(v: &T) -> T {
         let bytes = rmp_serde::to_vec_named(v).unwrap();
@@ -467,6 +536,8 @@ mod tests {
                 workers: 1,
                 uptime_secs: 1.5,
                 binary: "ab".into(),
+                resources: Some("cd".into()),
+                requirements: None,
                 assignments: vec![WorkerInfo {
                     worker: 0,
                     supervisor: Some("127.0.0.2:7001".into()),

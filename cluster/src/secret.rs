@@ -2,12 +2,12 @@
 //!
 //! Every daemon and client of one cluster holds the same secret, read from `--secret-file
 //! PATH` or the environment variable [`ENV_VAR`] (the file wins). It never goes into argv,
-//! onto the wire, or into a log: control connections prove knowledge of it by
-//! challenge–response (see [`control`](crate::control)), and each topology's workers get a
-//! key derived from it ([`Secret::derive`]) rather than the secret itself.
+//! onto the wire, or into a log: control connections prove knowledge of it through the Noise
+//! pre-shared key derived from it (see [`control`](crate::control)), and each topology's
+//! workers get a key derived from it ([`Secret::derive`]) rather than the secret itself.
 //!
-//! Without a secret a cluster can still run on one machine: the handshake runs with an empty
-//! key, and [`check_bind`] refuses every address but loopback.
+//! Without a secret a cluster can still run on one machine: the handshake runs with a key
+//! derived from an empty secret, and [`check_bind`] refuses every address but loopback.
 
 use std::ffi::OsString;
 use std::net::SocketAddr;
@@ -126,11 +126,16 @@ impl Secret {
     }
 
     /// A key for one purpose, HMAC-SHA256(secret, `label`): 32 bytes.
-    ///
-    /// Each topology's workers authenticate each other with `derive("topology:<id>")`, so
-    /// a worker holds a key that is good for its own topology only.
     pub fn derive(&self, label: &str) -> Vec<u8> {
         hmac(self.key(), &[label.as_bytes()]).to_vec()
+    }
+
+    /// The key topology `id`'s workers authenticate each other with,
+    /// `derive("topology:<id>")`: a worker holds a key good for its own topology only.
+    /// Each supervisor derives it for the workers it starts; it never travels between
+    /// the coordinator and a supervisor.
+    pub fn topology_key(&self, id: &str) -> Vec<u8> {
+        self.derive(&format!("topology:{id}"))
     }
 }
 

@@ -85,6 +85,28 @@ pub fn save_atomic<T: Serialize + ?Sized>(path: &Path, value: &T) -> Result<(), 
     sync_dir(path).map_err(write_err)
 }
 
+/// [`save_atomic`], after copying the current `path` (if any) to `prev` the same crash-safe
+/// way: `prev` always holds a complete earlier state, the one before this save.
+pub fn save_keeping_previous<T: Serialize + ?Sized>(
+    path: &Path,
+    prev: &Path,
+    value: &T,
+) -> Result<(), StateError> {
+    if path.exists() {
+        let prev_tmp = tmp_path(prev);
+        let write_err = |source| StateError::Write {
+            path: prev.to_path_buf(),
+            source,
+        };
+        std::fs::copy(path, &prev_tmp).map_err(write_err)?;
+        File::open(&prev_tmp)
+            .and_then(|f| f.sync_all())
+            .map_err(write_err)?;
+        std::fs::rename(&prev_tmp, prev).map_err(write_err)?;
+    }
+    save_atomic(path, value)
+}
+
 /// Reads the JSON at `path`; `Ok(None)` when there is no file (a first start).
 pub fn load<T: DeserializeOwned>(path: &Path) -> Result<Option<T>, StateError> {
     let bytes = match std::fs::read(path) {

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use topo_dsl::{Topology, DEFAULT_STREAM};
 
+use crate::state::{TaskState, TaskStateReader};
 use crate::tuple::{MsgId, TaskId, Tuple, Values};
 
 /// The error user code returns. Anything that implements `std::error::Error` converts
@@ -54,6 +55,21 @@ pub trait Spout: Send + 'static {
 
     /// Called once when the task stops.
     fn close(&mut self) {}
+
+    /// Where the spout is in its input, for a checkpoint: replaying from here (after
+    /// [`Spout::seek`]) emits exactly what it would have emitted after this call. `None`
+    /// (the default): the spout cannot rewind, and a checkpointed topology refuses it
+    /// (register the type with [`crate::Registry::rewinds`] when it can).
+    fn position(&mut self) -> Option<Vec<u8>> {
+        None
+    }
+
+    /// Goes back to a position [`Spout::position`] returned, after `open` and before the
+    /// first `next_tuple` of a run restored from a checkpoint. Whatever the spout kept for
+    /// replay is forgotten: the checkpoint's state holds its effects.
+    fn seek(&mut self, _position: &[u8]) -> Result<()> {
+        Err("this spout cannot rewind".into())
+    }
 }
 
 /// A processor of tuples.
@@ -67,9 +83,16 @@ pub trait Bolt: Send + 'static {
     /// anchors what was emitted to it; `Err` fails its tree. A panic is caught and fails it.
     fn execute(&mut self, input: &Tuple, out: &mut BoltOutput<'_>) -> Result<()>;
 
-    /// Called every `tick_secs` seconds when the component sets it.
+    /// Called every `tick_secs` seconds when the component sets it, or every
+    /// [`Bolt::tick_interval`].
     fn tick(&mut self, _out: &mut BoltOutput<'_>) -> Result<()> {
         Ok(())
+    }
+
+    /// A tick period the bolt needs by itself (a windowed bolt's watermark interval),
+    /// read once after `prepare`; with the component's `tick_secs` too, the shorter wins.
+    fn tick_interval(&self) -> Option<std::time::Duration> {
+        None
     }
 
     /// Called after [`Notifier::notify`] was called from another thread: lets a bolt that
@@ -86,6 +109,21 @@ pub trait Bolt: Send + 'static {
 
     /// Called once when the task stops.
     fn cleanup(&mut self) {}
+
+    /// Writes the task's state into a checkpoint (see [`crate::state`]): called between
+    /// two inputs, once the checkpoint's barrier arrived on every input. Keep it short:
+    /// copy or serialise, never wait. Stateless bolts keep the default.
+    fn snapshot(&mut self, _state: &mut TaskState) -> Result<()> {
+        Ok(())
+    }
+
+    /// Restores the state of the last committed checkpoint: in a checkpointed topology,
+    /// called after `prepare` and before the first input, with the key groups this task
+    /// owns (after a rescale, others than the task had when it wrote them). A run that
+    /// starts afresh (no checkpoint to resume from) restores an empty state.
+    fn restore(&mut self, _state: &TaskStateReader) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// Wakes an executor from another thread, so it calls its bolt's `wake` (or, for a spout,

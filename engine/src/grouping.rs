@@ -104,10 +104,14 @@ pub(crate) enum Router {
         next: usize,
         balance: Option<Box<Balance>>,
     },
-    /// Hash of the values at `fields` modulo the task count.
+    /// Hash of the values at `fields` modulo the task count; with `keyed` (a
+    /// checkpointed topology), the hash's key group's task (see [`crate::state`]), so
+    /// each task owns a range of key groups that a restore with another parallelism
+    /// can move.
     Fields {
         tasks: Vec<TaskId>,
         fields: SmallVec<[usize; 2]>,
+        keyed: bool,
     },
     /// Two candidates by two hashes; the one this emitter sent fewer tuples to wins.
     PartialKey {
@@ -171,6 +175,7 @@ impl Router {
             Grouping::Fields(f) => Router::Fields {
                 tasks: tasks.to_vec(),
                 fields: indexes(f),
+                keyed: false,
             },
             Grouping::PartialKey(f) => Router::PartialKey {
                 tasks: tasks.to_vec(),
@@ -187,6 +192,15 @@ impl Router {
                 tasks: tasks.to_vec(),
             },
         }
+    }
+
+    /// Makes a fields grouping route by key group when the topology checkpoints; other
+    /// routers are returned as they are.
+    pub(crate) fn keyed_if(mut self, checkpointed: bool) -> Router {
+        if let Router::Fields { keyed, .. } = &mut self {
+            *keyed = checkpointed;
+        }
+        self
     }
 
     /// A load-aware shuffle over `tasks`, starting with the local ones (or all of them
@@ -253,10 +267,19 @@ impl Router {
                     }
                 }
             }
-            Router::Fields { tasks, fields } => match tasks.len() {
+            Router::Fields {
+                tasks,
+                fields,
+                keyed,
+            } => match tasks.len() {
                 0 => {}
                 // One task gets every key: no need to hash.
                 1 => out.push(tasks[0]),
+                n if *keyed => {
+                    let g =
+                        crate::state::key_group(fields_hash(fields.iter().map(|&i| &values[i])));
+                    out.push(tasks[crate::state::key_group_task(g, n)]);
+                }
                 n => {
                     let i = fields_index(fields.iter().map(|&i| &values[i]), n);
                     out.push(tasks[i]);

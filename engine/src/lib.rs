@@ -11,16 +11,28 @@
 //!   remote transport plugs into; [`acker`]: Storm's XOR tree tracking; `load`
 //!   (private): task loads for the load- and locality-aware shuffle, shared between
 //!   workers.
+//! - [`state`]: exactly-once state: key groups, what a task writes into a checkpoint,
+//!   the checkpoint store and its backends (local files, Redis), the checkpoint
+//!   coordinator, and the writer of a process's parts.
 //! - [`summary`]: per-task counts and the run summary; [`signal`]: Ctrl-C and SIGTERM.
+//! - [`tap`]: live samples of the tuples a component emits (`topo tap`).
 //! - [`metrics`]: per-task latencies and busy time, worker snapshots, and their
-//!   publication into the `metrics` crate; [`prometheus`]: the `/metrics` endpoint.
-//! - [`transport`]: frames and authenticated, credit-limited TCP connections between workers.
-//! - [`wire`]: the runtime's messages as transport payloads (tuple batches, acker and
-//!   control messages).
-//! - [`launcher`]: several workers: the supervisor behind `topo run`, the worker process,
-//!   and the one bridge between a worker's runtime and the transport (flow control per
-//!   task, restart-aware); [`launcher::worker::start`] runs one worker of a plan.
-//! - `executor` (private): the spout, bolt and acker executor threads.
+//!   publication into the `metrics` crate; [`prometheus`]: their Prometheus text.
+//! - [`wire`]: the runtime's messages as payloads of `topo-transport` frames;
+//!   [`wire::payload`] is the table of every payload kind that crosses a connection.
+//! - [`bridge`]: the one path between a worker's runtime and the transport (flow control
+//!   per task, restart-aware, batches decoded on the receiving task's thread).
+//! - [`launcher`]: several workers: the supervisor behind `topo run` and the worker
+//!   process; [`launcher::worker::start`] runs one worker of a plan;
+//!   [`launcher::process`] is the one worker-process supervisor (spawn, control channel,
+//!   environment, restart policy, death with the parent) that `topo run` and the cluster's
+//!   `topo supervisor` share.
+//! - [`window`]: windows by count or time, processing or event time (watermarks, late
+//!   tuples), and [`window::Windowed`], Storm's windowed bolt.
+//! - `executor` (private): the spout, bolt and acker executor threads; `stop`
+//!   (private): [`StopHandle`].
+//! - [`tuple`](mod@tuple) also holds the batch helpers (`push_in_place`, `clear_batch`)
+//!   that build and clear vectors of tuples in place.
 //!
 //! # Example
 //! A spout of three numbers and a bolt that doubles them, run to completion:
@@ -70,6 +82,7 @@
 //! ```
 
 pub mod acker;
+pub mod bridge;
 pub mod component;
 mod executor;
 pub mod grouping;
@@ -82,10 +95,13 @@ pub mod registry;
 pub mod route;
 pub mod runtime;
 pub mod signal;
+pub mod state;
+mod stop;
 pub mod summary;
-pub mod transport;
+pub mod tap;
 pub mod tuple;
 pub mod value;
+pub mod window;
 pub mod wire;
 
 pub use component::{
@@ -94,6 +110,9 @@ pub use component::{
 pub use plan::PhysicalPlan;
 pub use registry::Registry;
 pub use runtime::{start, RunOptions, RunningTopology, StartError, StopHandle};
-pub use summary::{ComponentSummary, Counts, FailReasons, Latency, RunSummary, TaskSummary};
+pub use summary::{
+    CheckpointFigures, CheckpointSummary, ComponentSummary, Counts, FailReasons, Latency,
+    RunSummary, TaskSummary,
+};
 pub use tuple::{MsgId, StreamInfo, TaskId, Tuple, Values};
 pub use value::Value;

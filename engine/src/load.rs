@@ -5,27 +5,25 @@
 //! batches from other workers waiting in its second inbox count as if they were in the first.
 //! Each worker samples its own bolt tasks' inboxes every [`SAMPLE_EVERY`] (smoothed over a
 //! few samples), and every [`PUBLISH_EVERY`] sends them to its peers in a `Control` frame
-//! to the reserved task [`REPORT_TASK`]; what a peer reported is the load of its tasks
-//! here. A task nobody reported on yet counts as full: no tuple spills to a worker before
-//! it said it has room.
+//! to the reserved task [`REPORT_TASK`](crate::wire::payload::REPORT_TASK) (the payload is
+//! in the table of [`wire::payload`](crate::wire::payload)); what a peer reported is the
+//! load of its tasks here. A task nobody reported on yet counts as full: no tuple spills
+//! to a worker before it said it has room.
 //!
 //! A shuffle's router reads the table only when its choice array wraps (at least every
 //! [`grouping::CHOICES`](crate::grouping) emits) and only when the table changed since
 //! (a generation counter), so an emit stays an index into a small array.
-//!
-//! ```text
-//! Control payload to REPORT_TASK = (task u32 BE, load u16 BE) ...   (load 0..=1024)
-//! ```
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use crossbeam_channel::Sender;
 
 use crate::route::{Inbound, RemoteBatch};
 use crate::tuple::TaskId;
+use crate::wire::{payload, WireError};
 
 /// A full inbox.
 pub(crate) const SCALE: u32 = 1024;
@@ -42,15 +40,10 @@ pub(crate) const GAP: u32 = SCALE / 4;
 /// task still gets a share): coarse enough that a choice array holds them exactly.
 pub(crate) const STEPS: u32 = 16;
 
-/// The `Control` frame's task id that carries a load report (no task has it).
-pub(crate) const REPORT_TASK: u32 = u32::MAX;
 /// How often a worker samples its inboxes.
 pub(crate) const SAMPLE_EVERY: Duration = Duration::from_millis(10);
 /// How often a worker sends its loads to its peers.
 pub(crate) const PUBLISH_EVERY: Duration = Duration::from_millis(50);
-
-/// Bytes per task in a report.
-const ENTRY: usize = 6;
 
 /// Every task's last known load, shared by a worker's routers, its sampler and the
 /// thread that receives reports.
@@ -147,12 +140,7 @@ impl Loads {
 
     /// The local tasks' loads as a report for the peers.
     pub(crate) fn report(&self) -> Bytes {
-        let mut b = BytesMut::with_capacity(self.local.len() * ENTRY);
-        for (t, _) in &self.local {
-            b.put_u32(*t);
-            b.put_u16(self.load(*t) as u16);
-        }
-        b.freeze()
+        payload::encode_loads(self.local.iter().map(|(t, _)| (*t, self.load(*t) as u16)))
     }
 
     /// Forgets what was reported of `tasks` (their worker went away): they count as full
@@ -169,15 +157,12 @@ impl Loads {
     /// Takes in a peer's report. Tasks this table does not know, or that run here, are
     /// ignored; loads above full count as full.
     pub(crate) fn receive(&self, payload: &[u8]) -> Result<(), String> {
-        if !payload.len().is_multiple_of(ENTRY) {
-            return Err(format!(
-                "a load report is {} bytes, not a multiple of {ENTRY}",
-                payload.len()
-            ));
-        }
-        for e in payload.chunks_exact(ENTRY) {
-            let task = u32::from_be_bytes([e[0], e[1], e[2], e[3]]);
-            let load = u32::from(u16::from_be_bytes([e[4], e[5]])).min(SCALE);
+        let entries = payload::decode_loads(payload).map_err(|e| match e {
+            WireError::Decode { message, .. } => message,
+            e => e.to_string(),
+        })?;
+        for (task, load) in entries {
+            let load = u32::from(load).min(SCALE);
             if self.is_local.get(task as usize) == Some(&false) {
                 self.loads[task as usize].store(load, Ordering::Relaxed);
             }
@@ -305,6 +290,7 @@ fn argmax(v: &[i64]) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::{BufMut, BytesMut};
 
     fn chosen(local: &[u32], remote: &[u32], spilling: bool) -> (bool, Vec<u32>) {
         let mut w = Vec::new();

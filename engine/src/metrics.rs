@@ -32,9 +32,9 @@ use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gau
 use metrics::{Label, Unit};
 use serde::{Deserialize, Serialize};
 
-use crate::summary::{Counts, Histogram, RunSummary};
-use crate::transport::{CloseReason, Transport};
+use crate::summary::{CheckpointFigures, Counts, Histogram, RunSummary};
 use crate::tuple::{MsgId, TaskId};
+use topo_transport::{CloseReason, Transport};
 
 /// A bolt measures the time of one `execute` call in this many (the first of each run of
 /// this many); counts and busy time stay exact.
@@ -53,7 +53,8 @@ pub enum FailReason {
     Timeout,
     /// User code panicked executing it.
     Panic,
-    /// The worker of the spout task died while the tree was pending.
+    /// The worker of the spout task died while the tree was pending, or a worker the tree
+    /// may have gone through was lost.
     WorkerLost,
 }
 
@@ -198,6 +199,59 @@ pub struct WorkerSnapshot {
     pub tasks: Vec<TaskSnapshot>,
     /// Its transport, when it has one.
     pub transport: Option<TransportSnapshot>,
+    /// The process it runs in (host, pid, memory, CPU), where that can be read.
+    #[serde(default)]
+    pub process: Option<ProcessStats>,
+    /// The run's checkpoint figures, in the snapshot of the process that coordinates
+    /// them (`topo run`'s supervisor adds them to its first worker's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoints: Option<Box<CheckpointFigures>>,
+}
+
+/// The operating-system process a worker runs in, as the web UI's worker table shows it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ProcessStats {
+    /// The host name.
+    pub host: String,
+    /// The process id.
+    pub pid: u32,
+    /// Resident memory, in bytes.
+    pub rss_bytes: u64,
+    /// CPU time used so far (user and system), in seconds.
+    pub cpu_secs: f64,
+}
+
+impl ProcessStats {
+    /// This process's figures, read from `/proc/self` (Linux); `None` elsewhere.
+    pub fn current() -> Option<ProcessStats> {
+        static HOST: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+        let host = HOST.get_or_init(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_string())
+                .unwrap_or_default()
+        });
+        let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+        // The command name (field 2) may hold spaces: fields are counted after its `)`.
+        let rest = &stat[stat.rfind(')')? + 1..];
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        // utime and stime are fields 14 and 15, the 12th and 13th after the name; rss is 24.
+        let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok());
+        // SAFETY: sysconf has no preconditions.
+        let (hz, page) = unsafe {
+            (
+                libc::sysconf(libc::_SC_CLK_TCK),
+                libc::sysconf(libc::_SC_PAGESIZE),
+            )
+        };
+        let hz = if hz > 0 { hz as f64 } else { 100.0 };
+        let page = if page > 0 { page as u64 } else { 4096 };
+        Some(ProcessStats {
+            host: host.clone(),
+            pid: std::process::id(),
+            rss_bytes: ticks(21)? * page,
+            cpu_secs: (ticks(11)? + ticks(12)?) as f64 / hz,
+        })
+    }
 }
 
 impl WorkerSnapshot {
@@ -298,6 +352,8 @@ pub struct Publisher {
     described: bool,
     /// Per component: failed total when last logged, and when.
     logged: HashMap<String, (u64, Option<Instant>)>,
+    /// The checkpoint figures last published.
+    checkpoints: CheckpointFigures,
 }
 
 impl std::fmt::Debug for Publisher {
@@ -317,6 +373,7 @@ impl Publisher {
             workers: HashMap::new(),
             described: false,
             logged: HashMap::new(),
+            checkpoints: CheckpointFigures::default(),
         }
     }
 
@@ -375,7 +432,11 @@ impl Publisher {
                 0.0
             },
         );
-        counter!("topo_worker_restarts_total", "topology" => topology).absolute(restarts);
+        counter!("topo_worker_restarts_total", "topology" => topology.clone()).absolute(restarts);
+        if let Some(k) = snapshots.iter().find_map(|s| s.checkpoints.as_deref()) {
+            publish_checkpoints(&topology, k, &self.checkpoints);
+            self.checkpoints = k.clone();
+        }
         self.log_failures(snapshots, &totals);
         totals
     }
@@ -497,6 +558,34 @@ fn describe() {
         "topo_transport_dropped_frames_total",
         "Frames from a peer dropped (undecodable, or for nobody)."
     );
+    describe_histogram!(
+        "topo_checkpoint_duration_seconds",
+        Unit::Seconds,
+        "From a checkpoint's start to its commit, per committed checkpoint."
+    );
+    describe_histogram!(
+        "topo_checkpoint_alignment_seconds",
+        Unit::Seconds,
+        "The longest time any task held inputs aligning a checkpoint's barriers."
+    );
+    describe_gauge!(
+        "topo_checkpoint_size_bytes",
+        Unit::Bytes,
+        "Bytes of the last committed checkpoint's parts."
+    );
+    describe_gauge!(
+        "topo_checkpoint_last_completed_id",
+        "The id of the last committed checkpoint."
+    );
+    describe_counter!("topo_checkpoints_completed_total", "Checkpoints committed.");
+    describe_counter!(
+        "topo_checkpoints_failed_total",
+        "Checkpoints that failed (a part not written, a timeout, a rollback meanwhile)."
+    );
+    describe_counter!(
+        "topo_checkpoint_rollbacks_total",
+        "Rollbacks of every worker to the last committed checkpoint."
+    );
     describe_counter!(
         "topo_transport_connections_closed_total",
         "Connections the transport closed, by reason."
@@ -519,7 +608,10 @@ fn publish_task(topology: &str, t: &TaskSnapshot, st: &TaskState, uptime: f64) {
         (FailReason::Explicit, c.failed_by.explicit),
         (FailReason::Timeout, c.failed_by.timeout),
         (FailReason::Panic, c.failed_by.panic),
-        (FailReason::WorkerLost, st.worker_lost),
+        (
+            FailReason::WorkerLost,
+            st.worker_lost + c.failed_by.worker_lost,
+        ),
     ] {
         let mut l = labels.clone();
         l.push(Label::new("reason", reason.as_str()));
@@ -547,6 +639,26 @@ fn publish_task(topology: &str, t: &TaskSnapshot, st: &TaskState, uptime: f64) {
         }
         gauge!("topo_pending_trees", labels).set(t.pending as f64);
     }
+}
+
+fn publish_checkpoints(topology: &str, k: &CheckpointFigures, last: &CheckpointFigures) {
+    let l = || vec![Label::new("topology", topology.to_string())];
+    let h = histogram!("topo_checkpoint_duration_seconds", l());
+    for (le, n) in k.durations.since(&last.durations) {
+        h.record_many(le, n as usize);
+    }
+    let h = histogram!("topo_checkpoint_alignment_seconds", l());
+    for (le, n) in k.alignments.since(&last.alignments) {
+        h.record_many(le, n as usize);
+    }
+    let s = &k.summary;
+    gauge!("topo_checkpoint_size_bytes", l()).set(s.size_bytes as f64);
+    if let Some(id) = s.last_completed {
+        gauge!("topo_checkpoint_last_completed_id", l()).set(id as f64);
+    }
+    counter!("topo_checkpoints_completed_total", l()).absolute(s.completed);
+    counter!("topo_checkpoints_failed_total", l()).absolute(s.failed);
+    counter!("topo_checkpoint_rollbacks_total", l()).absolute(s.rollbacks);
 }
 
 fn publish_transport(topology: &str, worker: usize, t: &TransportSnapshot, ws: &mut WorkerState) {
@@ -590,4 +702,9 @@ fn publish_transport(topology: &str, worker: usize, t: &TransportSnapshot, ws: &
             *v,
         );
     }
+}
+/// Whether to log the n-th occurrence of a recurring problem: the first ten, then every
+/// power of two, so a failing bolt does not flood the log.
+pub(crate) fn worth_logging(n: u64) -> bool {
+    n <= 10 || n.is_power_of_two()
 }

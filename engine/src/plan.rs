@@ -193,7 +193,7 @@ mod tests {
     }
     struct Types;
     impl Catalog for Types {
-        fn component_type(&self, name: &str) -> Option<&dyn ComponentType> {
+        fn component_type(&self, _: Kind, name: &str) -> Option<&dyn ComponentType> {
             match name {
                 "source" => Some(&Any(Kind::Spout)),
                 _ => Some(&Any(Kind::Bolt)),

@@ -1,5 +1,5 @@
-//! The registry of component types: a plain map from type name to description, outputs
-//! and factory, filled by explicit `register` calls.
+//! The registry of component types: a plain map from kind and type name to description,
+//! outputs and factory, filled by explicit `register` calls.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -12,6 +12,7 @@ use crate::component::{Bolt, Result, Spout};
 type Check = Arc<dyn Fn(&toml::Table) -> Result<Vec<StreamDecl>, Vec<ConfigIssue>> + Send + Sync>;
 type SpoutFactory = Arc<dyn Fn(&toml::Table) -> Result<Box<dyn Spout>> + Send + Sync>;
 type BoltFactory = Arc<dyn Fn(&toml::Table) -> Result<Box<dyn Bolt>> + Send + Sync>;
+type Rewinds = Arc<dyn Fn(&toml::Table) -> bool + Send + Sync>;
 
 #[derive(Clone)]
 enum Factory {
@@ -26,6 +27,7 @@ pub struct Entry {
     description: String,
     check: Check,
     factory: Factory,
+    rewinds: Option<Rewinds>,
 }
 
 impl Entry {
@@ -50,9 +52,18 @@ impl ComponentType for Entry {
     fn configure(&self, config: &toml::Table) -> Result<Vec<StreamDecl>, Vec<ConfigIssue>> {
         (self.check)(config)
     }
+
+    fn rewinds(&self, config: &toml::Table) -> bool {
+        self.rewinds.as_ref().is_some_and(|r| r(config))
+    }
+
+    fn may_rewind(&self) -> bool {
+        self.rewinds.is_some()
+    }
 }
 
-/// Component types by name.
+/// Component types by kind and name: `redis_stream` is a spout type under `[spouts.*]` and a
+/// bolt type under `[bolts.*]`. An alias is a second name for a type, kept for old files.
 ///
 /// ```
 /// use topo_engine::{Registry, Spout, SpoutOutput, Poll, Result};
@@ -82,7 +93,8 @@ impl ComponentType for Entry {
 /// ```
 #[derive(Clone, Default)]
 pub struct Registry {
-    entries: BTreeMap<String, Entry>,
+    entries: BTreeMap<(String, Kind), Entry>,
+    aliases: BTreeMap<(String, Kind), String>,
 }
 
 impl Registry {
@@ -158,19 +170,54 @@ impl Registry {
             description: description.to_string(),
             check,
             factory,
+            rewinds: None,
         };
-        self.entries.insert(name.to_string(), entry);
+        let kind = entry.kind();
+        self.aliases.remove(&(name.to_string(), kind));
+        self.entries.insert((name.to_string(), kind), entry);
         self
     }
 
-    /// Every registered type, sorted by name.
+    /// Makes `alias` a second name of the `kind` type registered as `name`.
+    pub fn alias(&mut self, kind: Kind, alias: &str, name: &str) -> &mut Self {
+        self.aliases
+            .insert((alias.to_string(), kind), name.to_string());
+        self
+    }
+
+    /// Says that spouts of type `name` whose config `when` accepts implement
+    /// [`Spout::position`] and [`Spout::seek`], so a checkpointed topology may use them.
+    pub fn rewinds<C: DeserializeOwned + 'static>(
+        &mut self,
+        name: &str,
+        when: impl Fn(&C) -> bool + Send + Sync + 'static,
+    ) -> &mut Self {
+        if let Some(e) = self.entries.get_mut(&(name.to_string(), Kind::Spout)) {
+            e.rewinds = Some(Arc::new(move |table| {
+                parse_config::<C>(table).is_ok_and(|c| when(&c))
+            }));
+        }
+        self
+    }
+
+    /// Every registered type (not its aliases), sorted by name, a spout before a bolt of
+    /// the same name.
     pub fn entries(&self) -> impl Iterator<Item = &Entry> {
         self.entries.values()
     }
 
+    /// The entry of kind `kind` named `name`, or the one `name` is an alias of.
+    fn entry(&self, kind: Kind, name: &str) -> Option<&Entry> {
+        let key = (name.to_string(), kind);
+        self.entries.get(&key).or_else(|| {
+            let target = self.aliases.get(&key)?;
+            self.entries.get(&(target.clone(), kind))
+        })
+    }
+
     /// Makes a spout task of type `name` from its config.
     pub fn make_spout(&self, name: &str, config: &toml::Table) -> Result<Box<dyn Spout>> {
-        match self.entries.get(name).map(|e| &e.factory) {
+        match self.entry(Kind::Spout, name).map(|e| &e.factory) {
             Some(Factory::Spout(f)) => f(config),
             _ => Err(format!("no spout type `{name}` is registered").into()),
         }
@@ -178,7 +225,7 @@ impl Registry {
 
     /// Makes a bolt task of type `name` from its config.
     pub fn make_bolt(&self, name: &str, config: &toml::Table) -> Result<Box<dyn Bolt>> {
-        match self.entries.get(name).map(|e| &e.factory) {
+        match self.entry(Kind::Bolt, name).map(|e| &e.factory) {
             Some(Factory::Bolt(f)) => f(config),
             _ => Err(format!("no bolt type `{name}` is registered").into()),
         }
@@ -191,11 +238,13 @@ fn issues_error(issues: Vec<ConfigIssue>) -> crate::component::Error {
 }
 
 impl Catalog for Registry {
-    fn component_type(&self, name: &str) -> Option<&dyn ComponentType> {
-        self.entries.get(name).map(|e| e as &dyn ComponentType)
+    fn component_type(&self, kind: Kind, name: &str) -> Option<&dyn ComponentType> {
+        self.entry(kind, name).map(|e| e as &dyn ComponentType)
     }
 
     fn type_names(&self) -> Vec<String> {
-        self.entries.keys().cloned().collect()
+        let mut names: Vec<String> = self.entries.keys().map(|(n, _)| n.clone()).collect();
+        names.dedup();
+        names
     }
 }

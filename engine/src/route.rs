@@ -27,6 +27,15 @@ pub enum Inbound {
     Batch(Vec<Tuple>),
     /// The upstream task with this id will send nothing more.
     Eos(TaskId),
+    /// Checkpoint `id`'s barrier from upstream task `from`: everything `from` sent before
+    /// it belongs to the checkpoint, everything after it to the next (see
+    /// [`crate::state`]).
+    Barrier {
+        /// The upstream task.
+        from: TaskId,
+        /// The checkpoint.
+        id: u64,
+    },
     /// Someone called the bolt's [`crate::Notifier`].
     Wake,
 }
@@ -82,6 +91,26 @@ pub enum SpoutMsg {
     Stop,
     /// Someone called the spout's [`crate::Notifier`].
     Wake,
+    /// Start checkpoint `id`: record the position and emit its barrier on every output.
+    Checkpoint(u64),
+    /// This worker lost its connection to another one at this instant (the worker died,
+    /// or frames were dropped with the connection): trees emitted until then may have
+    /// gone through it and may never complete, so fail them now rather than at their
+    /// timeout. Only a worker's own transport says so; it never travels on the wire.
+    #[serde(skip)]
+    PeerLost(std::time::Instant),
+}
+
+/// The inboxes of a worker's local tasks, for the transport to deliver what other
+/// workers send them.
+#[derive(Clone, Debug, Default)]
+pub struct Inboxes {
+    /// Bolt tasks' data inboxes (bounded: a full one is backpressure).
+    pub data: Vec<(TaskId, Sender<Inbound>)>,
+    /// Acker tasks' inboxes.
+    pub ackers: Vec<(TaskId, Sender<AckerIn>)>,
+    /// Spout tasks' control inboxes.
+    pub spouts: Vec<(TaskId, Sender<SpoutMsg>)>,
 }
 
 /// An encoded data payload from another worker, for one bolt task.

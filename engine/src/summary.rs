@@ -17,6 +17,10 @@ pub struct FailReasons {
     pub timeout: u64,
     /// User code panicked while executing the tuple (bolts only).
     pub panic: u64,
+    /// A worker the tree may have gone through was lost (its connection dropped), so
+    /// the spout failed the tree at once rather than at its timeout (spouts only).
+    #[serde(default)]
+    pub worker_lost: u64,
 }
 
 /// What one task (or a component's tasks together) did.
@@ -49,6 +53,7 @@ impl Counts {
         self.failed_by.explicit += other.failed_by.explicit;
         self.failed_by.timeout += other.failed_by.timeout;
         self.failed_by.panic += other.failed_by.panic;
+        self.failed_by.worker_lost += other.failed_by.worker_lost;
         self.errors += other.errors;
     }
 }
@@ -56,7 +61,7 @@ impl Counts {
 /// Counters an executor publishes for others to read while it runs.
 #[derive(Debug, Default)]
 pub(crate) struct SharedCounts {
-    fields: [AtomicU64; 9],
+    fields: [AtomicU64; 10],
 }
 
 impl SharedCounts {
@@ -71,6 +76,7 @@ impl SharedCounts {
             c.failed_by.timeout,
             c.failed_by.panic,
             c.errors,
+            c.failed_by.worker_lost,
         ];
         for (f, v) in self.fields.iter().zip(values) {
             f.store(v, Relaxed);
@@ -89,6 +95,7 @@ impl SharedCounts {
                 explicit: v[5],
                 timeout: v[6],
                 panic: v[7],
+                worker_lost: v[9],
             },
             errors: v[8],
         }
@@ -222,6 +229,48 @@ pub struct Latency {
     pub max_ms: f64,
 }
 
+/// The figures of a run's checkpoints, in its summary.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CheckpointSummary {
+    /// Checkpoints committed.
+    pub completed: u64,
+    /// Checkpoints that failed (a part not written, a timeout, a rollback meanwhile).
+    pub failed: u64,
+    /// The id of the last committed checkpoint.
+    pub last_completed: Option<u64>,
+    /// Start to commit of each committed checkpoint.
+    pub duration: Option<Latency>,
+    /// The longest alignment of any task, per committed checkpoint.
+    pub alignment: Option<Latency>,
+    /// Bytes of the last committed checkpoint's parts.
+    pub size_bytes: u64,
+    /// Rollbacks to a committed checkpoint after a worker died.
+    pub rollbacks: u64,
+}
+
+/// A coordinator's checkpoint figures as they go to the metrics: the summary's counts
+/// with the whole duration and alignment histograms.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CheckpointFigures {
+    /// Counts, last id, size, rollbacks (`duration` and `alignment` unset: see below).
+    pub summary: CheckpointSummary,
+    /// Start to commit of each committed checkpoint.
+    pub durations: Histogram,
+    /// The longest alignment of any task, per committed checkpoint.
+    pub alignments: Histogram,
+}
+
+impl CheckpointFigures {
+    /// The summary with its latencies.
+    pub fn to_summary(&self) -> CheckpointSummary {
+        CheckpointSummary {
+            duration: self.durations.latency(),
+            alignment: self.alignments.latency(),
+            ..self.summary.clone()
+        }
+    }
+}
+
 /// One task's counts.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TaskSummary {
@@ -270,6 +319,9 @@ pub struct RunSummary {
     pub components: Vec<ComponentSummary>,
     /// Errors that stopped a task's user code from starting (`open`/`prepare`).
     pub errors: Vec<String>,
+    /// The run's checkpoints (a checkpointed topology).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoints: Option<Box<CheckpointSummary>>,
 }
 
 impl RunSummary {
@@ -346,6 +398,33 @@ impl fmt::Display for RunSummary {
                     c.id, l.mean_ms, l.p50_ms, l.p99_ms, l.max_ms
                 )?;
             }
+        }
+        if let Some(k) = &self.checkpoints {
+            write!(
+                f,
+                "checkpoints: {} completed, {} failed, last {}, {} bytes, {} rollbacks",
+                k.completed,
+                k.failed,
+                k.last_completed
+                    .map_or_else(|| "-".to_string(), |id| id.to_string()),
+                k.size_bytes,
+                k.rollbacks
+            )?;
+            if let Some(d) = &k.duration {
+                write!(
+                    f,
+                    "; duration p50 {:.3} ms, p99 {:.3} ms",
+                    d.p50_ms, d.p99_ms
+                )?;
+            }
+            if let Some(a) = &k.alignment {
+                write!(
+                    f,
+                    "; alignment p99 {:.3} ms, max {:.3} ms",
+                    a.p99_ms, a.max_ms
+                )?;
+            }
+            writeln!(f)?;
         }
         write!(f, "{} in {:.3}s", self.topology, self.elapsed_secs)?;
         for e in &self.errors {

@@ -225,6 +225,8 @@ fn worker_life(incarnation: u64, acked: u64, pending: u64) -> WorkerSnapshot {
         running: true,
         tasks: vec![task(4, "spout", acked, pending)],
         transport: None,
+        process: None,
+        checkpoints: None,
     }
 }
 
@@ -255,6 +257,46 @@ fn a_restarted_worker_keeps_counters_monotonic_and_its_pending_trees_count_as_lo
     );
     // Snapshots cross a control channel as bytes.
     let s = worker_life(9, 30, 1);
+    assert_eq!(
+        WorkerSnapshot::from_bytes(&s.to_bytes().unwrap()).unwrap(),
+        s
+    );
+}
+
+#[test]
+fn checkpoint_figures_are_published_once_per_commit_and_cross_a_control_channel() {
+    use topo_engine::{CheckpointFigures, CheckpointSummary};
+    let exporter = Exporter::new();
+    let mut publisher = Publisher::new("judged");
+    let figures = |completed: u64, ms: &[u64]| {
+        let mut f = CheckpointFigures {
+            summary: CheckpointSummary {
+                completed,
+                failed: 1,
+                last_completed: Some(completed + 1),
+                size_bytes: 4096,
+                ..CheckpointSummary::default()
+            },
+            ..CheckpointFigures::default()
+        };
+        for &m in ms {
+            f.durations.record(Duration::from_millis(m));
+            f.alignments.record(Duration::from_millis(m / 10));
+        }
+        Box::new(f)
+    };
+    let mut s = worker_life(5, 100, 10);
+    s.checkpoints = Some(figures(2, &[40, 60]));
+    exporter.record(|| publisher.publish(std::slice::from_ref(&s), 0));
+    s.checkpoints = Some(figures(3, &[40, 60, 300]));
+    exporter.record(|| publisher.publish(std::slice::from_ref(&s), 0));
+    let e = prom::parse(&exporter.render()).unwrap();
+    assert_eq!(e.sum("topo_checkpoint_duration_seconds_count", &[]), 3.0);
+    assert_eq!(e.sum("topo_checkpoint_alignment_seconds_count", &[]), 3.0);
+    assert_eq!(e.sum("topo_checkpoints_completed_total", &[]), 3.0);
+    assert_eq!(e.sum("topo_checkpoints_failed_total", &[]), 1.0);
+    assert_eq!(e.sum("topo_checkpoint_last_completed_id", &[]), 4.0);
+    assert_eq!(e.sum("topo_checkpoint_size_bytes", &[]), 4096.0);
     assert_eq!(
         WorkerSnapshot::from_bytes(&s.to_bytes().unwrap()).unwrap(),
         s

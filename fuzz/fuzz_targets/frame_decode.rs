@@ -6,7 +6,7 @@
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
 use tokio_util::codec::{Decoder, Encoder};
-use topo_engine::transport::frame::FrameCodec;
+use topo_transport::frame::FrameCodec;
 
 fuzz_target!(|data: &[u8]| {
     let Some((&[chunk, max], wire)) = data.split_first_chunk::<2>() else {

@@ -5,7 +5,7 @@
 //! At the end of the file the spout finishes, unless `follow = true`, which tails it.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -35,6 +35,8 @@ pub struct LineReader {
     task_index: u64,
     tasks: u64,
     partial: Vec<u8>,
+    /// Bytes of the file read into `partial` or past it.
+    offset: u64,
 }
 
 impl LineReader {
@@ -49,7 +51,22 @@ impl LineReader {
             task_index: task_index as u64,
             tasks: tasks.max(1) as u64,
             partial: Vec::new(),
+            offset: 0,
         })
+    }
+
+    /// Where the next line starts: its byte offset and the number of lines before it.
+    pub fn position(&self) -> (u64, u64) {
+        (self.offset - self.partial.len() as u64, self.line_no)
+    }
+
+    /// Goes to a [`LineReader::position`].
+    pub fn seek(&mut self, (offset, line_no): (u64, u64)) -> Result<()> {
+        self.reader.seek(SeekFrom::Start(offset))?;
+        self.offset = offset;
+        self.line_no = line_no;
+        self.partial.clear();
+        Ok(())
     }
 
     /// The next line of this task with its number, or `None` at the end of the file (for
@@ -57,6 +74,7 @@ impl LineReader {
     pub fn next_line(&mut self) -> Result<Option<(u64, String)>> {
         loop {
             let n = self.reader.read_until(b'\n', &mut self.partial)?;
+            self.offset += n as u64;
             let complete = self.partial.last() == Some(&b'\n');
             if n == 0 && self.partial.is_empty() {
                 return Ok(None);
@@ -130,6 +148,39 @@ impl Spout for FileLines {
     fn fail(&mut self, id: MsgId) {
         self.replay.fail(id);
     }
+
+    fn position(&mut self) -> Option<Vec<u8>> {
+        let (offset, line) = self.reader.as_ref()?.position();
+        Some(encode_position(&[offset, line]))
+    }
+
+    fn seek(&mut self, position: &[u8]) -> Result<()> {
+        let [offset, line] = decode_position(position)?;
+        self.replay.clear();
+        match self.reader.as_mut() {
+            Some(r) => r.seek((offset, line)),
+            None => Err("`file_lines` cannot seek before it is open".into()),
+        }
+    }
+}
+
+/// A spout position made of `N` integers: each little-endian.
+pub(crate) fn encode_position(words: &[u64]) -> Vec<u8> {
+    words.iter().flat_map(|w| w.to_le_bytes()).collect()
+}
+
+/// Reads back what [`encode_position`] wrote.
+pub(crate) fn decode_position<const N: usize>(bytes: &[u8]) -> Result<[u64; N]> {
+    if bytes.len() != N * 8 {
+        return Err(format!("a position of {} bytes, not {}", bytes.len(), N * 8).into());
+    }
+    let mut out = [0; N];
+    for (o, c) in out.iter_mut().zip(bytes.chunks_exact(8)) {
+        let mut w = [0; 8];
+        w.copy_from_slice(c);
+        *o = u64::from_le_bytes(w);
+    }
+    Ok(out)
 }
 
 /// Registers `file_lines`.
@@ -146,6 +197,7 @@ pub fn register(registry: &mut Registry) {
             })
         },
     );
+    registry.rewinds("file_lines", |_: &Config| true);
 }
 
 #[cfg(test)]
@@ -187,6 +239,24 @@ mod tests {
         assert_eq!(r.next_line().expect("read"), Some((2, "two".into())));
         assert_eq!(r.next_line().expect("read"), Some((3, "three".into())));
         assert_eq!(r.next_line().expect("read"), None);
+    }
+
+    #[test]
+    fn a_reader_sent_back_to_a_position_reads_the_same_lines_again() {
+        let mut f = tempfile::NamedTempFile::new().expect("temp file");
+        f.write_all(b"a\nbb\r\nccc\nd\n").expect("write");
+        let mut r = LineReader::open(f.path(), false, 1, 2).expect("open");
+        assert_eq!(r.next_line().expect("read"), Some((1, "a".into())));
+        let at = r.position();
+        assert_eq!(at, (2, 1));
+        let rest = all(&mut r);
+        assert_eq!(rest, [(3, "ccc".to_string())]);
+        r.seek(at).expect("seek");
+        assert_eq!(all(&mut r), rest);
+        assert_eq!(
+            decode_position::<2>(&encode_position(&[7, 9])).expect("decode"),
+            [7, 9]
+        );
     }
 
     #[test]

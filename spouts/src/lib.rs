@@ -6,9 +6,9 @@
 //! - [`file`]: `file_lines`, the lines of a file (optionally tailed).
 //! - [`stdin`]: `stdin_lines`, the lines of standard input.
 //! - [`tcp`]: `tcp_lines`, lines received over TCP.
-//! - [`multilang`]: `multilang_spout`, a spout in any language (Storm's multilang).
 //!
-//! Add them all to a registry with [`register`].
+//! Add them all to a registry with [`register`]. The multilang spout is in
+//! `topo-multilang`, the `redis_stream` spout in `topo-redis`.
 //!
 //! # Example
 //! ```
@@ -20,7 +20,6 @@
 use topo_engine::Registry;
 
 pub mod file;
-pub mod multilang;
 mod replay;
 pub mod sentences;
 pub mod sequence;
@@ -34,5 +33,4 @@ pub fn register(registry: &mut Registry) {
     file::register(registry);
     stdin::register(registry);
     tcp::register(registry);
-    multilang::register(registry);
 }

@@ -52,6 +52,12 @@ impl Replay {
         None
     }
 
+    /// Forgets everything (the spout was sent back to a checkpoint's position).
+    pub(crate) fn clear(&mut self) {
+        self.pending.clear();
+        self.again.clear();
+    }
+
     /// Lines emitted and not acked yet.
     #[cfg(test)]
     pub(crate) fn pending(&self) -> usize {

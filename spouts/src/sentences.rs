@@ -2,13 +2,14 @@
 //!
 //! Word k of the vocabulary is the syllables of k's decimal digits (`0` → `ka`,
 //! `42` → `pemi`); word j of sentence i is `vocab[splitmix64(i*10 + j) % 1000]`. With
-//! several tasks, task k of p emits sentences k, k+p, k+2p, …
+//! several tasks, task k of p emits sentences k, k+p, k+2p, … With `timestamp = true`
+//! each also carries `ts` = i, its event time in milliseconds.
 
 use std::collections::VecDeque;
 
 use serde::Deserialize;
 use topo_dsl::StreamDecl;
-use topo_engine::{MsgId, Poll, Registry, Result, Spout, SpoutOutput, TaskContext};
+use topo_engine::{values, MsgId, Poll, Registry, Result, Spout, SpoutOutput, TaskContext};
 
 const SYL: [&str; 10] = ["ka", "lo", "mi", "nu", "pe", "ra", "si", "to", "vu", "ze"];
 
@@ -60,6 +61,10 @@ pub struct Config {
     /// Another sequence of sentences; 0 (the default) is the benchmark's.
     #[serde(default)]
     pub seed: u64,
+    /// Adds field `ts`, the event time of sentence i: i milliseconds (the windowing
+    /// benchmark's workload).
+    #[serde(default)]
+    pub timestamp: bool,
 }
 
 /// The spout.
@@ -89,7 +94,11 @@ impl RandomSentences {
     fn emit(&mut self, i: u64, out: &mut SpoutOutput<'_>) {
         self.buf.clear();
         sentence_into(&self.vocab, self.config.seed, i, &mut self.buf);
-        out.emit_id(i, [self.buf.as_str()]);
+        if self.config.timestamp {
+            out.emit_id(i, values![self.buf.as_str(), i]);
+        } else {
+            out.emit_id(i, [self.buf.as_str()]);
+        }
     }
 }
 
@@ -117,16 +126,34 @@ impl Spout for RandomSentences {
     fn fail(&mut self, id: MsgId) {
         self.replay.push_back(id);
     }
+
+    fn position(&mut self) -> Option<Vec<u8>> {
+        Some(crate::file::encode_position(&[self.next]))
+    }
+
+    fn seek(&mut self, position: &[u8]) -> Result<()> {
+        let [next] = crate::file::decode_position(position)?;
+        self.next = next;
+        self.replay.clear();
+        Ok(())
+    }
 }
 
 /// Registers `random_sentences`.
 pub fn register(registry: &mut Registry) {
     registry.spout(
         "random_sentences",
-        "Deterministic ten-word sentences (the benchmark's generator); `count` bounds it, `seed` varies it.",
-        |_: &Config| vec![StreamDecl::default_stream(["sentence"])],
+        "Deterministic ten-word sentences (the benchmark's generator); `count` bounds it, `seed` varies it, `timestamp = true` adds `ts` (sentence i: i ms).",
+        |c: &Config| {
+            if c.timestamp {
+                vec![StreamDecl::default_stream(["sentence", "ts"])]
+            } else {
+                vec![StreamDecl::default_stream(["sentence"])]
+            }
+        },
         |c: Config| Ok(RandomSentences::new(c)),
     );
+    registry.rewinds("random_sentences", |_: &Config| true);
 }
 
 #[cfg(test)]

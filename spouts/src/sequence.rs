@@ -83,6 +83,17 @@ impl Spout for Sequence {
     fn fail(&mut self, id: MsgId) {
         self.replay.push_back(id);
     }
+
+    fn position(&mut self) -> Option<Vec<u8>> {
+        Some(crate::file::encode_position(&[self.next]))
+    }
+
+    fn seek(&mut self, position: &[u8]) -> Result<()> {
+        let [next] = crate::file::decode_position(position)?;
+        self.next = next;
+        self.replay.clear();
+        Ok(())
+    }
 }
 
 /// Registers `sequence`.
@@ -93,6 +104,7 @@ pub fn register(registry: &mut Registry) {
         |_: &Config| vec![StreamDecl::default_stream(["n"])],
         |c: Config| Ok(Sequence::new(c, 0, 1)),
     );
+    registry.rewinds("sequence", |_: &Config| true);
 }
 
 #[cfg(test)]

@@ -1,7 +1,13 @@
 //! `stdin_lines`: one tuple per line of standard input, field `line`; finishes at EOF.
 //!
 //! Standard input belongs to the process, so only task 0 of the component reads it; the
-//! other tasks finish at once. A reader thread feeds the executor and wakes it.
+//! other tasks finish at once. A reader thread feeds the executor and wakes it; it reads
+//! at most [`READ_AHEAD`] lines ahead of the spout, so a fast producer (`yes | topo run`)
+//! waits for a slow topology instead of filling memory.
+//!
+//! With `workers > 1`, `topo run` gives its standard input to the worker that runs task 0
+//! (a worker process cannot read a terminal, so a terminal is refused there); in a
+//! cluster a worker has none, and `topo submit` refuses the spout.
 
 use std::io::{BufRead, BufReader, Read};
 use std::sync::mpsc::{self, Receiver, TryRecvError};
@@ -12,18 +18,25 @@ use topo_engine::{MsgId, Poll, Registry, Result, Spout, SpoutOutput, TaskContext
 
 use crate::replay::Replay;
 
+/// The registered type name.
+pub const KIND: &str = "stdin_lines";
+
+/// Lines the reader thread reads ahead of the spout at most.
+pub const READ_AHEAD: usize = 1024;
+
 /// `stdin_lines` takes no config.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {}
 
-/// Reads lines of `input` on a thread; each one is sent with `notify` called after it.
-/// The channel closes at EOF (after an `Err` if reading failed).
+/// Reads lines of `input` on a thread, at most [`READ_AHEAD`] ahead of the receiver; each
+/// one is sent with `notify` called after it. The channel closes at EOF (after an `Err` if
+/// reading failed).
 pub fn spawn_reader<R: Read + Send + 'static>(
     input: R,
     notify: impl Fn() + Send + 'static,
 ) -> Receiver<std::io::Result<String>> {
-    let (tx, rx) = mpsc::channel();
+    let (tx, rx) = mpsc::sync_channel(READ_AHEAD);
     std::thread::Builder::new()
         .name("stdin_lines".into())
         .spawn(move || {
@@ -115,7 +128,7 @@ impl Spout for StdinLines {
 /// Registers `stdin_lines`.
 pub fn register(registry: &mut Registry) {
     registry.spout(
-        "stdin_lines",
+        KIND,
         "One tuple per line of standard input (field `line`); finishes at end of input.",
         |_: &Config| vec![StreamDecl::default_stream(["line"])],
         |_: Config| Ok(StdinLines::default()),

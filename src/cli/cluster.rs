@@ -26,9 +26,10 @@ use super::{EXIT_INVALID, EXIT_OK, EXIT_USAGE};
 /// The flags every client verb takes: where the coordinator is, where the secret is.
 #[derive(Debug, Args)]
 pub(crate) struct Remote {
-    /// The coordinator's address, as given to `topo coordinator --listen`.
-    #[arg(long, value_name = "ADDR")]
-    coordinator: SocketAddr,
+    /// The coordinator's address, as given to `topo coordinator --listen`; with standby
+    /// coordinators, every one's (`A,B,C`): the first that accepts, the leader, answers.
+    #[arg(long, value_name = "ADDR,...", value_delimiter = ',', required = true, value_parser = super::daemons::host_port)]
+    coordinator: Vec<SocketAddr>,
     /// File holding the cluster secret (else the environment variable TOPO_CLUSTER_SECRET;
     /// neither: no secret, which a coordinator on loopback without one accepts).
     #[arg(long, value_name = "PATH")]
@@ -48,6 +49,9 @@ pub(crate) struct SubmitArgs {
     /// The topology's name (default: the file's `[topology] name`).
     #[arg(long, value_name = "NAME")]
     name: Option<String>,
+    /// The largest resource archive to pack, in MiB (the coordinator has its own limit).
+    #[arg(long, value_name = "MIB", default_value_t = 256)]
+    max_archive_mib: u64,
     #[command(flatten)]
     remote: Remote,
 }
@@ -123,7 +127,7 @@ fn exit_code(e: &ClientError) -> i32 {
         ClientError::Refused(_)
         | ClientError::Control(ControlError::Refused { .. })
         | ClientError::Control(ControlError::Connect {
-            source: HandshakeError::PeerBadAuth(_),
+            source: HandshakeError::PeerBadAuth { .. },
             ..
         }) => EXIT_INVALID,
         _ => EXIT_USAGE,
@@ -153,10 +157,24 @@ pub(crate) fn submit(registry: &Registry, args: &SubmitArgs) -> i32 {
 
 fn submit_inner(registry: &Registry, args: &SubmitArgs) -> Result<(), i32> {
     let topology = super::load_file(&args.file, registry)?;
+    if let Some(id) = super::run::stdin_readers(&topology).first() {
+        eprintln!(
+            "error: spout `{id}` (`{}`) cannot run in a cluster: a cluster worker has no \
+             standard input\n\
+             hint: run it with `topo run`, or read from a `tcp_lines` or `file_lines` spout",
+            topo_spouts::stdin::KIND
+        );
+        return Err(EXIT_INVALID);
+    }
     let text = std::fs::read_to_string(&args.file).map_err(|e| {
         eprintln!("error: cannot read {}: {e}", args.file.display());
         EXIT_USAGE
     })?;
+    let base = super::resources::base_dir(&args.file);
+    let findings = super::resources::check(&topology, &base);
+    super::resources::report(&args.file.display().to_string(), &findings)?;
+    let max = args.max_archive_mib.saturating_mul(1024 * 1024);
+    let archive = super::resources::pack(&topology, &base, max)?;
     let secret = load_secret(&args.remote)?;
     let binary = match &args.binary {
         Some(path) => path.clone(),
@@ -170,12 +188,16 @@ fn submit_inner(registry: &Registry, args: &SubmitArgs) -> Result<(), i32> {
         .name
         .clone()
         .unwrap_or_else(|| topology.name().to_string());
+    let submission = client::Submission {
+        name: &name,
+        text: &text,
+        binary: &binary,
+        resources: archive.as_deref(),
+    };
     let done = call(client::submit(
-        args.remote.coordinator,
+        &args.remote.coordinator,
         &secret,
-        &name,
-        &text,
-        &binary,
+        submission,
     ))?;
     let short = done.binary.get(..12).unwrap_or(&done.binary);
     if done.uploaded {
@@ -185,6 +207,18 @@ fn submit_inner(registry: &Registry, args: &SubmitArgs) -> Result<(), i32> {
             "the coordinator has {} already (sha256 {short}…)",
             binary.display()
         );
+    }
+    if let (Some(hash), Some(bytes)) = (&done.resources, &archive) {
+        let short = hash.get(..12).unwrap_or(hash);
+        let n = topology.resources().paths.len();
+        if done.resources_uploaded {
+            eprintln!(
+                "uploaded the resources ({n} listed, {} bytes packed, sha256 {short}…)",
+                bytes.len()
+            );
+        } else {
+            eprintln!("the coordinator has the resources already (sha256 {short}…)");
+        }
     }
     println!("{}", done.id);
     Ok(())
@@ -210,7 +244,7 @@ pub(crate) fn list(args: &ListArgs) -> i32 {
 
 fn list_inner(args: &ListArgs) -> Result<(), i32> {
     let secret = load_secret(&args.remote)?;
-    let topologies = call(client::list(args.remote.coordinator, &secret))?;
+    let topologies = call(client::list(&args.remote.coordinator, &secret))?;
     if args.json {
         let json = serde_json::to_string_pretty(&topologies).map_err(|e| {
             eprintln!("error: cannot encode the list: {e}");
@@ -232,7 +266,7 @@ fn kill_inner(args: &KillArgs) -> Result<(), i32> {
     let secret = load_secret(&args.remote)?;
     let wait = args.wait.map(|d| d.as_secs_f64());
     let said = call(client::kill(
-        args.remote.coordinator,
+        &args.remote.coordinator,
         &secret,
         &args.name,
         wait,
@@ -248,7 +282,7 @@ pub(crate) fn activate(args: &NameArgs, on: bool) -> i32 {
 
 fn activate_inner(args: &NameArgs, on: bool) -> Result<(), i32> {
     let secret = load_secret(&args.remote)?;
-    let addr = args.remote.coordinator;
+    let addr = &args.remote.coordinator;
     let said = if on {
         call(client::activate(addr, &secret, &args.name))?
     } else {
@@ -266,7 +300,7 @@ pub(crate) fn rebalance(args: &RebalanceArgs) -> i32 {
 fn rebalance_inner(args: &RebalanceArgs) -> Result<(), i32> {
     let secret = load_secret(&args.remote)?;
     let said = call(client::rebalance(
-        args.remote.coordinator,
+        &args.remote.coordinator,
         &secret,
         &args.name,
         args.workers as usize,
@@ -413,6 +447,8 @@ mod tests {
             workers: 3,
             uptime_secs: 125.7,
             binary: "ab".repeat(32),
+            resources: None,
+            requirements: None,
             assignments: vec![worker(0, true), worker(1, true), worker(2, false)],
             components: vec![
                 component("sentences", "spout", 1200, 1190, 3),

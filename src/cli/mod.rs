@@ -10,7 +10,12 @@
 //! - [`run`]: `topo run FILE`, `topo plan FILE`; [`status`]: its live status line and `/metrics`
 //! - [`worker`]: the hidden `topo worker`, a worker process of `topo run`
 //! - [`daemons`]: `topo coordinator`, `topo supervisor`; [`cluster`]: the client verbs
-//!   `topo submit|list|kill|activate|deactivate|rebalance`
+//!   `topo submit|list|kill|activate|deactivate|rebalance`; `ui` (private): the
+//!   coordinator's web UI (`topo coordinator --ui`) and `topo ui-token`
+//! - `resources` (private): a topology's `resources` and `python_requirements`, as
+//!   `validate` checks them, `submit` packs them and `run` resolves them
+//! - [`top`]: `topo top`, a terminal dashboard; [`tap`](mod@tap): `topo tap`, a sample of
+//!   live tuples; `http` (private): the HTTP client both read the server with
 
 use std::ffi::OsString;
 use std::path::Path;
@@ -23,8 +28,13 @@ pub mod cluster;
 pub mod components;
 pub mod daemons;
 pub mod graph;
+pub(crate) mod http;
+pub(crate) mod resources;
 pub mod run;
 pub mod status;
+pub mod tap;
+pub mod top;
+pub(crate) mod ui;
 pub mod validate;
 pub mod worker;
 
@@ -51,6 +61,20 @@ Exit status:
 
 The cluster secret is read from --secret-file or TOPO_CLUSTER_SECRET, never from the
 command line.";
+
+/// The keys and exit codes of `topo top`.
+const TOP_HELP: &str = "\
+Keys: q (or Esc, Ctrl-C) quits.
+
+Exit status:
+  0  quit with q
+  2  the server cannot be reached, has no such topology, or the terminal failed";
+
+/// The exit codes of `topo tap`.
+const TAP_HELP: &str = "\
+Exit status:
+  0  printed --limit tuples, or the topology ended
+  2  the server cannot be reached or has no such topology, component or stream";
 
 /// topo: run streaming topologies of spouts and bolts, with Storm's guarantees.
 #[derive(Debug, Parser)]
@@ -84,6 +108,12 @@ enum Command {
     /// Print the physical plan: which task runs in which worker (as `run --plan`).
     #[command(after_help = EXIT_HELP)]
     Plan(run::PlanArgs),
+    /// A live dashboard of a running topology: rates, latencies, queues, workers.
+    #[command(after_help = TOP_HELP)]
+    Top(top::TopArgs),
+    /// Print a sample of the tuples a component emits, one JSON object per line.
+    #[command(after_help = TAP_HELP)]
+    Tap(tap::TapArgs),
     /// A worker process of `topo run` (started by it; reads its work on stdin).
     #[command(hide = true)]
     Worker(worker::Args),
@@ -111,6 +141,25 @@ enum Command {
     /// Restart a topology with another number of workers.
     #[command(after_help = CLUSTER_EXIT_HELP)]
     Rebalance(cluster::RebalanceArgs),
+    /// Print the token the coordinator's web UI (`--ui`) takes for actions, derived from
+    /// the cluster secret.
+    #[command(after_help = CLUSTER_EXIT_HELP)]
+    UiToken(ui::TokenArgs),
+}
+
+/// Logs to stderr in one format for every role (`run`, its workers, the daemons): colour
+/// only when stderr is a terminal, so a file or a pipe gets plain text; `RUST_LOG`
+/// overrides the `default` filter. A worker inherits its parent's stderr, so both decide
+/// alike.
+pub(crate) fn init_log(default: &str) {
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default)),
+        )
+        .try_init();
 }
 
 /// Runs the CLI on the process's arguments with `registry`'s component types; returns the
@@ -139,6 +188,8 @@ where
         Command::Components(args) => components::run(&registry, &args),
         Command::Run(args) => run::run(&registry, args),
         Command::Plan(args) => run::plan(&registry, &args),
+        Command::Top(args) => top::run(&args),
+        Command::Tap(args) => tap::run(&args),
         Command::Worker(args) => worker::run(registry, &args),
         Command::Coordinator(args) => daemons::coordinator(args),
         Command::Supervisor(args) => daemons::supervisor(args),
@@ -148,6 +199,7 @@ where
         Command::Activate(args) => cluster::activate(&args, true),
         Command::Deactivate(args) => cluster::activate(&args, false),
         Command::Rebalance(args) => cluster::rebalance(&args),
+        Command::UiToken(args) => ui::print_token(&args),
     }
 }
 

@@ -1,6 +1,7 @@
 //! `topo run FILE`: runs a topology in this process until it ends, is stopped, or its
 //! time is up, then prints a per-component summary.
 
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -12,11 +13,16 @@ use topo_engine::launcher::{self, LaunchError, LaunchOptions};
 use topo_engine::metrics::WorkerSnapshot;
 use topo_engine::{Registry, RunOptions, RunSummary, StopHandle};
 
+use topo_engine::launcher::relay::Relay;
+use topo_web::board::Shape;
+use topo_web::tap::Workers;
+
 use super::status::Watch;
 use super::{EXIT_INVALID, EXIT_OK, EXIT_USAGE};
 
 /// Arguments of `topo run`.
 #[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("http").multiple(true).args(["ui", "metrics_addr"])))]
 pub(crate) struct RunArgs {
     /// The `*.topo.toml` file.
     file: PathBuf,
@@ -30,18 +36,27 @@ pub(crate) struct RunArgs {
     /// Print the physical plan (which task runs in which worker) and exit.
     #[arg(long)]
     plan: bool,
+    /// Serve the web UI at http://ADDR/, its JSON API at /api/v1 and Prometheus metrics
+    /// at /metrics while it runs (`127.0.0.1:8080`; port 0 picks a free port, printed on
+    /// stderr).
+    #[arg(long, value_name = "ADDR")]
+    ui: Option<std::net::SocketAddr>,
     /// Serve Prometheus metrics at http://ADDR/metrics while it runs (`127.0.0.1:9464`;
-    /// port 0 picks a free port, printed on stderr).
+    /// port 0 picks a free port, printed on stderr). The same server as `--ui`.
     #[arg(long, value_name = "ADDR")]
     metrics_addr: Option<std::net::SocketAddr>,
-    /// Keep serving metrics this long after the topology ended (Ctrl-C ends it sooner),
-    /// so a scraper sees the final figures.
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration, requires = "metrics_addr")]
+    /// Keep serving this long after the topology ended (Ctrl-C ends it sooner), so a
+    /// scraper sees the final figures.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, requires = "http")]
     linger: Option<Duration>,
     /// With `workers > 1`: keep a JSON file of the worker processes (pid, address,
     /// restarts) up to date.
     #[arg(long, value_name = "PATH")]
     status_file: Option<PathBuf>,
+    /// A checkpointed topology resumes from its last committed checkpoint (state
+    /// restored, spouts back at their checkpointed positions) instead of starting afresh.
+    #[arg(long)]
+    resume: bool,
 }
 
 /// Arguments of `topo plan`.
@@ -87,14 +102,7 @@ pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
 
 /// Runs `topo run`; returns the exit code.
 pub(crate) fn run(registry: &Registry, args: RunArgs) -> i32 {
-    let _ = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG)),
-        )
-        .try_init();
+    super::init_log(DEFAULT_LOG);
     let topology = match super::load_file(&args.file, registry) {
         Ok(t) => Arc::new(t),
         Err(code) => return code,
@@ -106,15 +114,23 @@ pub(crate) fn run(registry: &Registry, args: RunArgs) -> i32 {
         );
         return EXIT_OK;
     }
-    let base_dir = args
-        .file
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
-    let options = RunOptions {
+    if let Err(code) = super::resources::prepare_run(&topology, &args.file) {
+        return code;
+    }
+    let base_dir = super::resources::base_dir(&args.file);
+    let mut options = RunOptions {
         base_dir,
         ..RunOptions::default()
     };
+    if args.resume && topology.settings().workers <= 1 {
+        match resume_from(&topology, &options.base_dir) {
+            Ok(id) => options.restore = id,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return EXIT_USAGE;
+            }
+        }
+    }
     // Handlers go in before the start, so a signal at any moment stops the run.
     let requested = Arc::new(AtomicBool::new(false));
     let handle: Arc<Mutex<Option<StopHandle>>> = Arc::default();
@@ -133,7 +149,8 @@ pub(crate) fn run(registry: &Registry, args: RunArgs) -> i32 {
     if let Err(e) = installed {
         tracing::warn!(error = %e, "Cannot handle Ctrl-C; stop with --for.");
     }
-    let mut watch = match Watch::start(topology.name(), args.metrics_addr) {
+    let shape = Shape::of_topology(&topology);
+    let mut watch = match Watch::start(topology.name(), shape, args.ui, args.metrics_addr) {
         Ok(w) => w,
         Err(e) => {
             eprintln!("error: {e}");
@@ -164,9 +181,37 @@ pub(crate) fn run(registry: &Registry, args: RunArgs) -> i32 {
     code
 }
 
+/// The committed checkpoint `topo run --resume` resumes from: the newest that verifies.
+fn resume_from(topology: &Topology, base_dir: &Path) -> Result<Option<u64>, String> {
+    let Some(store) =
+        topo_engine::state::open_store(topology, base_dir).map_err(|e| e.to_string())?
+    else {
+        return Err(format!(
+            "--resume: topology `{}` does not checkpoint (set checkpoint_interval_secs)",
+            topology.name()
+        ));
+    };
+    let latest = store.latest().map_err(|e| e.to_string())?;
+    match &latest {
+        Some(r) => tracing::info!(checkpoint = r.manifest.id, "Resuming from a checkpoint."),
+        None => tracing::warn!("No committed checkpoint to resume from; starting afresh."),
+    }
+    Ok(latest.map(|r| r.manifest.id))
+}
+
+/// The spouts of `topology` that read standard input.
+pub(crate) fn stdin_readers(topology: &Topology) -> Vec<String> {
+    topology
+        .components()
+        .iter()
+        .filter(|c| c.type_name == topo_spouts::stdin::KIND)
+        .map(|c| c.id.clone())
+        .collect()
+}
+
 /// `topo run` of a topology with `workers > 1`: this process supervises worker processes.
 fn run_workers(
-    topology: &Topology,
+    topology: &Arc<Topology>,
     args: &RunArgs,
     base_dir: PathBuf,
     stop: Arc<AtomicBool>,
@@ -179,13 +224,40 @@ fn run_workers(
             return EXIT_USAGE;
         }
     };
+    let stdin_readers = stdin_readers(topology);
+    if let Some(id) = stdin_readers.first() {
+        if std::io::stdin().is_terminal() {
+            eprintln!(
+                "error: spout `{id}` reads standard input, which is a terminal: with \
+                 workers = {} it runs in a worker process, which cannot read a terminal\n\
+                 hint: pipe the input in (`... | topo run FILE`), or set workers = 1",
+                topology.settings().workers
+            );
+            return EXIT_USAGE;
+        }
+    }
     let base_dir = std::fs::canonicalize(&base_dir).unwrap_or(base_dir);
     let mut opts = LaunchOptions::new(text, base_dir);
+    opts.stdin_readers = stdin_readers;
     opts.run_for = args.run_for;
     opts.stop = Arc::clone(&stop);
     opts.status_file = args.status_file.clone();
+    opts.resume = args.resume;
+    if args.resume && topology.settings().checkpoints.is_none() {
+        eprintln!(
+            "error: --resume: topology `{}` does not checkpoint (set checkpoint_interval_secs)",
+            topology.name()
+        );
+        return EXIT_USAGE;
+    }
     let (tx, rx) = std::sync::mpsc::channel::<(Vec<WorkerSnapshot>, u64)>();
     opts.metrics = Some(tx);
+    let relay = Arc::new(Relay::default());
+    opts.taps = Some(Arc::clone(&relay));
+    watch.tap_through(Arc::new(Workers {
+        topology: Arc::clone(topology),
+        relay,
+    }));
     // The workers' snapshots arrive about once a second; the last ones are final.
     let watcher = std::thread::spawn(move || {
         let mut last = (Vec::new(), 0);

@@ -1,5 +1,6 @@
-//! What `topo run` shows while it runs: the live status line, the `/metrics` endpoint
-//! (`--metrics-addr`), failure log lines, and `--linger` after the end.
+//! What `topo run` shows while it runs: the live status line, the HTTP server
+//! (`--ui`: the web UI, the JSON API and `/metrics`; `--metrics-addr`: the same server),
+//! failure log lines, and `--linger` after the end.
 //!
 //! A [`Watch`] gets the snapshots of every worker about once a second
 //! ([`Watch::tick`]) and publishes them; in-process runs call [`Watch::wait`], a
@@ -8,11 +9,15 @@
 use std::io::{IsTerminal, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use topo_engine::metrics::{Publisher, Totals, WorkerSnapshot};
-use topo_engine::prometheus::{self, Exporter, Server};
+use topo_engine::prometheus::Exporter;
 use topo_engine::RunningTopology;
+use topo_web::board::{Board, Report, Shape};
+use topo_web::server::{self, App, Server};
+use topo_web::tap::{self, Taps};
 
 /// How often the status line and the metrics are updated.
 pub(crate) const TICK: Duration = Duration::from_secs(1);
@@ -20,7 +25,14 @@ pub(crate) const TICK: Duration = Duration::from_secs(1);
 /// The run's observers.
 pub(crate) struct Watch {
     publisher: Publisher,
-    exporter: Option<(Exporter, Server)>,
+    /// The exporter `/metrics` renders, and the servers (`--ui`, `--metrics-addr`).
+    exporter: Option<(Exporter, Vec<Server>)>,
+    /// What the JSON API serves.
+    board: Arc<Board>,
+    /// The topology `/api/v1/topologies/{id}/tap` attaches to while it runs in-process.
+    taps: Arc<Taps>,
+    name: String,
+    shape: Shape,
     /// Show the status line (stdout and stderr are terminals).
     live: bool,
     shown: bool,
@@ -29,24 +41,61 @@ pub(crate) struct Watch {
 }
 
 impl Watch {
-    /// Starts watching topology `name`; with `metrics_addr`, serves `/metrics` there and
-    /// says where on stderr.
-    pub(crate) fn start(name: &str, metrics_addr: Option<SocketAddr>) -> Result<Watch, String> {
-        let exporter = match metrics_addr {
-            Some(addr) => {
-                let listener = TcpListener::bind(addr)
-                    .map_err(|e| format!("cannot serve metrics on {addr}: {e}"))?;
-                let exporter = Exporter::new();
-                let server = prometheus::serve(listener, exporter.handle())
-                    .map_err(|e| format!("cannot serve metrics on {addr}: {e}"))?;
-                eprintln!("Serving metrics at http://{}/metrics", server.local_addr());
-                Some((exporter, server))
-            }
-            None => None,
+    /// Starts watching topology `name` of shape `shape`; serves the web UI, the JSON API
+    /// and `/metrics` at `ui` and at `metrics_addr` (one server per address), and says
+    /// where on stderr.
+    pub(crate) fn start(
+        name: &str,
+        shape: Shape,
+        ui: Option<SocketAddr>,
+        metrics_addr: Option<SocketAddr>,
+    ) -> Result<Watch, String> {
+        let board = Arc::new(Board::new("run", false));
+        let taps = Arc::new(Taps::default());
+        let mut servers = Vec::new();
+        let exporter = Exporter::new();
+        let app = App {
+            board: Arc::clone(&board),
+            metrics: Some(exporter.handle()),
+            actions: None,
         };
+        // The API lists the topology from the start, before its first report.
+        let starting = Report {
+            id: name,
+            name,
+            status: "starting",
+            error: None,
+            uptime_secs: None,
+            snapshots: &[],
+        };
+        board.update(starting, || shape.clone());
+        for (addr, what) in [(ui, "the web UI"), (metrics_addr, "metrics")] {
+            let Some(addr) = addr else { continue };
+            let bound = TcpListener::bind(addr)
+                .and_then(|l| {
+                    let routes = server::router(app.clone()).merge(tap::routes(Arc::clone(&taps)));
+                    server::serve(l, routes)
+                })
+                .map_err(|e| format!("cannot serve {what} on {addr}: {e}"))?;
+            let at = bound.local_addr();
+            if ui.is_some() && metrics_addr.is_none() {
+                eprintln!(
+                    "Serving the web UI at http://{at}/ (JSON API at /api/v1, metrics at /metrics)"
+                );
+            } else if what == "metrics" {
+                eprintln!("Serving metrics at http://{at}/metrics");
+            } else {
+                eprintln!("Serving the web UI at http://{at}/ (JSON API at /api/v1)");
+            }
+            servers.push(bound);
+        }
         Ok(Watch {
             publisher: Publisher::new(name),
-            exporter,
+            exporter: (!servers.is_empty()).then_some((exporter, servers)),
+            board,
+            taps,
+            name: name.to_string(),
+            shape,
             live: std::io::stdout().is_terminal() && std::io::stderr().is_terminal(),
             shown: false,
             started: Instant::now(),
@@ -62,6 +111,20 @@ impl Watch {
             Some((e, _)) => e.record(|| publisher.publish(snapshots, restarts)),
             None => publisher.publish(snapshots, restarts),
         };
+        if self.exporter.is_some() {
+            let running = snapshots.iter().any(|s| s.running);
+            self.board.update(
+                Report {
+                    id: &self.name,
+                    name: &self.name,
+                    status: if running { "running" } else { "ended" },
+                    error: None,
+                    uptime_secs: None,
+                    snapshots,
+                },
+                || self.shape.clone(),
+            );
+        }
         let now = Instant::now();
         if self.live {
             if let Some((at, before)) = &self.last {
@@ -84,6 +147,7 @@ impl Watch {
     pub(crate) fn wait(&mut self, running: &RunningTopology, run_for: Option<Duration>) {
         let deadline = run_for.map(|d| self.started + d);
         let mut stopped = false;
+        self.taps.add(&self.name, Arc::new(running.tap_point()));
         self.tick(&[running.snapshot()], 0);
         loop {
             let now = Instant::now();
@@ -97,14 +161,22 @@ impl Watch {
                 None => TICK,
             };
             if running.wait_timeout(step) {
+                self.taps.remove(&self.name);
                 return;
             }
             self.tick(&[running.snapshot()], 0);
         }
     }
 
+    /// Makes the run tappable through `source` (its worker processes) until
+    /// [`Watch::finish`].
+    pub(crate) fn tap_through(&self, source: Arc<dyn tap::Source>) {
+        self.taps.add(&self.name, source);
+    }
+
     /// Publishes the final snapshots and clears the status line.
     pub(crate) fn finish(&mut self, snapshots: &[WorkerSnapshot], restarts: u64) {
+        self.taps.remove(&self.name);
         let live = std::mem::replace(&mut self.live, false);
         self.tick(snapshots, restarts);
         if live && self.shown {
@@ -116,14 +188,16 @@ impl Watch {
 
     /// Keeps serving metrics for `linger` after the end, or until `quit` is set.
     pub(crate) fn linger(self, linger: Option<Duration>, quit: &AtomicBool) {
-        let (Some(d), Some((_, server))) = (linger, &self.exporter) else {
+        let (Some(d), Some((_, servers))) = (linger, &self.exporter) else {
             return;
         };
-        eprintln!(
-            "The run ended; serving metrics at http://{}/metrics for {:?} more (Ctrl-C ends it).",
-            server.local_addr(),
-            d
-        );
+        for server in servers {
+            eprintln!(
+                "The run ended; serving metrics at http://{}/metrics for {:?} more (Ctrl-C ends it).",
+                server.local_addr(),
+                d
+            );
+        }
         let until = Instant::now() + d;
         while !quit.load(Ordering::SeqCst) {
             let now = Instant::now();

@@ -7,7 +7,7 @@ use serde_json::json;
 use topo_dsl::{Diagnostics, Kind, Topology};
 use topo_engine::Registry;
 
-use super::{load_file, Source, EXIT_INVALID, EXIT_OK};
+use super::{load_file, resources, Source, EXIT_INVALID, EXIT_OK};
 
 /// Arguments of `topo validate`.
 #[derive(Debug, clap::Args)]
@@ -17,7 +17,8 @@ pub struct Args {
     pub files: Vec<PathBuf>,
     /// `human`: rustc-style errors on stderr and a summary per valid file on stdout;
     /// `json`: one JSON object per file on stdout (`file`, `ok`, `errors` with `message`,
-    /// `line`, `column`, `end_line`, `end_column`, `hint`; `summary` when valid).
+    /// `line`, `column`, `end_line`, `end_column`, `hint`; `warnings`; `summary` when
+    /// valid). Resources are checked against the file's folder.
     #[arg(long, value_enum, default_value_t = Format::Human)]
     pub format: Format,
 }
@@ -39,16 +40,27 @@ pub fn run(registry: &Registry, args: &Args) -> i32 {
         let c = match args.format {
             Format::Human => match load_file(file, registry) {
                 Ok(t) => {
-                    println!("{}: {}", file_name(file), summary(&t));
-                    EXIT_OK
+                    let found = resources::check(&t, &resources::base_dir(file));
+                    match resources::report(&file_name(file), &found) {
+                        Ok(()) => {
+                            println!("{}: {}", file_name(file), summary(&t));
+                            EXIT_OK
+                        }
+                        Err(c) => c,
+                    }
                 }
                 Err(c) => c,
             },
             Format::Json => match Source::read(file) {
                 Ok(source) => {
                     let result = source.load(registry);
-                    println!("{}", report(&source, &result));
-                    if result.is_ok() {
+                    let found = result
+                        .as_ref()
+                        .ok()
+                        .map(|t| resources::check(t, &resources::base_dir(file)))
+                        .unwrap_or_default();
+                    println!("{}", report(&source, &result, &found));
+                    if result.is_ok() && found.errors.is_empty() {
                         EXIT_OK
                     } else {
                         EXIT_INVALID
@@ -71,12 +83,24 @@ fn file_name(file: &std::path::Path) -> String {
 }
 
 /// The JSON report of one file.
-fn report(source: &Source, result: &Result<Topology, Diagnostics>) -> serde_json::Value {
+fn report(
+    source: &Source,
+    result: &Result<Topology, Diagnostics>,
+    found: &resources::Findings,
+) -> serde_json::Value {
+    let plain = |m: &String| json!({"message": m, "line": null, "column": null, "end_line": null, "end_column": null, "hint": null});
     match result {
+        Ok(_) if !found.errors.is_empty() => json!({
+            "file": source.shown,
+            "ok": false,
+            "errors": found.errors.iter().map(plain).collect::<Vec<_>>(),
+            "warnings": found.warnings,
+        }),
         Ok(t) => json!({
             "file": source.shown,
             "ok": true,
             "errors": [],
+            "warnings": found.warnings,
             "summary": {
                 "name": t.name(),
                 "components": t.components().len(),

@@ -4,6 +4,7 @@
 use std::ffi::OsStr;
 use std::io::Read;
 use std::net::{SocketAddr, TcpListener};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 
@@ -17,10 +18,16 @@ pub struct Proc {
 impl Proc {
     /// Starts `topo ARGS`; each log line is prefixed with `[name] ` unless `name` is empty.
     pub fn start<S: AsRef<OsStr>>(name: &str, args: &[S]) -> Proc {
+        Proc::start_env(name, args, &[])
+    }
+
+    /// As [`Proc::start`], with the variables `env` set too.
+    pub fn start_env<S: AsRef<OsStr>>(name: &str, args: &[S], env: &[(&str, &str)]) -> Proc {
         let mut child = Command::new(env!("CARGO_BIN_EXE_topo"))
             .args(args)
             .env("RUST_LOG", "info")
             .env_remove("TOPO_CLUSTER_SECRET")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -55,6 +62,24 @@ impl Proc {
         Proc { child, log }
     }
 
+    /// Starts `topo coordinator` listening on `addr`, its state in `state_dir`, the cluster
+    /// secret in `secret_file`, with `extra` arguments; logs prefixed `[coordinator] `.
+    pub fn coordinator(addr: &str, state_dir: &Path, secret_file: &Path, extra: &[&str]) -> Proc {
+        let state = state_dir.display().to_string();
+        let secret = secret_file.display().to_string();
+        let mut args = vec![
+            "coordinator",
+            "--listen",
+            addr,
+            "--state-dir",
+            &state,
+            "--secret-file",
+            &secret,
+        ];
+        args.extend_from_slice(extra);
+        Proc::start("coordinator", &args)
+    }
+
     /// Its stderr so far.
     pub fn log(&self) -> String {
         self.log.lock().expect("lock").clone()
@@ -77,4 +102,21 @@ impl Drop for Proc {
 pub fn free_addr(ip: &str) -> SocketAddr {
     let l = TcpListener::bind(format!("{ip}:0")).expect("bind a free port");
     l.local_addr().expect("local addr")
+}
+
+/// Runs the client verb `topo ARGS --coordinator COORDINATORS` (without
+/// `TOPO_CLUSTER_SECRET` from the test's environment): (exit code, stdout, stderr).
+pub fn client(coordinators: &str, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_topo"))
+        .args(args)
+        .arg("--coordinator")
+        .arg(coordinators)
+        .env_remove("TOPO_CLUSTER_SECRET")
+        .output()
+        .expect("run topo");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }

@@ -171,26 +171,81 @@ pub fn copy_examples(names: &[&str], dir: &Path) {
 
 /// The multilang protocol's framing for test scripts: `read()` returns the next message
 /// (exits on EOF), `send(m)` writes one; `json`, `os`, `sys` and `threading` are imported.
-pub const PY_PROTOCOL: &str = r#"
-import json, os, sys, threading
-
-def read():
-    lines = []
-    while True:
-        line = sys.stdin.readline()
-        if not line:
-            sys.exit(0)
-        line = line.rstrip("\n")
-        if line == "end":
-            return json.loads("\n".join(lines))
-        lines.append(line)
-
-def send(m):
-    sys.stdout.write(json.dumps(m) + "\nend\n")
-    sys.stdout.flush()
-"#;
+pub const PY_PROTOCOL: &str = topo_multilang::PYTHON_PRELUDE;
 
 /// Writes the Python script `body`, after [`PY_PROTOCOL`], to `path`.
 pub fn write_python(path: &Path, body: &str) {
     std::fs::write(path, format!("{PY_PROTOCOL}\n{body}")).expect("write the script");
+}
+
+/// Fails the test, with an install hint, unless `program args…` runs and exits 0: a test
+/// whose tool is missing must fail, never pass by skipping. `./test` installs `package`.
+pub fn require(program: &str, args: &[&str], package: &str) {
+    let ran = std::process::Command::new(program)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status();
+    if !matches!(ran, Ok(s) if s.success()) {
+        panic!(
+            "`{program} {}` failed: this test needs {package}\n\
+             hint: run ./test, which installs it (Debian packages with apt-get, Python ones \
+             into .tools/venv; put .tools/venv/bin first on PATH when running cargo test by hand)",
+            args.join(" ")
+        );
+    }
+}
+
+/// A `topo run FILE --ui 127.0.0.1:0` in the background, for the clients of its server;
+/// killed on drop.
+pub struct Served {
+    child: std::process::Child,
+    /// Where its server listens (`127.0.0.1:PORT`).
+    pub addr: String,
+}
+
+impl Served {
+    /// Starts `topo run file --ui 127.0.0.1:0 --for 120s` and waits (two minutes at most)
+    /// for the line that says where it serves.
+    pub fn start(file: &Path) -> Served {
+        use std::io::BufRead;
+        use std::process::{Command, Stdio};
+        let mut child = Command::new(env!("CARGO_BIN_EXE_topo"))
+            .args(["run", "--ui", "127.0.0.1:0", "--for", "120s"])
+            .arg(file)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start topo run");
+        let mut out = child.stdout.take().expect("stdout");
+        std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
+        let err = child.stderr.take().expect("stderr");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(err).lines() {
+                let Ok(line) = line else { break };
+                if let Some(rest) = line.split("http://").nth(1) {
+                    let addr = rest.split('/').next().unwrap_or_default().to_string();
+                    let _ = tx.send(addr);
+                }
+            }
+        });
+        match rx.recv_timeout(Duration::from_secs(120)) {
+            Ok(addr) => Served { child, addr },
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("topo run --ui did not say where it serves");
+            }
+        }
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

@@ -125,6 +125,21 @@ impl Topo {
         found
     }
 
+    /// Waits until worker `worker`, whose process was `old_pid`, was restarted once and
+    /// runs again.
+    pub(crate) fn wait_restarted(&self, worker: usize, old_pid: i32) {
+        wait_until(
+            &format!("worker {worker} was restarted and runs"),
+            || self.stderr(),
+            || {
+                self.status().is_some_and(|s| {
+                    let w = &s["workers"][worker];
+                    w["restarts"] == 1 && w["running"] == true && w["pid"] != old_pid
+                })
+            },
+        );
+    }
+
     /// Waits for the exit; returns (code, stdout, stderr).
     pub(crate) fn wait(mut self) -> (i32, String, String) {
         let start = Instant::now();
@@ -154,6 +169,52 @@ impl Topo {
         // SAFETY: kill(2) on our own child's pid.
         unsafe {
             libc::kill(self.child.id() as i32, signal);
+        }
+    }
+
+    /// Kills a worker of a checkpointed run with SIGKILL `kills` times, each time after
+    /// every worker of the new incarnation runs and a checkpoint committed since the last
+    /// rollback (`committed` lists the committed ids), and waits for each rollback. Fails
+    /// if the run read its whole input before a kill.
+    pub(crate) fn kill_after_commits(
+        &self,
+        workers: usize,
+        kills: usize,
+        committed: impl Fn() -> Vec<u64>,
+    ) {
+        let mut last = 0;
+        let mut previous: Vec<i32> = Vec::new();
+        for k in 0..kills {
+            // Every worker of the new incarnation runs (none of the pids killed or rolled
+            // back).
+            let mut running = Vec::new();
+            wait_until(
+                "every worker of the new incarnation runs",
+                || self.stderr(),
+                || {
+                    running = self.wait_running(workers);
+                    !running.iter().any(|(pid, _)| previous.contains(pid))
+                },
+            );
+            previous = running.iter().map(|w| w.0).collect();
+            wait_until(
+                "a checkpoint commits after the last rollback",
+                || self.stderr(),
+                || committed().last().is_some_and(|&id| id > last),
+            );
+            last = *committed().last().expect("a checkpoint");
+            assert!(
+                !self.stderr().contains("Every spout is done"),
+                "the run read its whole input before kill {k}: make the input longer"
+            );
+            let (victim, _) = running[(k + 1) % workers];
+            // SAFETY: kill(2) on a worker process this test's topo started.
+            assert_eq!(unsafe { libc::kill(victim, libc::SIGKILL) }, 0);
+            wait_until(
+                "the run rolls back",
+                || self.stderr(),
+                || self.stderr().matches("rolling every worker back").count() > k,
+            );
         }
     }
 }

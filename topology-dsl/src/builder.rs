@@ -61,6 +61,50 @@ impl TopologyBuilder {
         self
     }
 
+    /// Seals the frames between workers (ChaCha20-Poly1305) instead of sending them
+    /// plain; the handshake is authenticated either way.
+    pub fn encrypt(mut self, on: bool) -> Self {
+        self.spec.encrypt = Some(on);
+        self
+    }
+
+    /// Checkpoints every `secs` seconds (exactly-once state; see [`crate::Checkpoints`]).
+    pub fn checkpoint_interval_secs(mut self, secs: f64) -> Self {
+        self.spec.checkpoint_interval_secs = Some(secs);
+        self
+    }
+
+    /// Where checkpoints are kept: `"local"` (files under the state folder) or `"redis"`.
+    pub fn state_backend(mut self, backend: impl Into<String>) -> Self {
+        self.spec.state_backend = Some(backend.into());
+        self
+    }
+
+    /// The Redis URL of the `redis` state backend.
+    pub fn state_url(mut self, url: impl Into<String>) -> Self {
+        self.spec.state_url = Some(url.into());
+        self
+    }
+
+    /// The folder of the `local` state backend.
+    pub fn state_dir(mut self, dir: impl Into<String>) -> Self {
+        self.spec.state_dir = Some(dir.into());
+        self
+    }
+
+    /// Files and folders, relative to the topology's folder, that travel with it.
+    pub fn resources<S: Into<String>>(mut self, paths: impl IntoIterator<Item = S>) -> Self {
+        self.spec.resources = Some(paths.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// A pip requirements file among the resources: workers run with a virtualenv of
+    /// these packages first on `PATH`.
+    pub fn python_requirements(mut self, path: impl Into<String>) -> Self {
+        self.spec.python_requirements = Some(path.into());
+        self
+    }
+
     /// Adds a spout of type `type_name`.
     pub fn spout(self, id: impl Into<String>, type_name: impl Into<String>) -> ComponentBuilder {
         self.component(Kind::Spout, id.into(), type_name.into())

@@ -103,13 +103,25 @@ pub trait ComponentType {
     /// `type`, `parallelism`, `inputs`, `tick_secs`) and returns the streams it will emit.
     /// Unknown keys and wrongly typed values are issues.
     fn configure(&self, config: &toml::Table) -> Result<Vec<StreamDecl>, Vec<ConfigIssue>>;
+    /// Whether a spout of this type with this config can rewind to a recorded position,
+    /// as a checkpointed topology needs. False by default.
+    fn rewinds(&self, _config: &toml::Table) -> bool {
+        false
+    }
+    /// Whether some config of this type rewinds (for hints). False by default.
+    fn may_rewind(&self) -> bool {
+        false
+    }
 }
 
 /// The set of component types a topology may use. The engine's `Registry` implements it.
+///
+/// Types are keyed by kind and name, as Vector's sources and sinks share type names: one
+/// name may be a spout type under `[spouts.*]` and a bolt type under `[bolts.*]`.
 pub trait Catalog {
-    /// The type registered under `name`.
-    fn component_type(&self, name: &str) -> Option<&dyn ComponentType>;
-    /// Every registered type name, sorted.
+    /// The type of kind `kind` registered under `name` (or under an alias of it).
+    fn component_type(&self, kind: Kind, name: &str) -> Option<&dyn ComponentType>;
+    /// Every registered type name, sorted, each once.
     fn type_names(&self) -> Vec<String>;
 }
 

@@ -14,7 +14,7 @@ use crate::topology::Topology;
 use crate::validate::validate;
 
 const TOP_KEYS: [&str; 3] = ["topology", "spouts", "bolts"];
-const SETTING_KEYS: [&str; 7] = [
+const SETTING_KEYS: [&str; 14] = [
     "name",
     "workers",
     "acking",
@@ -22,6 +22,13 @@ const SETTING_KEYS: [&str; 7] = [
     "message_timeout_secs",
     "max_spout_pending",
     "disable_loadaware_messaging",
+    "encrypt",
+    "checkpoint_interval_secs",
+    "state_backend",
+    "state_url",
+    "state_dir",
+    "resources",
+    "python_requirements",
 ];
 const INPUT_KEYS: [&str; 4] = ["from", "stream", "grouping", "fields"];
 
@@ -291,6 +298,15 @@ impl Loader {
                 "disable_loadaware_messaging" => {
                     spec.disable_loadaware_messaging = self.bool(value, name)
                 }
+                "encrypt" => spec.encrypt = self.bool(value, name),
+                "checkpoint_interval_secs" => {
+                    spec.checkpoint_interval_secs = self.number(value, name)
+                }
+                "state_backend" => spec.state_backend = self.string(value, name),
+                "state_url" => spec.state_url = self.string(value, name),
+                "state_dir" => spec.state_dir = self.string(value, name),
+                "resources" => spec.resources = self.strings(value, name),
+                "python_requirements" => spec.python_requirements = self.string(value, name),
                 other => self.unknown_key(key, value, other, "in [topology]", &SETTING_KEYS),
             }
         }

@@ -145,6 +145,21 @@ pub struct TopologySpec {
     pub max_spout_pending: Option<i64>,
     /// `topology.disable_loadaware_messaging`.
     pub disable_loadaware_messaging: Option<bool>,
+    /// `topology.encrypt`.
+    pub encrypt: Option<bool>,
+    /// `topology.checkpoint_interval_secs`.
+    pub checkpoint_interval_secs: Option<f64>,
+    /// `topology.state_backend`.
+    pub state_backend: Option<String>,
+    /// `topology.state_url`.
+    pub state_url: Option<String>,
+    /// `topology.state_dir`.
+    pub state_dir: Option<String>,
+    /// `topology.resources`: files and folders, relative to the topology file, that
+    /// travel with it to a cluster.
+    pub resources: Option<Vec<String>>,
+    /// `topology.python_requirements`: a pip requirements file among the resources.
+    pub python_requirements: Option<String>,
     /// Spouts then bolts, each in declaration order.
     pub components: Vec<ComponentSpec>,
     /// Where each key is, when the spec came from a file.

@@ -3,9 +3,11 @@
 //! A `Topology` is only made by [`crate::validate()`], so a function that takes
 //! `&Topology` never sees an unchecked one.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::catalog::{Kind, StreamDecl};
+use crate::resources::Resources;
 
 /// Index of a component in [`Topology::components`].
 pub type ComponentIdx = usize;
@@ -78,6 +80,37 @@ pub struct Settings {
     /// (default true; `disable_loadaware_messaging = true` makes them plain round-robin
     /// over every task).
     pub load_aware: bool,
+    /// Seal the frames between workers after their authenticated handshake
+    /// (`encrypt`, default false: only the handshake is authenticated, frames go plain).
+    pub encrypt: bool,
+    /// Exactly-once state: checkpoint every so often (`checkpoint_interval_secs`); `None`
+    /// when the topology does not checkpoint.
+    pub checkpoints: Option<Checkpoints>,
+}
+
+/// How a checkpointed topology takes its checkpoints, from `[topology]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Checkpoints {
+    /// Start a checkpoint this often (`checkpoint_interval_secs`).
+    pub interval: Duration,
+    /// Where committed checkpoints are kept (`state_backend`, default `local`).
+    pub backend: StateBackend,
+}
+
+/// Where checkpoints are kept.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StateBackend {
+    /// Files under a folder (`state_dir`; `None`: the engine's default, beside the
+    /// topology file). Relative paths resolve against the topology file's folder.
+    Local {
+        /// `state_dir`, as written.
+        dir: Option<PathBuf>,
+    },
+    /// A Redis server reachable from every host (`state_url`).
+    Redis {
+        /// `state_url`, e.g. `redis://127.0.0.1:6379/0`.
+        url: String,
+    },
 }
 
 impl Default for Settings {
@@ -89,6 +122,8 @@ impl Default for Settings {
             message_timeout: Duration::from_secs(30),
             max_spout_pending: Some(1000),
             load_aware: true,
+            encrypt: false,
+            checkpoints: None,
         }
     }
 }
@@ -138,6 +173,7 @@ pub struct Topology {
     pub(crate) name: String,
     pub(crate) settings: Settings,
     pub(crate) components: Vec<Component>,
+    pub(crate) resources: Resources,
 }
 
 impl Topology {
@@ -149,6 +185,11 @@ impl Topology {
     /// Its settings.
     pub fn settings(&self) -> &Settings {
         &self.settings
+    }
+
+    /// The files it ships with it (`resources`, `python_requirements`).
+    pub fn resources(&self) -> &Resources {
+        &self.resources
     }
 
     /// Every component, spouts first, each group in declaration order; an index into this

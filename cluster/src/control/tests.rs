@@ -77,15 +77,33 @@ async fn write_frame<W: AsyncWrite + Unpin>(w: &mut W, body: &[u8]) {
     w.write_all(body).await.expect("write body");
 }
 
+/// The reason of a `Refuse` flight body (its sender's hello skipped).
+fn reason_of(body: &[u8]) -> String {
+    assert_eq!(body.first(), Some(&0x04), "not a Refuse frame: {body:?}");
+    let n = body[1] as usize;
+    String::from_utf8(body[2 + n..].to_vec()).expect("utf-8 reason")
+}
+
 /// What a raw peer gets back: the refusal reason, then the end of the stream.
 async fn refusal<R: AsyncRead + Unpin>(r: &mut R) -> String {
     let body = read_frame(r).await.expect("a refusal frame");
-    assert_eq!(body.first(), Some(&REFUSE), "not a Refuse frame: {body:?}");
     let mut rest = Vec::new();
     r.read_to_end(&mut rest).await.expect("read to the end");
     assert!(rest.is_empty(), "bytes after the refusal");
-    String::from_utf8(body[1..].to_vec()).expect("utf-8 reason")
+    reason_of(&body)
 }
+
+/// A `Hello` flight of a dialer with role `role` that holds `secret`.
+fn hello(role: Role, secret: &Secret) -> Vec<u8> {
+    let (_, flight) =
+        Handshake::dial(PROFILE, &psk(secret), &[role.byte()], check()).expect("dial");
+    flight.to_vec()
+}
+
+/// Bytes of a control `Hello`: type, magic, version, role, Noise message 1.
+const HELLO_LEN: usize = 1 + 4 + 2 + 2 + 48;
+/// Bytes of a control `Answer`: type, role, Noise message 2 with the role.
+const ANSWER_LEN: usize = 1 + 2 + 32 + 1 + 16;
 
 /// Proves the listener still serves: a right client connects and round-trips a message.
 async fn serves(l: &Listener, s: &Secret) {
@@ -192,18 +210,12 @@ async fn the_dialer_refuses_an_acceptor_that_does_not_know_the_secret() {
         let (mut stream, _) = tcp.accept().await.expect("accept");
         let hello = read_frame(&mut stream).await.expect("hello");
         assert_eq!(hello.len(), HELLO_LEN);
-        write_frame(
-            &mut stream,
-            &Hs::hello(Role::Coordinator, [9; NONCE_LEN]).encode(),
-        )
-        .await;
-        let auth = read_frame(&mut stream).await.expect("auth");
-        assert_eq!(auth.len(), AUTH_LEN);
-        write_frame(&mut stream, &Hs::Auth([0; TAG_LEN]).encode()).await;
-        // The dialer closes without sending anything more.
-        let mut rest = Vec::new();
-        stream.read_to_end(&mut rest).await.expect("read");
-        rest
+        // An Answer of the right shape that no key made.
+        let mut answer = vec![0x02, 1, 3];
+        answer.extend_from_slice(&[9; 32 + 1 + 16]);
+        write_frame(&mut stream, &answer).await;
+        // The dialer tells it why, and closes.
+        refusal(&mut stream).await
     });
     let err = connect(addr, &secret("s"), Role::Client)
         .await
@@ -212,7 +224,10 @@ async fn the_dialer_refuses_an_acceptor_that_does_not_know_the_secret() {
         err.to_string(),
         format!("cannot connect to {addr}: the coordinator failed authentication (wrong cluster secret?)")
     );
-    assert!(impostor.await.expect("impostor").is_empty());
+    assert_eq!(
+        impostor.await.expect("impostor"),
+        "the coordinator failed authentication (wrong cluster secret?)"
+    );
 }
 
 #[tokio::test]
@@ -226,7 +241,7 @@ async fn garbage_bytes_are_refused_and_the_listener_serves_on() {
         .expect("write");
     assert_eq!(
         refusal(&mut http).await,
-        "frame of 1195725856 bytes exceeds the limit of 512"
+        "frame length over the maximum of 512 bytes"
     );
 
     let mut junk = TcpStream::connect(l.local_addr()).await.expect("connect");
@@ -234,61 +249,47 @@ async fn garbage_bytes_are_refused_and_the_listener_serves_on() {
     assert_eq!(refusal(&mut junk).await, "not a topo control connection");
 
     let mut bad_magic = TcpStream::connect(l.local_addr()).await.expect("connect");
-    let mut hello = Hs::hello(Role::Client, [1; NONCE_LEN]).encode().to_vec();
-    hello[1] = b'X';
-    write_frame(&mut bad_magic, &hello).await;
+    let mut flight = hello(Role::Client, &s);
+    flight[1] = b'X';
+    write_frame(&mut bad_magic, &flight).await;
     assert_eq!(
         refusal(&mut bad_magic).await,
         "not a topo control connection"
     );
 
     let mut future = TcpStream::connect(l.local_addr()).await.expect("connect");
-    let mut hello = Hs::hello(Role::Client, [1; NONCE_LEN]).encode().to_vec();
-    hello[6] = 9;
-    write_frame(&mut future, &hello).await;
+    let mut flight = hello(Role::Client, &s);
+    flight[6] = 9;
+    write_frame(&mut future, &flight).await;
     assert_eq!(
         refusal(&mut future).await,
-        "control protocol version 9, expected 1"
+        "control protocol version 9, expected 2"
     );
 
     let mut stranger = TcpStream::connect(l.local_addr()).await.expect("connect");
-    let mut hello = Hs::hello(Role::Client, [1; NONCE_LEN]).encode().to_vec();
-    hello[7] = 77;
-    write_frame(&mut stranger, &hello).await;
+    let mut flight = hello(Role::Client, &s);
+    flight[8] = 77;
+    write_frame(&mut stranger, &flight).await;
     assert_eq!(refusal(&mut stranger).await, "unknown role 77");
 
     let mut short = TcpStream::connect(l.local_addr()).await.expect("connect");
-    write_frame(&mut short, &[HELLO, b'T', b'O']).await;
+    write_frame(&mut short, &[0x01, b'T', b'O']).await;
     assert_eq!(
         refusal(&mut short).await,
         "malformed Hello frame of 3 bytes"
     );
 
-    // A message frame instead of Auth after a good Hello.
+    // Another Hello instead of the Confirm after a good Hello.
     let mut eager = TcpStream::connect(l.local_addr()).await.expect("connect");
-    write_frame(
-        &mut eager,
-        &Hs::hello(Role::Client, [1; NONCE_LEN]).encode(),
-    )
-    .await;
+    write_frame(&mut eager, &hello(Role::Client, &s)).await;
     assert_eq!(
         read_frame(&mut eager).await.map(|b| b.len()),
-        Some(HELLO_LEN)
+        Some(ANSWER_LEN)
     );
-    write_frame(
-        &mut eager,
-        &Hs::Hello {
-            magic: MAGIC,
-            version: VERSION,
-            role: 1,
-            nonce: [0; NONCE_LEN],
-        }
-        .encode(),
-    )
-    .await;
+    write_frame(&mut eager, &hello(Role::Client, &s)).await;
     assert_eq!(
         refusal(&mut eager).await,
-        "unexpected Hello frame during the handshake, expected Auth"
+        "unexpected Hello frame during the handshake, expected Confirm"
     );
 
     assert_eq!(l.refused(), 7);
@@ -301,21 +302,21 @@ async fn a_truncated_handshake_is_refused_and_the_listener_serves_on() {
     let s = secret("s");
     let l = listener(&s, ListenOptions::default()).await;
     let mut half = TcpStream::connect(l.local_addr()).await.expect("connect");
-    let hello = Hs::hello(Role::Client, [1; NONCE_LEN]).encode();
+    let hello = hello(Role::Client, &s);
     half.write_all(&(hello.len() as u32).to_be_bytes())
         .await
         .expect("header");
     half.write_all(&hello[..20]).await.expect("half a hello");
     half.shutdown().await.expect("shutdown");
-    assert_eq!(refusal(&mut half).await, "connection closed inside a frame");
-    assert!(logs.text().contains(": connection closed inside a frame"));
+    assert_eq!(refusal(&mut half).await, "stream ended inside a frame");
+    assert!(logs.text().contains(": stream ended inside a frame"));
 
     // A peer that leaves between the flights is refused too, with nothing to tell it.
     let mut gone = TcpStream::connect(l.local_addr()).await.expect("connect");
     write_frame(&mut gone, &hello).await;
     assert_eq!(
         read_frame(&mut gone).await.map(|b| b.len()),
-        Some(HELLO_LEN)
+        Some(ANSWER_LEN)
     );
     gone.shutdown().await.expect("shutdown");
     assert_eq!(read_frame(&mut gone).await, None);
@@ -347,9 +348,8 @@ async fn the_dialer_gives_up_on_a_silent_acceptor() {
     let addr = tcp.local_addr().expect("addr");
     let holder = tokio::spawn(async move {
         let (mut stream, _) = tcp.accept().await.expect("accept");
-        let mut all = Vec::new();
-        let _ = stream.read_to_end(&mut all).await;
-        all.len()
+        let hello = read_frame(&mut stream).await.expect("hello");
+        (hello.len(), refusal(&mut stream).await)
     });
     let err = connect_within(addr, &secret("s"), Role::Client, Duration::from_millis(300))
         .await
@@ -358,8 +358,11 @@ async fn the_dialer_gives_up_on_a_silent_acceptor() {
         err.to_string(),
         format!("cannot connect to {addr}: handshake timed out")
     );
-    // It sent its Hello and nothing else.
-    assert_eq!(holder.await.expect("holder"), HEADER_LEN + HELLO_LEN);
+    // It sent its Hello, then said why it gave up.
+    assert_eq!(
+        holder.await.expect("holder"),
+        (HELLO_LEN, "handshake timed out".to_string())
+    );
 }
 
 #[tokio::test]
@@ -372,14 +375,10 @@ async fn too_many_pending_handshakes_are_refused_at_once() {
     let l = listener(&s, options).await;
     let mut first = TcpStream::connect(l.local_addr()).await.expect("connect");
     // The first holds the only slot once its Hello was answered.
-    write_frame(
-        &mut first,
-        &Hs::hello(Role::Client, [1; NONCE_LEN]).encode(),
-    )
-    .await;
+    write_frame(&mut first, &hello(Role::Client, &s)).await;
     assert_eq!(
         read_frame(&mut first).await.map(|b| b.len()),
-        Some(HELLO_LEN)
+        Some(ANSWER_LEN)
     );
     let err = connect(l.local_addr(), &s, Role::Client)
         .await
@@ -429,12 +428,12 @@ async fn an_oversized_message_is_not_sent_and_an_oversized_frame_not_read() {
     let got: Vec<u8> = server.recv().await.expect("recv").expect("message");
     assert_eq!(got.len(), 1024 * 1024);
 
-    let mut codec = FrameCodec { max: 100 };
-    let mut buf = BytesMut::from(&[0u8, 0, 0, 101, 1, 2][..]);
-    let err = codec.decode(&mut buf).expect_err("too large");
+    let mut codec = RawCodec::new(100);
+    let mut buf = bytes::BytesMut::from(&[0u8, 0, 0, 101, 1, 2][..]);
+    let err = tokio_util::codec::Decoder::decode(&mut codec, &mut buf).expect_err("too large");
     assert_eq!(
         err.to_string(),
-        "frame of 101 bytes exceeds the limit of 100"
+        "frame length over the maximum of 100 bytes"
     );
 }
 
@@ -454,61 +453,18 @@ impl Serialize for Bin {
 
 #[test]
 fn handshake_frames_have_these_exact_bytes() {
-    let hello = Hs::hello(Role::Supervisor, [0xAB; NONCE_LEN]).encode();
-    let mut expected = vec![0x01, b'T', b'O', b'P', b'C', 0x00, 0x01, 0x02];
-    expected.extend_from_slice(&[0xAB; NONCE_LEN]);
-    assert_eq!(&hello[..], &expected[..]);
+    let hello = hello(Role::Supervisor, &secret("s"));
     assert_eq!(
-        Hs::decode(&hello).expect("decode"),
-        Hs::hello(Role::Supervisor, [0xAB; 32])
+        &hello[..9],
+        &[0x01, b'T', b'O', b'P', b'C', 0x00, 0x02, 0x01, 0x02]
     );
+    assert_eq!(hello.len(), HELLO_LEN);
 
-    let auth = Hs::Auth([0xCD; TAG_LEN]).encode();
-    assert_eq!(auth[0], 0x02);
-    assert_eq!(&auth[1..], &[0xCD; TAG_LEN]);
-
-    // Refusal text is sanitized both ways: no control characters, bounded length.
-    let refuse = Hs::Refuse("bad\x1b[2Jthing\n".into()).encode();
-    assert_eq!(&refuse[..], b"\x03bad?[2Jthing?");
-    let long = Hs::Refuse("x".repeat(1000)).encode();
-    assert_eq!(long.len(), 1 + MAX_REASON_LEN);
-
-    let mut codec = FrameCodec { max: 512 };
-    let mut out = BytesMut::new();
-    codec.encode(auth.clone(), &mut out).expect("encode");
-    assert_eq!(&out[..4], &[0, 0, 0, 33]);
-    assert_eq!(
-        codec.decode(&mut out).expect("decode").as_deref(),
-        Some(&auth[..])
-    );
-}
-
-#[test]
-fn a_sealed_frame_opens_only_with_its_key_and_sequence_number() {
-    let key = [5u8; 32];
-    let sealed = seal(&key, 3, b"hello".to_vec());
-    assert_eq!(sealed.len(), 5 + TAG_LEN);
-    assert_eq!(open(&key, 3, &sealed).expect("opens"), b"hello");
-    // Replayed or reordered: another sequence number.
-    assert!(matches!(open(&key, 4, &sealed), Err(ControlError::BadTag)));
-    // The other direction's key.
-    assert!(matches!(
-        open(&[6u8; 32], 3, &sealed),
-        Err(ControlError::BadTag)
-    ));
-    // Any flipped bit, in the message or the tag.
-    for i in 0..sealed.len() {
-        let mut bad = sealed.to_vec();
-        bad[i] ^= 0x01;
-        assert!(
-            matches!(open(&key, 3, &bad), Err(ControlError::BadTag)),
-            "byte {i}"
-        );
-    }
-    assert!(matches!(
-        open(&key, 3, &sealed[..10]),
-        Err(ControlError::BadTag)
-    ));
+    // Refusal text is sanitized: no control characters, bounded length.
+    let refuse = secure::refusal(&[3], "bad\x1b[2Jthing\n");
+    assert_eq!(&refuse[..], b"\x04\x01\x03bad?[2Jthing?");
+    let long = secure::refusal(&[], &"x".repeat(1000));
+    assert_eq!(long.len(), 2 + MAX_REASON_LEN);
 }
 
 /// Two in-memory connections joined by a relay that forwards frames and lets the test see
@@ -519,7 +475,18 @@ struct Relay {
     captured: Arc<StdMutex<Vec<Vec<u8>>>>,
 }
 
-fn relay(tamper_dialer_frame: Option<usize>) -> Relay {
+/// What the relay does to one of the dialer's frames.
+#[derive(Debug, Clone, Copy)]
+enum Tamper {
+    /// Flip a bit.
+    Alter(usize),
+    /// Send it twice.
+    Replay(usize),
+    /// Leave it out.
+    Drop(usize),
+}
+
+fn relay(tamper: Option<Tamper>) -> Relay {
     let (dialer, mut d_side) = tokio::io::duplex(1 << 16);
     let (acceptor, mut a_side) = tokio::io::duplex(1 << 16);
     let captured = Arc::new(StdMutex::new(Vec::new()));
@@ -531,8 +498,14 @@ fn relay(tamper_dialer_frame: Option<usize>) -> Relay {
             let mut i = 0;
             while let Some(mut body) = read_frame(&mut dr).await {
                 seen.lock().expect("captured").push(body.clone());
-                if Some(i) == tamper_dialer_frame {
-                    body[0] ^= 0x01;
+                match tamper {
+                    Some(Tamper::Alter(at)) if at == i => body[0] ^= 0x01,
+                    Some(Tamper::Replay(at)) if at == i => write_frame(&mut aw, &body).await,
+                    Some(Tamper::Drop(at)) if at == i => {
+                        i += 1;
+                        continue;
+                    }
+                    _ => {}
                 }
                 write_frame(&mut aw, &body).await;
                 i += 1;
@@ -562,7 +535,7 @@ async fn pair(r: Relay, s: &Secret) -> (Conn, Conn, Arc<StdMutex<Vec<Vec<u8>>>>)
     let (s1, s2) = (s.clone(), s.clone());
     let acceptor =
         tokio::spawn(async move { accept_on(r.acceptor, local(), &s2, Role::Coordinator).await });
-    let dialer = dial_on(r.dialer, local(), &s1, Role::Client, &mut None)
+    let dialer = dial_on(r.dialer, local(), &s1, Role::Client)
         .await
         .expect("dial");
     let acceptor = acceptor.await.expect("join").expect("accept");
@@ -570,15 +543,53 @@ async fn pair(r: Relay, s: &Secret) -> (Conn, Conn, Arc<StdMutex<Vec<Vec<u8>>>>)
 }
 
 #[tokio::test]
-async fn a_message_altered_on_the_way_is_refused() {
+async fn a_message_altered_replayed_or_dropped_on_the_way_is_refused() {
     let s = secret("s");
-    // Dialer frames: 0 Hello, 1 Auth, 2 the first message.
-    let (mut dialer, mut acceptor, _) = pair(relay(Some(2)), &s).await;
-    dialer.send(&ping(1)).await.expect("send");
-    let err = acceptor.recv::<Ping>().await.expect_err("tampered");
-    assert_eq!(
-        err.to_string(),
-        "control frame failed authentication (altered, replayed or reordered)"
+    // Dialer frames: 0 Hello, 1 Confirm, 2 the first message, 3 the second.
+    for tamper in [Tamper::Alter(2), Tamper::Replay(2), Tamper::Drop(2)] {
+        let (mut dialer, mut acceptor, _) = pair(relay(Some(tamper)), &s).await;
+        dialer.send(&ping(1)).await.expect("send");
+        dialer.send(&ping(2)).await.expect("send");
+        let mut got = Vec::new();
+        let err = loop {
+            match acceptor.recv::<Ping>().await {
+                Ok(Some(p)) => got.push(p),
+                Ok(None) => panic!("{tamper:?}: clean end"),
+                Err(e) => break e,
+            }
+        };
+        assert_eq!(
+            err.to_string(),
+            "control frame failed authentication (altered, replayed or reordered)",
+            "{tamper:?}"
+        );
+        // A replay delivers the original once, then is refused; the others deliver nothing.
+        let want = match tamper {
+            Tamper::Replay(_) => vec![ping(1)],
+            _ => Vec::new(),
+        };
+        assert_eq!(got, want, "{tamper:?}");
+    }
+}
+
+#[tokio::test]
+async fn messages_are_not_readable_on_the_wire() {
+    let s = secret("s");
+    let (mut dialer, mut acceptor, captured) = pair(relay(None), &s).await;
+    let secret_text = "the launch code is 0000";
+    dialer
+        .send(&Ping {
+            n: 1,
+            text: secret_text.into(),
+        })
+        .await
+        .expect("send");
+    let got: Ping = acceptor.recv().await.expect("recv").expect("a message");
+    assert_eq!(got.text, secret_text);
+    let wire = captured.lock().expect("captured").concat();
+    assert!(
+        !wire.windows(8).any(|w| w == &secret_text.as_bytes()[..8]),
+        "plaintext on the wire"
     );
 }
 
@@ -591,21 +602,25 @@ async fn nonces_are_fresh_and_a_recorded_handshake_cannot_be_replayed() {
     let (_d2, _a2, second) = pair(relay(None), &s).await;
     let first = first.lock().expect("captured").clone();
     let second = second.lock().expect("captured").clone();
-    assert_ne!(first[0][8..], second[0][8..], "dialer nonces repeat");
-    assert_ne!(first[1], second[1], "dialer answers repeat");
+    assert_ne!(
+        first[0][9..],
+        second[0][9..],
+        "dialer ephemeral keys repeat"
+    );
+    assert_ne!(first[1], second[1], "dialer confirmations repeat");
 
-    // Replay the first connection's Hello and Auth to a fresh acceptor.
+    // Replay the first connection's Hello and Confirm to a fresh acceptor.
     let (mut attacker, victim) = tokio::io::duplex(1 << 16);
     let acceptor =
         tokio::spawn(async move { accept_on(victim, local(), &s, Role::Coordinator).await });
     write_frame(&mut attacker, &first[0]).await;
     assert_eq!(
         read_frame(&mut attacker).await.map(|b| b.len()),
-        Some(HELLO_LEN)
+        Some(ANSWER_LEN)
     );
     write_frame(&mut attacker, &first[1]).await;
     let err = acceptor.await.expect("join").expect_err("replay refused");
-    assert!(matches!(err, HandshakeError::BadAuth), "{err}");
+    assert!(matches!(err, HandshakeError::BadAuth(_)), "{err}");
 }
 
 mod arbitrary_bytes {
@@ -635,13 +650,13 @@ mod arbitrary_bytes {
         })
     }
 
-    /// A Hello the acceptor accepts, then `tail`: a peer that speaks the protocol but
-    /// guesses the answer.
-    fn hello_then(tail: &[u8]) -> Vec<u8> {
-        let hello = Hs::hello(Role::Client, [3; NONCE_LEN]).encode();
+    /// A Hello whose header the acceptor accepts and whose Noise message is `guess`: a
+    /// peer that speaks the protocol but guesses the key.
+    fn guessed_hello(guess: &[u8]) -> Vec<u8> {
+        let mut hello = hello(Role::Client, &secret("s"))[..9].to_vec();
+        hello.extend_from_slice(guess);
         let mut data = (hello.len() as u32).to_be_bytes().to_vec();
         data.extend_from_slice(&hello);
-        data.extend_from_slice(tail);
         data
     }
 
@@ -654,12 +669,13 @@ mod arbitrary_bytes {
         }
 
         #[test]
-        fn no_guessed_answer_authenticates(mac in proptest::array::uniform32(any::<u8>())) {
-            let auth = Hs::Auth(mac).encode();
-            let mut tail = (auth.len() as u32).to_be_bytes().to_vec();
-            tail.extend_from_slice(&auth);
-            let err = accept_bytes(hello_then(&tail)).expect_err("guessed");
-            prop_assert!(matches!(err, HandshakeError::BadAuth), "{}", err);
+        fn no_guessed_first_message_authenticates(
+            key in proptest::array::uniform32(any::<u8>()),
+            tag in proptest::array::uniform16(any::<u8>()),
+        ) {
+            let err = accept_bytes(guessed_hello(&[&key[..], &tag[..]].concat()))
+                .expect_err("guessed");
+            prop_assert!(matches!(err, HandshakeError::BadAuth(_)), "{}", err);
         }
     }
 }

@@ -8,12 +8,15 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Select, TryRecvError};
 
-use super::remote::RemoteIn;
-use super::{panic_text, worth_logging, Output};
+use super::{panic_text, Output};
+use crate::bridge::inbox::RemoteIn;
 use crate::component::{Anchoring, Bolt, BoltOutput, Emitter, TaskContext};
+use crate::metrics::worth_logging;
 use crate::metrics::{FailReason, FailSample, EXECUTE_SAMPLE};
 use crate::route::{AckerMsg, Inbound};
-use crate::runtime::StopHandle;
+use crate::state::task::TaskCheckpoint;
+use crate::state::TaskState;
+use crate::stop::StopHandle;
 use crate::summary::Counts;
 use crate::tuple::{Anchors, MsgId, TaskId, Tuple, Values};
 
@@ -211,6 +214,25 @@ pub(crate) struct BoltExecutor {
     pub(crate) wake: Arc<AtomicBool>,
     pub(crate) stop: StopHandle,
     pub(crate) errors: Arc<Mutex<Vec<String>>>,
+    /// In a checkpointed topology: the state to restore, and where parts go.
+    pub(crate) checkpoint: Option<TaskCheckpoint>,
+    /// The barrier alignment in progress.
+    pub(crate) align: Align,
+}
+
+/// A checkpoint's barrier alignment: the upstream tasks whose barrier arrived are held
+/// (what they send next waits in `held`) until every upstream task's barrier arrived.
+#[derive(Default)]
+pub(crate) struct Align {
+    /// The checkpoint being aligned.
+    id: Option<u64>,
+    /// Upstream tasks whose barrier arrived.
+    arrived: Vec<TaskId>,
+    started: Option<Instant>,
+    /// What held upstream tasks sent meanwhile, in arrival order.
+    held: std::collections::VecDeque<Inbound>,
+    /// What was held, to take before the inboxes once the alignment completed.
+    replay: std::collections::VecDeque<Inbound>,
 }
 
 impl BoltExecutor {
@@ -368,7 +390,7 @@ impl BoltExecutor {
                     self.core.out.counts.executed += 1;
                     self.core.fail_with(&*t, Reason::Explicit);
                 }
-                super::drop_tuple(t);
+                crate::tuple::drop_tuple(t);
             }
         }
         self.core.out.recycle(batch);
@@ -379,12 +401,20 @@ impl BoltExecutor {
         let bolt = &mut self.bolt;
         let ctx = &self.ctx;
         let ok = match catch_unwind(AssertUnwindSafe(|| bolt.prepare(ctx))) {
-            Ok(Ok(())) => true,
+            Ok(Ok(())) => match self.restore() {
+                Ok(()) => true,
+                Err(e) => self.broken(&e),
+            },
             Ok(Err(e)) => self.broken(&e.to_string()),
             Err(p) => self.broken(&panic_text(&*p)),
         };
         // Upstream tasks whose stream ended: a peer that reconnects sends its ends again.
         let mut ended: Vec<TaskId> = Vec::new();
+        if ok {
+            if let Some(own) = self.bolt.tick_interval() {
+                self.tick = Some(self.tick.map_or(own, |t| t.min(own)));
+            }
+        }
         let mut next_tick = self.tick.filter(|_| ok).map(|p| Instant::now() + p);
         loop {
             let Some(msg) = self.next(next_tick) else {
@@ -393,20 +423,30 @@ impl BoltExecutor {
             let busy_from = Instant::now();
             match msg {
                 Some(Inbound::Batch(batch)) => {
-                    self.execute_batch(batch, ok);
+                    self.take_batch(batch, ok);
                     // The rest of a remote batch, a chunk at a time: each chunk is decoded
                     // into the vector the last one was executed from, still in L1.
                     while let Some(r) = self.remote.as_mut().filter(|r| r.mid_batch()) {
                         let out = &mut self.core.out;
                         if let Some(Inbound::Batch(chunk)) = r.next_chunk(|| out.take_vec()) {
-                            self.execute_batch(chunk, ok);
+                            self.take_batch(chunk, ok);
                         }
                     }
                     self.core.out.flush_acks();
                 }
+                Some(Inbound::Barrier { from, id }) => self.on_barrier(from, id, &ended, ok),
+                Some(Inbound::Eos(up))
+                    if self.align.id.is_some() && self.align.arrived.contains(&up) =>
+                {
+                    // After its barrier: held with what it sent before.
+                    self.align.held.push_back(Inbound::Eos(up));
+                }
                 Some(Inbound::Eos(up)) => {
                     if !ended.contains(&up) {
                         ended.push(up);
+                    }
+                    if let Some(id) = self.align.id {
+                        self.try_complete(id, &ended, ok);
                     }
                     if ended.len() >= self.upstream {
                         if ok {
@@ -445,11 +485,126 @@ impl BoltExecutor {
         self.core.out.counts
     }
 
+    /// Executes a batch, or holds it while its sender's barrier is aligned.
+    #[inline]
+    fn take_batch(&mut self, batch: Vec<Tuple>, ok: bool) {
+        if self.align.id.is_some() {
+            if let Some(t) = batch.first() {
+                if self.align.arrived.contains(&t.source_task) {
+                    self.align.held.push_back(Inbound::Batch(batch));
+                    return;
+                }
+            }
+        }
+        self.execute_batch(batch, ok);
+    }
+
+    /// Restores the state of the checkpoint the run resumes from, if any.
+    fn restore(&mut self) -> Result<(), String> {
+        let Some(r) = self.checkpoint.as_ref().and_then(|c| c.restore.as_ref()) else {
+            return Ok(());
+        };
+        let bolt = &mut self.bolt;
+        match catch_unwind(AssertUnwindSafe(|| bolt.restore(r))) {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(format!("cannot restore its checkpointed state: {e}")),
+            Err(p) => Err(format!(
+                "panicked restoring its checkpointed state: {}",
+                panic_text(&*p)
+            )),
+        }
+    }
+
+    /// Checkpoint `id`'s barrier arrived from upstream task `from`.
+    #[cold]
+    fn on_barrier(&mut self, from: TaskId, id: u64, ended: &[TaskId], ok: bool) {
+        match self.align.id {
+            Some(_) if self.align.arrived.contains(&from) => {
+                // The next barrier of a held task: held with what it sent.
+                self.align.held.push_back(Inbound::Barrier { from, id });
+                return;
+            }
+            Some(current) if current == id => {}
+            Some(current) if id < current => return,
+            Some(_) => {
+                // A newer checkpoint while an older one aligns: the older one cannot
+                // complete (its coordinator gave up on it). Release and start over.
+                self.release();
+                self.start_align(id);
+            }
+            None => self.start_align(id),
+        }
+        if !self.align.arrived.contains(&from) {
+            self.align.arrived.push(from);
+        }
+        self.try_complete(id, ended, ok);
+    }
+
+    fn start_align(&mut self, id: u64) {
+        self.align.id = Some(id);
+        self.align.arrived.clear();
+        self.align.started = Some(Instant::now());
+    }
+
+    /// Completes the alignment of checkpoint `id` once every upstream task's barrier
+    /// arrived (or its stream ended): snapshots, forwards the barrier, hands the part to
+    /// the writer and releases what was held.
+    fn try_complete(&mut self, id: u64, ended: &[TaskId], ok: bool) {
+        let gone = ended
+            .iter()
+            .filter(|t| !self.align.arrived.contains(t))
+            .count();
+        if self.align.arrived.len() + gone < self.upstream {
+            return;
+        }
+        let alignment = self.align.started.map_or(Duration::ZERO, |s| s.elapsed());
+        let state = if ok {
+            let bolt = &mut self.bolt;
+            let mut state = TaskState::default();
+            match catch_unwind(AssertUnwindSafe(|| bolt.snapshot(&mut state))) {
+                Ok(Ok(())) => Ok(state),
+                Ok(Err(e)) => Err(format!(
+                    "bolt `{}` task {} cannot snapshot: {e}",
+                    self.ctx.component, self.ctx.task
+                )),
+                Err(p) => Err(format!(
+                    "bolt `{}` task {} panicked in snapshot: {}",
+                    self.ctx.component,
+                    self.ctx.task,
+                    panic_text(&*p)
+                )),
+            }
+        } else {
+            Err(format!(
+                "bolt `{}` task {} did not prepare",
+                self.ctx.component, self.ctx.task
+            ))
+        };
+        self.core.out.barrier(id);
+        if let Some(c) = &self.checkpoint {
+            c.submit(id, state, alignment);
+        }
+        self.release();
+    }
+
+    /// Ends the alignment: what was held is taken next, before the inboxes.
+    fn release(&mut self) {
+        self.align.id = None;
+        self.align.arrived.clear();
+        self.align.started = None;
+        let mut held = std::mem::take(&mut self.align.held);
+        held.append(&mut self.align.replay);
+        self.align.replay = held;
+    }
+
     /// The next input: `None` once the inbox is closed, `Some(None)` when there is
     /// nothing to execute (the tick is due, or what came did not decode). Flushes, and
     /// grants back what it owes, before it waits.
     #[inline]
     fn next(&mut self, next_tick: Option<Instant>) -> Option<Option<Inbound>> {
+        if let Some(m) = self.align.replay.pop_front() {
+            return Some(Some(m));
+        }
         let Some(r) = self.remote.as_mut() else {
             return self.next_local(next_tick);
         };

@@ -10,7 +10,6 @@
 
 pub(crate) mod acker;
 pub(crate) mod bolt;
-pub(crate) mod remote;
 pub(crate) mod spout;
 
 use std::any::Any;
@@ -23,11 +22,11 @@ use rand::Rng;
 use topo_dsl::DEFAULT_STREAM;
 
 use crate::grouping::Router;
-use crate::metrics::{TaskStats, PUBLISH_EVERY};
+use crate::metrics::{worth_logging, TaskStats, PUBLISH_EVERY};
 use crate::route::{AckerIn, AckerMsg, Gone, Inbound, Route};
 use crate::summary::{Counts, SharedCounts};
-use crate::tuple::{Anchors, StreamInfo, TaskId, Tuple, Values};
-use crate::value::Value;
+use crate::tap::{TapSink, TapSlot};
+use crate::tuple::{clear_batch, push_in_place, Anchors, StreamInfo, TaskId, Tuple, Values};
 
 /// One declared output stream of a task and its subscriptions.
 pub(crate) struct StreamOut {
@@ -85,6 +84,7 @@ pub(crate) struct OutputSpec {
     pub(crate) pool: Pool,
     pub(crate) shared: Arc<SharedCounts>,
     pub(crate) stats: Arc<Mutex<TaskStats>>,
+    pub(crate) tap: Arc<TapSlot>,
 }
 
 /// A task's side of emitting: routing, batching, acker buffers, counters.
@@ -132,6 +132,10 @@ pub(crate) struct Output {
     pub(crate) busy_is_wall: bool,
     /// Batches a route refused (their receiver is gone).
     dropped: u64,
+    /// This task's tap switch, loaded once per flush into `tap`.
+    tap_slot: Arc<TapSlot>,
+    /// Where emits go while a tap is attached (almost always `None`).
+    tap: Option<TapSink>,
 }
 
 const NO_SLOT: u32 = u32::MAX;
@@ -191,6 +195,8 @@ impl Output {
             created: Instant::now(),
             busy_is_wall: false,
             dropped: 0,
+            tap_slot: spec.tap,
+            tap: None,
         }
     }
 
@@ -313,6 +319,15 @@ impl Output {
         }
     }
 
+    /// Offers an emit to the attached tap (with the anchors of its first copy).
+    #[cold]
+    #[inline(never)]
+    fn tap_offer(&self, info: &StreamInfo, values: &Values, anchors: &Anchors) {
+        if let Some(t) = &self.tap {
+            t.offer(self.task, info, values, anchors);
+        }
+    }
+
     /// Appends a tuple to the batch of task `to`, built where it is stored.
     #[inline(always)]
     pub(crate) fn push(
@@ -327,6 +342,10 @@ impl Output {
             return;
         }
         self.counts.transferred += 1;
+        // A tap sees each emit once: its copy to the first of its targets.
+        if self.tap.is_some() && self.targets.first() == Some(&to) {
+            self.tap_offer(source, &values, &anchors);
+        }
         let source_task = self.task;
         let d = &mut self.dests[slot as usize];
         push_in_place(&mut d.buf, values, source, source_task, anchors);
@@ -463,6 +482,8 @@ impl Output {
             }
         }
         self.last_flush = now;
+        // The only cost of taps to an untapped task: one relaxed load per flush.
+        self.tap = self.tap_slot.sink();
         self.shared.publish(&self.counts);
         if now.saturating_duration_since(self.last_stats) >= PUBLISH_EVERY {
             self.publish_stats(now);
@@ -486,6 +507,16 @@ impl Output {
     pub(crate) fn maybe_flush(&mut self, now: Instant) {
         if now.duration_since(self.last_flush) >= self.flush_interval {
             self.flush_all(now);
+        }
+    }
+
+    /// Flushes, then sends checkpoint `id`'s barrier to every downstream task: after
+    /// everything this task emitted so far, before anything it emits next.
+    pub(crate) fn barrier(&mut self, id: u64) {
+        self.flush_all(Instant::now());
+        let from = self.task;
+        for d in &self.dests {
+            let _ = d.route.send(d.id, Inbound::Barrier { from, id });
         }
     }
 
@@ -522,81 +553,6 @@ impl Output {
 fn root_with_acker(r: u64, n: u64, i: u64) -> u64 {
     let base = r - r % n;
     base.checked_add(i).unwrap_or_else(|| base - n + i)
-}
-
-/// `v.clear()`, but without running the drop glue of tuples that own nothing on the
-/// heap: numbers and short strings (most tuples) skip the out-of-line
-/// `drop_in_place::<[Value]>`, 40 instructions per tuple.
-pub(crate) fn clear_batch(v: &mut Vec<Tuple>) {
-    let len = v.len();
-    // SAFETY: the length is set to 0 first, so a panic in a drop leaks the rest instead
-    // of dropping twice; each tuple is then dropped at most once, in place.
-    unsafe {
-        v.set_len(0);
-        let base = v.as_mut_ptr();
-        for i in 0..len {
-            drop_tuple(base.add(i));
-        }
-    }
-}
-
-/// Drops the tuple at `t` in place, skipping the drop glue when it owns nothing on the
-/// heap (only inline values, inline anchors and a static reference: dropping it would
-/// do nothing, so skipping is exact).
-///
-/// # Safety
-/// `t` points to a valid tuple that is not used or dropped again.
-#[inline]
-pub(crate) unsafe fn drop_tuple(t: *mut Tuple) {
-    fn owns_nothing(t: &Tuple) -> bool {
-        !t.anchors.spilled()
-            && !t.values.0.spilled()
-            && t.values.iter().all(|v| match v {
-                Value::Null | Value::Bool(_) | Value::Int(_) | Value::Float(_) => true,
-                Value::Str(s) => !s.is_heap_allocated(),
-                Value::Bytes(_) | Value::List(_) | Value::Map(_) => false,
-            })
-    }
-    // SAFETY: the caller's.
-    unsafe {
-        if !owns_nothing(&*t) {
-            std::ptr::drop_in_place(t);
-        }
-    }
-}
-
-/// `buf.push(Tuple { .. })`, but writing each field straight into the vector's next
-/// slot: a `Tuple` is 128 bytes, and building it on the stack first cost two extra
-/// copies of it per emit.
-#[inline(always)]
-pub(crate) fn push_in_place(
-    buf: &mut Vec<Tuple>,
-    values: Values,
-    source: &'static StreamInfo,
-    source_task: TaskId,
-    anchors: Anchors,
-) {
-    if buf.len() == buf.capacity() {
-        grow(buf);
-    }
-    let len = buf.len();
-    // SAFETY: `len < capacity`, so slot `len` is allocated and holds no value; every
-    // field of the `Tuple` is written before `set_len` makes the slot part of the vector,
-    // and nothing between the writes can panic.
-    unsafe {
-        let slot = buf.as_mut_ptr().add(len);
-        std::ptr::addr_of_mut!((*slot).values).write(values);
-        std::ptr::addr_of_mut!((*slot).source).write(source);
-        std::ptr::addr_of_mut!((*slot).source_task).write(source_task);
-        std::ptr::addr_of_mut!((*slot).anchors).write(anchors);
-        buf.set_len(len + 1);
-    }
-}
-
-#[cold]
-#[inline(never)]
-fn grow(buf: &mut Vec<Tuple>) {
-    buf.reserve(buf.capacity().max(16));
 }
 
 #[cold]
@@ -658,15 +614,10 @@ pub(crate) fn panic_text(p: &(dyn Any + Send)) -> String {
     }
 }
 
-/// Whether to log the n-th occurrence of a recurring problem: the first ten, then every
-/// power of two, so a failing bolt does not flood the log.
-pub(crate) fn worth_logging(n: u64) -> bool {
-    n <= 10 || n.is_power_of_two()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::value::Value;
 
     #[test]
     fn only_vectors_that_hold_a_whole_batch_are_kept_for_reuse() {
@@ -683,6 +634,7 @@ mod tests {
             pool: pool.clone(),
             shared: Arc::default(),
             stats: Arc::default(),
+            tap: Arc::default(),
         });
         let info = StreamInfo::intern("c", "default", &["word".into()]);
         let mut small = Vec::with_capacity(3);

@@ -9,12 +9,15 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use smallvec::SmallVec;
 
-use super::{panic_text, worth_logging, Output};
+use super::{panic_text, Output};
 use crate::acker::IdMap;
 use crate::component::{Anchoring, Emitter, Poll, Spout, SpoutOutput, TaskContext};
+use crate::metrics::worth_logging;
 use crate::metrics::{FailReason, FailSample};
 use crate::route::{AckerMsg, SpoutMsg};
-use crate::runtime::StopHandle;
+use crate::state::task::TaskCheckpoint;
+use crate::state::TaskState;
+use crate::stop::StopHandle;
 use crate::summary::{Counts, Histogram};
 use crate::tuple::{Anchors, MsgId, TaskId, Tuple, Values};
 
@@ -172,6 +175,8 @@ pub(crate) struct SpoutExecutor {
     pub(crate) latency_out: Arc<Mutex<Histogram>>,
     /// Set: when done with no pending trees, raise the flag and wait for a stop.
     pub(crate) hold: Option<Hold>,
+    /// In a checkpointed topology: the position to seek to, and where parts go.
+    pub(crate) checkpoint: Option<TaskCheckpoint>,
 }
 
 /// A spout's "done, waiting for a stop" flag, and a doorbell rung when it changes (so
@@ -285,6 +290,32 @@ impl SpoutExecutor {
                     }
                 }
             }
+            SpoutMsg::PeerLost(at) => {
+                // Deadlines are emit times plus the timeout, in emit order: the trees
+                // emitted until `at` are the front of the queue.
+                let mut lost = Vec::new();
+                if let Some(cutoff) = at.checked_add(self.core.timeout) {
+                    self.core.pending.expire(cutoff, &mut lost);
+                }
+                if !lost.is_empty() {
+                    tracing::info!(
+                        component = %self.ctx.component,
+                        task = self.ctx.task,
+                        trees = lost.len(),
+                        "A worker was lost; replaying the trees that may have gone through it."
+                    );
+                }
+                for id in lost {
+                    self.core.out.counts.failed += 1;
+                    self.core.out.counts.failed_by.worker_lost += 1;
+                    self.core.out.stats.last_fail = Some(FailSample {
+                        msg_id: Some(id),
+                        root: None,
+                        reason: FailReason::WorkerLost,
+                    });
+                    self.call_fail(id, st);
+                }
+            }
             SpoutMsg::Activate if !st.stopping => self.set_active(true, st),
             SpoutMsg::Activate => {}
             SpoutMsg::Deactivate => self.set_active(false, st),
@@ -293,6 +324,53 @@ impl SpoutExecutor {
                 self.set_active(false, st);
             }
             SpoutMsg::Wake => {}
+            SpoutMsg::Checkpoint(id) => self.checkpoint(id),
+        }
+    }
+
+    /// Checkpoint `id`: records the position, then sends the barrier after everything
+    /// emitted so far, and hands the part to the writer.
+    fn checkpoint(&mut self, id: u64) {
+        let Some(c) = &self.checkpoint else { return };
+        let spout = &mut self.spout;
+        let state = match catch_unwind(AssertUnwindSafe(|| spout.position())) {
+            Ok(Some(position)) => Ok(TaskState {
+                position: Some(position),
+                ..TaskState::default()
+            }),
+            Ok(None) => Err(format!(
+                "spout `{}` cannot tell its position",
+                self.ctx.component
+            )),
+            Err(p) => Err(format!(
+                "spout `{}` panicked telling its position: {}",
+                self.ctx.component,
+                panic_text(&*p)
+            )),
+        };
+        self.core.out.barrier(id);
+        c.submit(id, state, Duration::ZERO);
+    }
+
+    /// Seeks to the position of the checkpoint the run resumes from, if any.
+    fn seek(&mut self) -> Result<(), String> {
+        let Some(position) = self
+            .checkpoint
+            .as_ref()
+            .and_then(|c| c.restore.as_ref())
+            .and_then(|r| r.position())
+        else {
+            return Ok(());
+        };
+        let position = position.to_vec();
+        let spout = &mut self.spout;
+        match catch_unwind(AssertUnwindSafe(|| spout.seek(&position))) {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(format!("cannot seek to its checkpointed position: {e}")),
+            Err(p) => Err(format!(
+                "panicked seeking to its checkpointed position: {}",
+                panic_text(&*p)
+            )),
         }
     }
 
@@ -337,7 +415,10 @@ impl SpoutExecutor {
         let spout = &mut self.spout;
         let ctx = &self.ctx;
         match catch_unwind(AssertUnwindSafe(|| spout.open(ctx))) {
-            Ok(Ok(())) => self.set_active(true, &mut st),
+            Ok(Ok(())) => match self.seek() {
+                Ok(()) => self.set_active(true, &mut st),
+                Err(e) => self.broken(&e),
+            },
             Ok(Err(e)) => self.broken(&e.to_string()),
             Err(p) => self.broken(&panic_text(&*p)),
         }

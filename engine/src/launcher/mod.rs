@@ -15,34 +15,40 @@
 //! sent to the old ones.
 //!
 //! # Restarts
-//! A worker that exits before it has sent its summary, or sends nothing for
-//! [`LaunchOptions::heartbeat_timeout`] (then it is killed), is started again with the
+//! A worker that exits before it has sent its summary, or sends nothing for the
+//! [`RestartPolicy`]'s heartbeat timeout (then it is killed), is started again with the
 //! same index and tasks, on a new port; its peers are told the new address and redial.
 //! Tuple trees through it fail (by timeout) and their spouts replay them. More than
-//! [`LaunchOptions::max_restarts`] restarts of one worker end the run with an error.
+//! `max_restarts` restarts of one worker end the run with an error.
 //! The summary counts what the last incarnation of each worker did.
 //!
 //! # Layout
-//! - this module: the supervisor, [`launch`].
+//! - this module: the supervisor of `topo run`, [`launch`].
+//! - [`process`]: one worker process — spawned, watched over its control channel,
+//!   restarted by one [`RestartPolicy`], stopped — as both this supervisor and the
+//!   cluster's (`topo supervisor`) run it.
 //! - [`worker`]: the worker process and the control protocol between the two;
 //!   [`worker::start`], what a worker process runs, also runs one worker in-process.
-//! - `remote`: the runtime's senders to tasks of other workers (they wait out a
-//!   restarting peer and remember the ends of streams they sent).
-//! - `inbound`: [`worker::Dispatcher`], which hands what peers send to the local tasks
-//!   on the transport's I/O thread (data batches still encoded: each task decodes its own).
+//! - the bridge between a worker's runtime and the transport is [`crate::bridge`].
+//! - [`relay`]: taps of tasks in the workers, relayed over their control channels.
+//! - [`venv`]: the Python virtualenv of a topology's `python_requirements`, built once
+//!   per requirements hash, for `topo run` and the cluster's supervisors alike.
 //! - [`session`]: the per-run state machine (who listens where, who gets `Peers`,
 //!   `PeerMoved`, `Finish`), shared with the cluster coordinator.
 
-mod inbound;
-mod remote;
+pub mod process;
+pub mod relay;
 pub mod session;
+pub mod venv;
 pub mod worker;
 
-use std::io::{BufRead, BufReader, Write};
+pub use process::{
+    Output, RestartPolicy, WorkerCommand, WorkerEvent, WorkerProcess, CONTROL_FD, KEPT_ENV,
+};
+pub use worker::{FromWorker, ToWorker};
+
 use std::net::SocketAddr;
-use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
-use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -54,10 +60,11 @@ use topo_dsl::Topology;
 use tracing::{info, warn};
 
 use crate::metrics::WorkerSnapshot;
-use crate::plan::PhysicalPlan;
+use crate::plan::{PhysicalPlan, TaskRole};
+use crate::state::Coordinator;
 use crate::summary::RunSummary;
 use session::{merge, Outbox, Session};
-use worker::{fingerprint, hex, FromWorker, ToWorker, METRICS_INTERVAL};
+use worker::{fingerprint, hex, METRICS_INTERVAL};
 
 /// How to launch the workers.
 #[derive(Debug, Clone)]
@@ -74,13 +81,19 @@ pub struct LaunchOptions {
     pub stop: Arc<AtomicBool>,
     /// Write the workers' pids, addresses and restarts here as JSON whenever they change.
     pub status_file: Option<PathBuf>,
-    /// Restarts allowed per worker.
-    pub max_restarts: u32,
-    /// A worker silent this long is killed and restarted.
-    pub heartbeat_timeout: Duration,
+    /// When a worker that died or hangs is started again.
+    pub restart: RestartPolicy,
     /// Gets the latest snapshot of every worker and the restarts so far, about once a
     /// second, and the final snapshots once more when the run ended.
     pub metrics: Option<std::sync::mpsc::Sender<(Vec<WorkerSnapshot>, u64)>>,
+    /// Components whose first task reads standard input (`stdin_lines`): the worker that
+    /// runs that task gets this process's; every other worker gets none.
+    pub stdin_readers: Vec<String>,
+    /// The taps to relay to the workers (`topo tap` of a run's UI).
+    pub taps: Option<Arc<relay::Relay>>,
+    /// A checkpointed topology resumes from its last committed checkpoint (`topo run
+    /// --resume`) instead of starting afresh.
+    pub resume: bool,
 }
 
 impl LaunchOptions {
@@ -93,9 +106,11 @@ impl LaunchOptions {
             run_for: None,
             stop: Arc::default(),
             status_file: None,
-            max_restarts: 10,
-            heartbeat_timeout: Duration::from_secs(10),
+            restart: RestartPolicy::default(),
+            stdin_readers: Vec::new(),
             metrics: None,
+            taps: None,
+            resume: false,
         }
     }
 }
@@ -121,6 +136,9 @@ pub enum LaunchError {
         /// The topology or a component config is at fault.
         invalid: bool,
     },
+    /// The checkpoint store could not be opened or read.
+    #[error("checkpoints: {0}")]
+    State(#[from] crate::state::StateError),
     /// A worker kept dying.
     #[error("worker {worker} died {restarts} times; giving up")]
     Restarts {
@@ -131,31 +149,10 @@ pub enum LaunchError {
     },
 }
 
-enum Event {
-    Line(FromWorker),
-    Eof,
-}
-
 struct Slot {
-    child: Child,
-    stdin: Option<ChildStdin>,
+    process: WorkerProcess,
     incarnation: u32,
-    pid: u32,
-    last_seen: Instant,
     restarts: u32,
-}
-
-impl Slot {
-    fn send(&mut self, msg: &ToWorker) {
-        let Some(stdin) = self.stdin.as_mut() else {
-            return;
-        };
-        let Ok(line) = serde_json::to_string(msg) else {
-            return;
-        };
-        // A dead worker's pipe is closed; its exit is noticed separately.
-        let _ = writeln!(stdin, "{line}").and_then(|_| stdin.flush());
-    }
 }
 
 #[derive(Serialize)]
@@ -181,10 +178,16 @@ struct Supervisor<'a> {
     secret: String,
     fingerprint: u64,
     run_id: String,
-    events: Sender<(usize, u32, Event)>,
+    events: Sender<(usize, u32, WorkerEvent)>,
     slots: Vec<Slot>,
     session: Session,
     reported: Instant,
+    /// The workers that get this process's standard input.
+    stdin: Vec<usize>,
+    /// A checkpointed topology's coordinator, and when its next checkpoint starts.
+    checkpoints: Option<(Coordinator, Duration, Instant)>,
+    /// The committed checkpoint workers resume from when they start.
+    restore: Option<u64>,
 }
 
 /// Runs `topology` (whose file text is `opts.text`) in worker processes until it ends;
@@ -201,7 +204,43 @@ pub fn launch(topology: &Topology, opts: &LaunchOptions) -> Result<RunSummary, L
     let mut secret = [0u8; 32];
     rand::rng().fill_bytes(&mut secret);
     let (tx, rx) = crossbeam_channel::unbounded();
+    let stdin = plan
+        .tasks()
+        .iter()
+        .filter(|t| {
+            t.index == 0
+                && matches!(t.role, TaskRole::Component(c)
+                    if opts.stdin_readers.contains(&topology.components()[c].id))
+        })
+        .map(|t| t.worker)
+        .collect();
+    let mut restore = None;
+    let checkpoints = match crate::state::open_store(topology, &opts.base_dir)? {
+        Some(store) => {
+            if opts.resume {
+                restore = store.latest()?.map(|r| r.manifest.id);
+                match restore {
+                    Some(id) => info!(checkpoint = id, "Resuming from a checkpoint."),
+                    None => info!("No committed checkpoint to resume from; starting afresh."),
+                }
+            }
+            let interval = topology
+                .settings()
+                .checkpoints
+                .as_ref()
+                .map_or(Duration::from_secs(1), |c| c.interval);
+            Some((
+                Coordinator::new(store, topology)?,
+                interval,
+                Instant::now() + interval,
+            ))
+        }
+        None => None,
+    };
     let mut sup = Supervisor {
+        checkpoints,
+        restore,
+        stdin,
         session: Session::new(plan.workers()),
         fingerprint: fingerprint(&opts.text, plan.workers()),
         plan,
@@ -235,6 +274,10 @@ pub fn launch(topology: &Topology, opts: &LaunchOptions) -> Result<RunSummary, L
     }
     let summaries = result?;
     let mut summary = merge(summaries);
+    if let Some((c, _, _)) = &mut sup.checkpoints {
+        c.abandon();
+        summary.checkpoints = Some(Box::new(c.summary()));
+    }
     let finals: Vec<WorkerSnapshot> = sup.session.snapshots().iter().flatten().cloned().collect();
     crate::metrics::fill_summary(&mut summary, &finals);
     sup.report();
@@ -245,92 +288,59 @@ pub fn launch(topology: &Topology, opts: &LaunchOptions) -> Result<RunSummary, L
 impl Supervisor<'_> {
     fn spawn(&mut self, w: usize, incarnation: u32, restarts: u32) -> Result<Slot, LaunchError> {
         self.session.started(w);
-        let mut cmd = Command::new(&self.exe);
-        cmd.arg("worker")
-            .arg("--index")
-            .arg(w.to_string())
-            .env("TOPO_RUN_ID", &self.run_id)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
-        // SAFETY: only async-signal-safe calls between fork and exec.
-        unsafe {
-            cmd.pre_exec(|| {
-                // Die with the supervisor; stay out of its terminal's Ctrl-C (the
-                // supervisor drains the workers itself).
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                if libc::getppid() == 1 {
-                    return Err(std::io::Error::other("the supervisor is gone"));
-                }
-                libc::setpgid(0, 0);
-                Ok(())
-            });
-        }
-        let mut child = cmd
-            .spawn()
-            .map_err(|source| LaunchError::Spawn { worker: w, source })?;
-        let pid = child.id();
-        let stdin = child.stdin.take();
-        if let Some(stdout) = child.stdout.take() {
-            let tx = self.events.clone();
-            let reader = std::thread::Builder::new()
-                .name(format!("worker-{w}-out"))
-                .spawn(move || {
-                    for line in BufReader::new(stdout).lines() {
-                        let Ok(line) = line else { break };
-                        match serde_json::from_str::<FromWorker>(&line) {
-                            Ok(msg) => {
-                                if tx.send((w, incarnation, Event::Line(msg))).is_err() {
-                                    return;
-                                }
-                            }
-                            Err(_) => warn!(worker = w, line = %line, "Ignored a line a worker wrote to stdout."),
-                        }
-                    }
-                    let _ = tx.send((w, incarnation, Event::Eof));
-                });
-            if let Err(source) = reader {
-                return Err(LaunchError::Spawn { worker: w, source });
-            }
-        }
-        info!(worker = w, pid, incarnation, "Worker started.");
-        let mut slot = Slot {
-            child,
-            stdin,
-            incarnation,
-            pid,
-            last_seen: Instant::now(),
-            restarts,
+        let command = WorkerCommand {
+            exe: self.exe.clone(),
+            index: w,
+            run_id: self.run_id.clone(),
+            dir: None,
+            output: Output::Prefixed(format!("[worker {w}] ")),
+            stdin: self.stdin.contains(&w),
+            // `topo run`'s virtualenv reaches the workers through `process::kept_env`.
+            path_prefix: None,
         };
-        slot.send(&ToWorker::Start {
+        let tx = self.events.clone();
+        let mut process =
+            WorkerProcess::spawn(&command, move |ev| tx.send((w, incarnation, ev)).is_ok())
+                .map_err(|source| LaunchError::Spawn { worker: w, source })?;
+        info!(
+            worker = w,
+            pid = process.pid(),
+            incarnation,
+            "Worker started."
+        );
+        process.send(&ToWorker::Start {
             topology: self.opts.text.clone(),
             base_dir: self.opts.base_dir.clone(),
             worker: w,
             secret: self.secret.clone(),
             fingerprint: self.fingerprint,
             bind: None,
+            restore: self.restore,
         });
-        Ok(slot)
+        Ok(Slot {
+            process,
+            incarnation,
+            restarts,
+        })
     }
 
     fn broadcast(&mut self, msg: &ToWorker) {
         for s in &mut self.slots {
-            s.send(msg);
+            s.process.send(msg);
         }
     }
 
     fn deliver(&mut self, out: Outbox) {
         for (w, msg) in out {
             if let Some(s) = self.slots.get_mut(w) {
-                s.send(&msg);
+                s.process.send(&msg);
             }
         }
     }
 
     fn kill_all(&mut self) {
         for s in &mut self.slots {
-            let _ = s.child.kill();
-            let _ = s.child.wait();
+            s.process.kill();
         }
     }
 
@@ -347,7 +357,7 @@ impl Supervisor<'_> {
                 .enumerate()
                 .map(|(w, s)| StatusWorker {
                     worker: w,
-                    pid: s.pid,
+                    pid: s.process.pid(),
                     addr: self.session.worker(w).addr,
                     restarts: s.restarts,
                     running: self.session.worker(w).running,
@@ -364,22 +374,21 @@ impl Supervisor<'_> {
     }
 
     fn restart(&mut self, w: usize, why: &str) -> Result<(), LaunchError> {
+        if self.checkpoints.is_some() {
+            return self.rollback(w, why);
+        }
         let old = &mut self.slots[w];
-        let _ = old.child.kill();
-        let status = old
-            .child
-            .wait()
-            .map_or_else(|e| e.to_string(), |s| s.to_string());
+        let status = old.process.kill();
         let restarts = old.restarts + 1;
         let incarnation = old.incarnation + 1;
         warn!(
             worker = w,
-            pid = old.pid,
+            pid = old.process.pid(),
             %status,
             restarts,
             "Worker {why}; restarting it."
         );
-        if restarts > self.opts.max_restarts {
+        if !self.opts.restart.allows(old.restarts) {
             return Err(LaunchError::Restarts {
                 worker: w,
                 restarts: old.restarts,
@@ -387,6 +396,50 @@ impl Supervisor<'_> {
         }
         let slot = self.spawn(w, incarnation, restarts)?;
         self.slots[w] = slot;
+        self.write_status();
+        Ok(())
+    }
+
+    /// Worker `w` died in a checkpointed run: every worker is started again from the
+    /// last committed checkpoint (each task restores its state, each spout seeks back).
+    fn rollback(&mut self, w: usize, why: &str) -> Result<(), LaunchError> {
+        let restarts = self.slots[w].restarts;
+        if !self.opts.restart.allows(restarts) {
+            let status = self.slots[w].process.kill();
+            warn!(worker = w, %status, "Worker {why}; giving up.");
+            return Err(LaunchError::Restarts {
+                worker: w,
+                restarts,
+            });
+        }
+        if let Some((c, interval, next)) = &mut self.checkpoints {
+            c.rollback();
+            match c.store().latest() {
+                Ok(latest) => self.restore = latest.map(|r| r.manifest.id).or(self.restore),
+                Err(e) => {
+                    warn!(error = %e, "Cannot read the checkpoints; rolling back to the last one known.")
+                }
+            }
+            *next = Instant::now() + *interval;
+        }
+        let status = self.slots[w].process.kill();
+        warn!(
+            worker = w,
+            pid = self.slots[w].process.pid(),
+            %status,
+            checkpoint = self.restore,
+            "Worker {why}; rolling every worker back to the last committed checkpoint."
+        );
+        for s in &mut self.slots {
+            s.process.kill();
+        }
+        self.session.rollback();
+        for i in 0..self.slots.len() {
+            let restarts = self.slots[i].restarts + u32::from(i == w);
+            let incarnation = self.slots[i].incarnation + 1;
+            let slot = self.spawn(i, incarnation, restarts)?;
+            self.slots[i] = slot;
+        }
         self.write_status();
         Ok(())
     }
@@ -409,43 +462,43 @@ impl Supervisor<'_> {
         let Some(tx) = &self.opts.metrics else {
             return;
         };
-        let snapshots = self
-            .session
-            .snapshots()
-            .iter()
-            .enumerate()
-            .filter_map(|(w, s)| {
-                let mut s = s.clone()?;
-                s.running &= w < self.slots.len() && self.session.worker(w).running;
-                Some(s)
-            })
-            .collect();
+        let mut snapshots = self.session.live_snapshots();
+        if let (Some((c, _, _)), Some(first)) = (&self.checkpoints, snapshots.first_mut()) {
+            first.checkpoints = Some(Box::new(c.figures()));
+        }
         let restarts = self.slots.iter().map(|s| u64::from(s.restarts)).sum();
         let _ = tx.send((snapshots, restarts));
     }
 
     fn supervise(
         &mut self,
-        rx: &Receiver<(usize, u32, Event)>,
+        rx: &Receiver<(usize, u32, WorkerEvent)>,
     ) -> Result<Vec<RunSummary>, LaunchError> {
         let started = Instant::now();
         self.write_status();
         loop {
             match rx.recv_timeout(Duration::from_millis(50)) {
                 Ok((w, inc, ev)) if self.slots.get(w).is_some_and(|s| s.incarnation == inc) => {
-                    self.slots[w].last_seen = Instant::now();
+                    self.slots[w].process.heard();
                     match ev {
-                        Event::Line(msg) => self.on_message(w, msg)?,
-                        Event::Eof if self.session.worker(w).summary.is_some() => {}
-                        Event::Eof => self.restart(w, "exited")?,
+                        WorkerEvent::Message(msg) => self.on_message(w, msg)?,
+                        WorkerEvent::Closed if self.session.worker(w).summary.is_some() => {}
+                        WorkerEvent::Closed => self.restart(w, "exited")?,
                     }
                 }
                 Ok(_) | Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => {}
             }
+            let opts = self.opts;
+            if let Some(relay) = &opts.taps {
+                for msg in relay.take_outbox() {
+                    self.broadcast(&msg);
+                }
+            }
             if self.reported.elapsed() >= METRICS_INTERVAL {
                 self.report();
             }
+            self.maybe_checkpoint();
             if !self.session.finishing() {
                 if self.session.spouts_done() {
                     self.finish("Every spout is done");
@@ -458,17 +511,16 @@ impl Supervisor<'_> {
             if self.session.ended() {
                 self.broadcast(&ToWorker::Exit);
                 for s in &mut self.slots {
-                    s.stdin = None;
-                    let _ = s.child.wait();
+                    s.process.close();
+                    s.process.wait();
                 }
                 return Ok(self.session.take_summaries());
             }
-            // An exit shows as EOF on the worker's stdout (after its last lines); silence
-            // past the heartbeat timeout means it hangs.
+            // An exit shows as the end of the worker's control channel (after its last
+            // lines); silence past the heartbeat timeout means it hangs.
             for w in 0..self.slots.len() {
-                let s = &self.slots[w];
                 if self.session.worker(w).summary.is_none()
-                    && s.last_seen.elapsed() > self.opts.heartbeat_timeout
+                    && self.opts.restart.hangs(&self.slots[w].process)
                 {
                     self.restart(w, "stopped heartbeating")?;
                 }
@@ -476,11 +528,47 @@ impl Supervisor<'_> {
         }
     }
 
+    /// Starts the next checkpoint when it is due, every worker runs and the run is not
+    /// finishing.
+    fn maybe_checkpoint(&mut self) {
+        let ready = self.session.all_running() && !self.session.finishing();
+        let Some((c, interval, next)) = &mut self.checkpoints else {
+            return;
+        };
+        let now = Instant::now();
+        if now < *next || !ready {
+            return;
+        }
+        *next = now + *interval;
+        if let Some(id) = c.start(now) {
+            self.broadcast(&ToWorker::Checkpoint { id });
+        }
+    }
+
     fn on_message(&mut self, w: usize, msg: FromWorker) -> Result<(), LaunchError> {
+        if let FromWorker::Checkpointed { confirm } = msg {
+            if let Some((c, _, _)) = &mut self.checkpoints {
+                c.confirm(*confirm);
+            }
+            return Ok(());
+        }
+        let opts = self.opts;
+        let msg = match &opts.taps {
+            Some(relay) => match relay.on_message(w, msg) {
+                Some(msg) => msg,
+                None => return Ok(()),
+            },
+            None => msg,
+        };
+        if let (FromWorker::Running, Some(relay)) = (&msg, &opts.taps) {
+            for tap in relay.active() {
+                self.slots[w].process.send(&tap);
+            }
+        }
         let status_changes = matches!(msg, FromWorker::Listening { .. } | FromWorker::Running);
         match &msg {
             FromWorker::Listening { addr } => {
-                info!(worker = w, pid = self.slots[w].pid, %addr, "Worker listening.")
+                info!(worker = w, pid = self.slots[w].process.pid(), %addr, "Worker listening.")
             }
             FromWorker::Running => info!(worker = w, "Worker running."),
             _ => {}

@@ -125,6 +125,10 @@ impl Session {
                 info!(worker = w, "Worker finished.");
                 self.workers[w].summary = Some(summary);
             }
+            // The driver's [`Relay`](super::relay::Relay) takes these.
+            FromWorker::Tapped { .. } | FromWorker::TapFailed { .. } => {}
+            // The driver's checkpoint coordinator takes these.
+            FromWorker::Checkpointed { .. } => {}
             FromWorker::Failed { message, invalid } => {
                 return Err(LaunchError::Worker {
                     worker: w,
@@ -155,6 +159,21 @@ impl Session {
                 out.push((w, ToWorker::Finish));
             }
         }
+    }
+
+    /// The run rolls back to a checkpoint: every worker starts over (a new incarnation
+    /// of each is started), and a run that was finishing is not any more (its spouts
+    /// resume from their checkpointed positions).
+    pub fn rollback(&mut self) {
+        self.finishing = false;
+        for s in &mut self.workers {
+            *s = WorkerState::default();
+        }
+    }
+
+    /// Every worker runs (its current incarnation said so).
+    pub fn all_running(&self) -> bool {
+        self.workers.iter().all(|s| s.running)
     }
 
     /// Every worker runs and its latest status says all its spouts are done.
@@ -190,6 +209,20 @@ impl Session {
     pub fn snapshots(&self) -> &[Option<WorkerSnapshot>] {
         &self.snapshots
     }
+
+    /// The latest snapshot of each worker that sent one, in worker order, `running` only
+    /// for a worker whose current incarnation runs (not one that died or restarts).
+    pub fn live_snapshots(&self) -> Vec<WorkerSnapshot> {
+        self.snapshots
+            .iter()
+            .zip(&self.workers)
+            .filter_map(|(s, w)| {
+                let mut s = s.clone()?;
+                s.running &= w.running;
+                Some(s)
+            })
+            .collect()
+    }
 }
 
 /// One summary from the workers' summaries (each lists the tasks that ran in it): every
@@ -200,6 +233,7 @@ pub fn merge(summaries: Vec<RunSummary>) -> RunSummary {
         elapsed_secs: 0.0,
         components: Vec::new(),
         errors: Vec::new(),
+        checkpoints: None,
     };
     for s in summaries {
         out.topology = s.topology;
@@ -268,6 +302,7 @@ mod tests {
                     .collect(),
             }],
             errors: vec![format!("from {}", tasks[0].1)],
+            checkpoints: None,
         }
     }
 

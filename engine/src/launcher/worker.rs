@@ -1,13 +1,17 @@
 //! A worker process: the tasks of one worker of the plan, connected to the other workers
-//! over the transport, driven by the supervisor (`topo run`) through its stdin and stdout.
+//! over the transport, driven by its supervisor (`topo run` or `topo supervisor`) over
+//! its control channel.
 //!
 //! # Control protocol
-//! One JSON object per line. The supervisor writes [`ToWorker`] lines to the worker's
-//! stdin, the worker writes [`FromWorker`] lines to its stdout (its logs go to stderr):
+//! One JSON object per line, both ways on the control channel (a Unix socket the
+//! supervisor passes as file descriptor [`CONTROL_FD`](super::CONTROL_FD); see
+//! [`process`](super::process)). The supervisor writes [`ToWorker`] lines, the worker
+//! writes [`FromWorker`] lines. Its stdout and stderr are its own (a `console` bolt, its
+//! logs): no tuple data can reach the control channel.
 //!
 //! ```text
 //! supervisor                                  worker i
-//!   Start {topology, base_dir, worker, secret} ->
+//!   Start {topology, base_dir, worker, secret, restore} ->
 //!                                             <- Listening {addr}     (bound 127.0.0.1:0)
 //!   Peers {addrs} (once every worker listens) ->
 //!                                                connects to every peer, starts its tasks
@@ -17,6 +21,11 @@
 //!                                             <- Metrics {snapshot}   (every second)
 //!   PeerMoved {worker, addr} (a peer restarted) ->
 //!   Deactivate / Activate (any time it runs)  ->
+//!   Tap {tap, component, ...} / Untap {tap}   ->
+//!                                             <- Tapped {tap, record} (a sample, while tapped)
+//!   Checkpoint {id} (checkpointed topology)   ->
+//!                                                spouts record positions, emit barriers
+//!                                             <- Checkpointed {confirm} (per task part written)
 //!   Finish (every spout is done, or time is up) ->
 //!                                                spouts end their streams, tasks drain
 //!                                             <- Metrics {snapshot}   (final)
@@ -24,12 +33,13 @@
 //!   Exit (every worker sent its summary)      ->
 //! ```
 //!
-//! The secret travels on stdin only, never in argv or the environment. EOF on stdin
-//! means the supervisor is gone: the worker exits at once.
+//! The secret travels on the control channel only, never in argv or the environment. EOF
+//! on the control channel means the supervisor is gone: the worker exits at once.
 //!
 
-use std::io::{BufRead, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::net::{IpAddr, SocketAddr};
+use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -38,14 +48,16 @@ use crossbeam_channel::Receiver;
 use serde::{Deserialize, Serialize};
 use topo_dsl::Topology;
 
-pub use super::inbound::Dispatcher;
-use super::remote;
+use crate::bridge::outbound as remote;
+pub use crate::bridge::Dispatcher;
 use crate::metrics::{TransportSnapshot, WorkerSnapshot};
 use crate::registry::Registry;
 use crate::runtime::{self, Remotes, RunOptions, RunningTopology};
+use crate::state::Confirm;
 use crate::summary::RunSummary;
-use crate::transport::{self, Transport, TransportConfig};
+use crate::tap::{Tap, TapRecord};
 use crate::PhysicalPlan;
+use topo_transport::{self as transport, Transport, TransportConfig};
 
 /// A message from the supervisor to a worker.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -67,6 +79,15 @@ pub enum ToWorker {
         /// cluster supervisor passes its own listen address.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         bind: Option<IpAddr>,
+        /// A checkpointed topology resumes from this committed checkpoint (absent: it
+        /// starts afresh).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        restore: Option<u64>,
+    },
+    /// Start checkpoint `id` in the spout tasks here.
+    Checkpoint {
+        /// The checkpoint.
+        id: u64,
     },
     /// Every worker's listening address, by worker index.
     Peers {
@@ -87,6 +108,23 @@ pub enum ToWorker {
     Deactivate,
     /// Activate the spouts again.
     Activate,
+    /// Tap `component`'s tasks here and send what they emit as `Tapped` (see
+    /// [`relay`](super::relay)).
+    Tap {
+        /// The tap's id, in `Tapped` and `Untap`.
+        tap: u64,
+        /// The component.
+        component: String,
+        /// Only this stream (every stream when absent).
+        stream: Option<String>,
+        /// At most this many records a second.
+        per_sec: f64,
+    },
+    /// Detach tap `tap`.
+    Untap {
+        /// The tap's id.
+        tap: u64,
+    },
     /// Shut down (after the summary).
     Exit,
 }
@@ -124,6 +162,25 @@ pub enum FromWorker {
         /// The topology or a component config is at fault (exit code 1), rather than I/O.
         invalid: bool,
     },
+    /// A tuple one of its tasks emitted, for tap `tap`.
+    Tapped {
+        /// The tap's id.
+        tap: u64,
+        /// The tuple.
+        record: TapRecord,
+    },
+    /// A task here wrote its part of a checkpoint (or could not).
+    Checkpointed {
+        /// What it says.
+        confirm: Box<Confirm>,
+    },
+    /// Tap `tap` cannot be attached here.
+    TapFailed {
+        /// The tap's id.
+        tap: u64,
+        /// Why.
+        message: String,
+    },
 }
 
 /// How often a worker sends its status.
@@ -159,29 +216,29 @@ fn unhex(text: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
-/// Writes [`FromWorker`] lines to stdout.
+/// Writes [`FromWorker`] lines to the control channel.
 #[derive(Clone)]
-struct Say(Arc<Mutex<std::io::Stdout>>);
+struct Say(Arc<Mutex<UnixStream>>);
 
 impl Say {
     fn say(&self, msg: &FromWorker) {
-        let Ok(line) = serde_json::to_string(msg) else {
+        let Ok(mut line) = serde_json::to_vec(msg) else {
             return;
         };
+        line.push(b'\n');
         let mut out = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        let _ = writeln!(out, "{line}");
-        let _ = out.flush();
+        let _ = out.write_all(&line);
     }
 }
 
-/// Reads [`ToWorker`] lines from stdin on a thread; the channel closes at EOF.
-fn read_stdin() -> Receiver<ToWorker> {
+/// Reads [`ToWorker`] lines from the control channel on a thread; the channel closes at
+/// EOF.
+fn read_control(control: UnixStream) -> Receiver<ToWorker> {
     let (tx, rx) = crossbeam_channel::unbounded();
     let spawned = std::thread::Builder::new()
         .name("control".into())
         .spawn(move || {
-            let stdin = std::io::stdin();
-            for line in stdin.lock().lines() {
+            for line in BufReader::new(control).lines() {
                 let Ok(line) = line else { break };
                 match serde_json::from_str::<ToWorker>(&line) {
                     Ok(msg) => {
@@ -201,7 +258,7 @@ fn read_stdin() -> Receiver<ToWorker> {
     rx
 }
 
-/// The supervisor is gone (EOF on stdin): nothing left to report to.
+/// The supervisor is gone (EOF on the control channel): nothing left to report to.
 fn orphaned(worker: usize) -> ! {
     tracing::warn!(worker, "The supervisor is gone; exiting.");
     std::process::exit(3)
@@ -259,18 +316,41 @@ pub fn start(
             return Err(StartError::Sampler(e));
         }
     }
-    if !dispatcher.attach(&running, remote, me, workers) {
+    if !dispatcher.attach(
+        running.plan(),
+        running.inboxes(),
+        running.remote_inboxes(),
+        remote,
+        me,
+    ) {
         running.stop();
         return Err(StartError::Attached);
     }
     Ok(running)
 }
 
-/// Runs a worker process (the hidden `topo worker` verb); returns the exit code.
-pub fn run(registry: &Registry) -> i32 {
-    let ctl = read_stdin();
-    let say = Say(Arc::new(Mutex::new(std::io::stdout())));
-    let (text, base_dir, me, secret, fingerprint, bind) = match ctl.recv() {
+/// Runs a worker process (the hidden `topo worker` verb) driven over the control
+/// channel its supervisor passed as file descriptor `control_fd`; returns the exit code.
+pub fn run(registry: &Registry, control_fd: i32) -> i32 {
+    let control = match take_control(control_fd) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!(
+                "error: `topo worker` is started by a supervisor (`topo run`, `topo supervisor`), which passes it a control channel as fd {control_fd}: {e}"
+            );
+            return 2;
+        }
+    };
+    let writer = match control.try_clone() {
+        Ok(w) => w,
+        Err(e) => {
+            eprintln!("error: cannot use the control channel: {e}");
+            return 2;
+        }
+    };
+    let ctl = read_control(control);
+    let say = Say(Arc::new(Mutex::new(writer)));
+    let (text, base_dir, me, secret, fingerprint, bind, restore) = match ctl.recv() {
         Ok(ToWorker::Start {
             topology,
             base_dir,
@@ -278,15 +358,22 @@ pub fn run(registry: &Registry) -> i32 {
             secret,
             fingerprint,
             bind,
-        }) => (topology, base_dir, worker, secret, fingerprint, bind),
+            restore,
+        }) => (
+            topology,
+            base_dir,
+            worker,
+            secret,
+            fingerprint,
+            bind,
+            restore,
+        ),
         Ok(other) => {
             eprintln!("error: the first control message must be `start`, not {other:?}");
             return 2;
         }
         Err(_) => {
-            eprintln!(
-                "error: `topo worker` is started by `topo run`, which sends it its work on stdin"
-            );
+            eprintln!("error: the supervisor closed the control channel before the start");
             return 2;
         }
     };
@@ -352,7 +439,8 @@ pub fn run(registry: &Registry) -> i32 {
         );
     }
     let _tokio = rt.enter();
-    let config = TransportConfig::new(me as u32, peers, fingerprint, secret);
+    let mut config = TransportConfig::new(me as u32, peers, fingerprint, secret);
+    config.encrypt = topology.settings().encrypt;
     let dispatcher = Dispatcher::new();
     let sink = Arc::clone(&dispatcher) as Arc<dyn transport::Deliver>;
     let transport = match Transport::start_with(config, listener, std::future::pending(), sink) {
@@ -383,6 +471,7 @@ pub fn run(registry: &Registry) -> i32 {
     let options = RunOptions {
         base_dir,
         hold_done: true,
+        restore,
         ..RunOptions::default()
     };
     let running = match start(
@@ -410,6 +499,7 @@ pub fn run(registry: &Registry) -> i32 {
     if finish {
         running.stop();
     }
+    let mut taps = Forwarders::default();
     let mut reported = std::time::Instant::now();
     let mut said_done = false;
     let mut last_status = std::time::Instant::now();
@@ -422,6 +512,8 @@ pub fn run(registry: &Registry) -> i32 {
             say.say(&FromWorker::Status { spouts_done: done });
         }
     };
+    let never = crossbeam_channel::never();
+    let confirms = running.confirmations().unwrap_or(&never).clone();
     loop {
         // Woken by the supervisor, by a spout's done flag changing (the supervisor ends a
         // bounded run as soon as every spout is done) and by the last task ending (the
@@ -429,6 +521,14 @@ pub fn run(registry: &Registry) -> i32 {
         // waiting for a heartbeat.
         let woke = crossbeam_channel::select! {
             recv(ctl) -> msg => Some(msg),
+            recv(confirms) -> c => {
+                if let Ok(confirm) = c {
+                    say.say(&FromWorker::Checkpointed {
+                        confirm: Box::new(confirm),
+                    });
+                }
+                None
+            }
             recv(running.spouts_done_changed()) -> _ => None,
             recv(running.ended_signal()) -> _ => None,
             default(STATUS_INTERVAL) => None,
@@ -448,6 +548,22 @@ pub fn run(registry: &Registry) -> i32 {
                 tracing::info!(worker = me, peer = worker, %addr, "Peer moved.");
                 transport.set_peer_addr(worker as u32, addr);
             }
+            Some(Ok(ToWorker::Tap {
+                tap,
+                component,
+                stream,
+                per_sec,
+            })) => match running.tap(&component, stream.as_deref()) {
+                Ok(t) => taps.start(tap, t, per_sec, say.clone()),
+                Err(e) => say.say(&FromWorker::TapFailed {
+                    tap,
+                    message: e.to_string(),
+                }),
+            },
+            Some(Ok(ToWorker::Untap { tap })) => taps.stop(tap),
+            Some(Ok(ToWorker::Checkpoint { id })) => {
+                running.checkpoint(id);
+            }
             Some(Ok(ToWorker::Exit)) => std::process::exit(0),
             Some(Ok(_)) | None => {}
             Some(Err(_)) => orphaned(me),
@@ -465,6 +581,7 @@ pub fn run(registry: &Registry) -> i32 {
             });
         }
     }
+    taps.stop_all();
     let (summary, mut snapshot) = running.wait_snapshot();
     snapshot.transport = Some(TransportSnapshot::of(&transport, workers as u32));
     say.say(&FromWorker::Metrics {
@@ -488,4 +605,79 @@ pub fn run(registry: &Registry) -> i32 {
     ));
     tracing::info!(worker = me, "Worker stopped.");
     0
+}
+
+/// The threads that send tapped tuples to the supervisor, by tap id.
+#[derive(Default)]
+struct Forwarders {
+    running: std::collections::BTreeMap<u64, Arc<std::sync::atomic::AtomicBool>>,
+}
+
+impl Forwarders {
+    /// Sends `tap`'s records as `Tapped { tap: id }`, at most `per_sec` a second (what
+    /// arrives during the pause is dropped: the next record sent is a fresh one).
+    fn start(&mut self, id: u64, tap: Tap, per_sec: f64, say: Say) {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let gap = if per_sec > 0.0 && per_sec.is_finite() {
+            Duration::from_secs_f64(1.0 / per_sec)
+        } else {
+            Duration::ZERO
+        };
+        let stopped = Arc::clone(&stop);
+        let spawned = std::thread::Builder::new()
+            .name("tap".into())
+            .spawn(move || {
+                while !stopped.load(std::sync::atomic::Ordering::Relaxed) {
+                    let Ok(record) = tap.records().recv_timeout(STATUS_INTERVAL) else {
+                        continue;
+                    };
+                    say.say(&FromWorker::Tapped { tap: id, record });
+                    if !gap.is_zero() {
+                        std::thread::sleep(gap);
+                        for _ in tap.records().try_iter() {}
+                    }
+                }
+            });
+        match spawned {
+            Ok(_) => {
+                if let Some(old) = self.running.insert(id, stop) {
+                    old.store(true, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "Cannot start a tap thread."),
+        }
+    }
+
+    fn stop(&mut self, id: u64) {
+        if let Some(stop) = self.running.remove(&id) {
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    fn stop_all(&mut self) {
+        let ids: Vec<u64> = self.running.keys().copied().collect();
+        for id in ids {
+            self.stop(id);
+        }
+    }
+}
+
+/// The worker side: takes the control channel a supervisor passed as `fd`, marks it
+/// close-on-exec (so no program the worker starts inherits it), and returns it.
+fn take_control(fd: i32) -> std::io::Result<std::os::unix::net::UnixStream> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: fcntl on an fd number only reads or sets its flags.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+    if flags < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: as above.
+    if unsafe { libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: the supervisor passed this fd for this purpose and nothing else owns it.
+    let stream = unsafe { std::os::unix::net::UnixStream::from_raw_fd(fd) };
+    // A socket, not a file a user pointed us at.
+    stream.peer_addr()?;
+    Ok(stream)
 }

@@ -199,7 +199,7 @@ pub fn run_workers(
 ) -> Vec<Finished> {
     use topo_engine::launcher::worker;
     use topo_engine::metrics::TransportSnapshot;
-    use topo_engine::transport::{Deliver, Transport, TransportConfig};
+    use topo_transport::{Deliver, Transport, TransportConfig};
 
     let n = topo_engine::PhysicalPlan::new(topology).workers();
     let rt = tokio::runtime::Runtime::new().unwrap();
