@@ -22,7 +22,7 @@ use serde_json::Value as Json;
 use state_support::{counts_once, write_input};
 
 const DEADLINE: Duration = Duration::from_secs(60);
-const LINES: usize = 600_000;
+const LINES: usize = 2_000_000;
 
 /// Runs a client verb against the coordinator at `coordinator`: (exit code, stdout,
 /// stderr).

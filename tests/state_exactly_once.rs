@@ -4,7 +4,7 @@
 //!
 //! The checkpoints go to a local folder, or to a Redis server (`state_backend = "redis"`).
 //!
-//! The input is 500,000 lines of five words each (2.5 M words, 500 distinct), long
+//! The input is 2,000,000 lines of five words each (10 M words, 500 distinct), long
 //! enough in a debug build that the run is still reading when each kill lands: a kill
 //! waits for the workers to run again and for a checkpoint committed after the last
 //! rollback.
@@ -19,7 +19,7 @@ use redis_support::RedisServer;
 use state_support::{committed, sink_lines, write_input};
 use workers_support::Topo;
 
-const LINES: usize = 500_000;
+const LINES: usize = 2_000_000;
 const KILLS: usize = 3;
 
 /// Where the checkpoints go.
