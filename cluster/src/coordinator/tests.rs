@@ -1,6 +1,6 @@
 //! Tests of the coordinator's state machine, requests and persistence.
 
-use super::requests::with_workers;
+use super::rebalance::rewrite;
 use super::*;
 use topo_engine::launcher::worker::hex;
 
@@ -254,7 +254,7 @@ fn a_restarted_coordinator_rebuilds_a_topology_from_the_registrations() {
 fn a_rebalanced_file_keeps_its_values_with_the_new_workers() {
     let text =
         "# comment\n[topology]\nname = \"t\"\nworkers = 3\n\n[spouts.s]\ntype = \"sequence\"\n";
-    let out = with_workers(text, 2).unwrap();
+    let out = rewrite(text, Some(2), &BTreeMap::new()).unwrap();
     let (spec, diags) = topo_dsl::parse(&out);
     assert!(diags.is_empty(), "{out}");
     assert_eq!(spec.workers, Some(2));
