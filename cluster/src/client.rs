@@ -2,6 +2,7 @@
 //! `activate`, `deactivate`, `rebalance`. Each opens one authenticated connection, sends
 //! its request(s) and returns the answer; the CLI prints it.
 
+use std::collections::BTreeMap;
 use std::io::Read;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -267,16 +268,19 @@ pub async fn deactivate(
     done(addrs, secret, req).await
 }
 
-/// Restarts topology `name` with `workers` workers.
+/// Restarts topology `name` with `workers` workers (unchanged when `None`) and each
+/// component in `parallelism` with its new parallelism.
 pub async fn rebalance(
     addrs: &[SocketAddr],
     secret: &Secret,
     name: &str,
-    workers: usize,
+    workers: Option<usize>,
+    parallelism: BTreeMap<String, usize>,
 ) -> Result<String, ClientError> {
     let req = Request::Rebalance {
         name: name.to_string(),
         workers,
+        parallelism,
     };
     done(addrs, secret, req).await
 }

@@ -24,11 +24,12 @@
 //! lacks (`Fetch`, answered by chunks), starts the worker, and relays its control lines both ways
 //! (`Worker` messages wrap the launcher's [`ToWorker`] / [`FromWorker`]).
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use topo_engine::launcher::worker::{FromWorker, ToWorker};
-use topo_engine::summary::RunSummary;
+use topo_engine::summary::{CheckpointSummary, RunSummary};
 
 /// Bytes of one artifact chunk on the wire.
 pub const CHUNK_SIZE: usize = 1024 * 1024;
@@ -151,12 +152,16 @@ pub enum Request {
         /// The topology's name or id.
         name: String,
     },
-    /// Restart with another number of workers.
+    /// Restart with another number of workers, or other components' parallelism.
     Rebalance {
         /// The topology's name or id.
         name: String,
-        /// The new number.
-        workers: usize,
+        /// The new number of workers (unchanged when absent).
+        #[serde(default)]
+        workers: Option<usize>,
+        /// Component id -> its new parallelism (the others unchanged).
+        #[serde(default)]
+        parallelism: BTreeMap<String, usize>,
     },
 }
 
@@ -206,8 +211,9 @@ pub enum Status {
     Inactive,
     /// Being killed: deactivated, draining.
     Killing,
-    /// Being rebalanced: deactivated, draining, then started again with another number
-    /// of workers.
+    /// Being rebalanced: then started again with another number of workers or other
+    /// parallelism. A checkpointed topology waits for its next committed checkpoint and
+    /// restarts from it; any other is deactivated and drained first.
     Rebalancing,
     /// Killed by a client.
     Killed,
@@ -267,6 +273,13 @@ pub struct TopologyInfo {
     /// Each component's counts (the sum over the current incarnation of every worker, or
     /// the final summary once it ended).
     pub components: Vec<ComponentInfo>,
+    /// Component id -> its parallelism (tasks), as its file says now.
+    #[serde(default)]
+    pub parallelism: BTreeMap<String, usize>,
+    /// A checkpointed topology's checkpoint figures (the last committed id, its
+    /// duration and size, failures, rollbacks) over its whole life.
+    #[serde(default)]
+    pub checkpoints: Option<CheckpointSummary>,
     /// Why it failed, when it did.
     pub error: Option<String>,
 }
@@ -546,6 +559,13 @@ mod tests {
                     restarts: 0,
                 }],
                 components: Vec::new(),
+                parallelism: BTreeMap::from([("count".to_string(), 4)]),
+                checkpoints: Some(CheckpointSummary {
+                    completed: 3,
+                    last_completed: Some(3),
+                    last_duration_ms: Some(12.5),
+                    ..CheckpointSummary::default()
+                }),
                 error: None,
             }],
         };

@@ -244,6 +244,9 @@ pub struct CheckpointSummary {
     pub alignment: Option<Latency>,
     /// Bytes of the last committed checkpoint's parts.
     pub size_bytes: u64,
+    /// Start to commit of the last committed checkpoint, in milliseconds.
+    #[serde(default)]
+    pub last_duration_ms: Option<f64>,
     /// Rollbacks to a committed checkpoint after a worker died.
     pub rollbacks: u64,
 }

@@ -145,7 +145,11 @@ impl Actions for Cluster {
                 name: id,
                 wait_secs,
             },
-            Action::Rebalance { workers } => Request::Rebalance { name: id, workers },
+            Action::Rebalance { workers } => Request::Rebalance {
+                name: id,
+                workers: Some(workers),
+                parallelism: Default::default(),
+            },
         };
         let handle = self.0.clone();
         Box::pin(async move {

@@ -8,6 +8,8 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 
+pub mod wordcount;
+
 /// A `topo` daemon (without `TOPO_CLUSTER_SECRET` from the test's environment) whose
 /// stderr is collected; killed (SIGKILL) and reaped on drop.
 pub struct Proc {
@@ -85,6 +87,12 @@ impl Proc {
         self.log.lock().expect("lock").clone()
     }
 
+    /// Kills it (SIGKILL) and reaps it now, rather than when it drops.
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Its pid.
     pub fn pid(&self) -> i32 {
         self.child.id() as i32
@@ -93,8 +101,7 @@ impl Proc {
 
 impl Drop for Proc {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.stop();
     }
 }
 

@@ -18,7 +18,7 @@ const OPEN_RETRY: Duration = Duration::from_secs(5);
 
 /// A checkpointed topology's coordinator and when its next checkpoint starts.
 pub(super) struct Checkpoints {
-    coordinator: Coordinator,
+    pub(super) coordinator: Coordinator,
     interval: Duration,
     next: Instant,
 }
@@ -65,14 +65,29 @@ fn open(text: &str) -> Option<Result<Checkpoints, String>> {
     }))
 }
 
+impl Checkpoints {
+    /// The next checkpoint starts at the next tick (a rebalance waits for it).
+    pub(super) fn due_now(&mut self) {
+        self.next = Instant::now();
+    }
+}
+
 impl Topology {
     /// Its workers will resume from the newest committed checkpoint: the checkpoint in
     /// flight fails, and the next one starts an interval from now.
     pub(super) fn rewind(&mut self) {
-        let Some(c) = &mut self.checkpoints else {
+        let Some(mut c) = self.checkpoints.take() else {
             return;
         };
         c.coordinator.rollback();
+        self.latest_restore(&c);
+        c.next = Instant::now() + c.interval;
+        self.checkpoints = Some(c);
+    }
+
+    /// Its workers will restore the newest committed checkpoint in `c`'s store (the last
+    /// one known when the store cannot be read).
+    pub(super) fn latest_restore(&mut self, c: &Checkpoints) {
         match c.coordinator.store().latest() {
             Ok(latest) => {
                 self.record.restore = latest.map(|r| r.manifest.id).or(self.record.restore)
@@ -81,7 +96,19 @@ impl Topology {
                 warn!(topology = %self.record.id, error = %e, "Cannot read the checkpoints; rolling back to the last one known.")
             }
         }
-        c.next = Instant::now() + c.interval;
+    }
+
+    /// It takes checkpoints now: active, or rebalancing from active (waiting for one).
+    fn takes_checkpoints(&self) -> bool {
+        match self.record.status {
+            Status::Active => true,
+            Status::Rebalancing => self
+                .record
+                .rebalance
+                .as_ref()
+                .is_some_and(|r| r.status == Status::Active),
+            _ => false,
+        }
     }
 }
 
@@ -104,7 +131,10 @@ impl Coord {
             if t.checkpoints.is_none() && t.checkpointed && due {
                 match open(&t.record.text) {
                     None => {}
-                    Some(Ok(c)) => {
+                    Some(Ok(mut c)) => {
+                        if let Some(earlier) = &t.record.checkpoints {
+                            c.coordinator.continue_from(earlier);
+                        }
                         t.checkpoints = Some(c);
                         t.checkpoints_retry = None;
                     }
@@ -115,13 +145,18 @@ impl Coord {
                     }
                 }
             }
-            let ready = t.record.status == Status::Active
+            let ready = t.takes_checkpoints()
                 && t.session.all_running()
                 && !t.session.finishing()
                 && !t.awaiting.iter().any(|&a| a);
             let Some(c) = &mut t.checkpoints else {
                 continue;
             };
+            let figures = Some(c.coordinator.summary());
+            if t.record.checkpoints != figures {
+                t.record.checkpoints = figures;
+                self.dirty = true;
+            }
             let now = Instant::now();
             if now < c.next || !ready {
                 continue;
@@ -136,17 +171,24 @@ impl Coord {
         }
     }
 
-    /// A worker of `id` confirmed its part of a checkpoint.
+    /// A worker of `id` confirmed its part of a checkpoint; a rebalance waiting for a
+    /// committed checkpoint restarts the topology once this completed one.
     pub(super) fn checkpointed_part(&mut self, id: &str, confirm: Confirm) {
-        let Some(c) = self
-            .topologies
-            .get_mut(id)
-            .and_then(|t| t.checkpoints.as_mut())
-        else {
+        let Some(t) = self.topologies.get_mut(id) else {
             return;
         };
-        if let Some(m) = c.coordinator.confirm(confirm) {
-            info!(topology = id, checkpoint = m.id, "Checkpoint committed.");
+        let Some(c) = t.checkpoints.as_mut() else {
+            return;
+        };
+        let Some(m) = c.coordinator.confirm(confirm) else {
+            return;
+        };
+        info!(topology = id, checkpoint = m.id, "Checkpoint committed.");
+        t.record.checkpoints = Some(c.coordinator.summary());
+        let rebalance = t.record.status == Status::Rebalancing && t.record.rebalance.is_some();
+        self.dirty = true;
+        if rebalance {
+            self.restart_rebalanced(id);
         }
     }
 

@@ -310,9 +310,11 @@ pub(super) async fn client_conn(
             Request::Kill { name, wait_secs } => Some(with(&coord, |c| c.kill(&name, wait_secs))),
             Request::Activate { name } => Some(with(&coord, |c| c.set_active(&name, true))),
             Request::Deactivate { name } => Some(with(&coord, |c| c.set_active(&name, false))),
-            Request::Rebalance { name, workers } => {
-                Some(with(&coord, |c| c.rebalance(&name, workers)))
-            }
+            Request::Rebalance {
+                name,
+                workers,
+                parallelism,
+            } => Some(with(&coord, |c| c.rebalance(&name, workers, &parallelism))),
         };
         if let Some(reply) = reply {
             if let Err(e) = writer.send(&reply).await {

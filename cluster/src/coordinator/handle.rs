@@ -59,7 +59,11 @@ impl Handle {
             Request::Kill { name, wait_secs } => with(&self.0, |c| c.kill(&name, wait_secs)),
             Request::Activate { name } => with(&self.0, |c| c.set_active(&name, true)),
             Request::Deactivate { name } => with(&self.0, |c| c.set_active(&name, false)),
-            Request::Rebalance { name, workers } => with(&self.0, |c| c.rebalance(&name, workers)),
+            Request::Rebalance {
+                name,
+                workers,
+                parallelism,
+            } => with(&self.0, |c| c.rebalance(&name, workers, &parallelism)),
             other => Reply::Error {
                 message: format!("not a request about a topology: {other:?}"),
             },

@@ -291,36 +291,6 @@ impl Coord {
         self.deliver(id, out);
     }
 
-    /// A drained rebalance: stop the old workers, start the new plan.
-    pub(super) fn restart_rebalanced(&mut self, id: &str) {
-        let Some(t) = self.topologies.get_mut(id) else {
-            return;
-        };
-        let Some(r) = t.record.rebalance.take() else {
-            return;
-        };
-        let old = std::mem::replace(&mut t.record.assignments, vec![None; r.workers]);
-        t.record.workers = r.workers;
-        t.record.fingerprint = fingerprint(&r.text, r.workers);
-        t.record.text = r.text;
-        t.record.addrs = vec![None; r.workers];
-        t.record.starts = vec![0; r.workers];
-        t.record.finishing = false;
-        t.record.kill_at = None;
-        t.record.status = r.status;
-        t.session = Session::new(r.workers);
-        t.awaiting = vec![false; r.workers];
-        // A checkpointed topology goes on from its newest checkpoint.
-        t.rewind();
-        info!(
-            topology = id,
-            workers = r.workers,
-            "Drained; restarting the topology with its new workers."
-        );
-        self.stop_workers(id, &old);
-        self.dirty = true;
-        self.place();
-    }
     pub(super) fn fail(&mut self, id: &str, message: String) {
         let Some(t) = self.topologies.get_mut(id) else {
             return;

@@ -27,7 +27,9 @@
 //! - `persist`: what `state.json` holds, loading it (with how to recover from a bad one)
 //!   and saving it.
 //! - `machine`: the state machine: supervisors, placements, sessions, ends of runs.
-//! - `requests`: the client requests (submit, list, kill, activate, rebalance).
+//! - `requests`: the client requests (submit, list, kill, activate).
+//! - `rebalance`: `topo rebalance`: its checks, the rewritten file, the restart (a
+//!   checkpointed topology's state carried over from a committed checkpoint).
 //! - `conn`: the connection tasks of supervisors and clients, artifact streaming.
 //! - `checkpoints`: the checkpoints of checkpointed topologies, and their rollbacks.
 //! - `etcd`: the state and the leader's election in etcd (`--etcd`).
@@ -41,6 +43,7 @@ mod etcd;
 mod handle;
 mod machine;
 mod persist;
+mod rebalance;
 mod replica;
 mod requests;
 #[cfg(test)]

@@ -1,5 +1,7 @@
 //! The coordinator's persisted state: what `state.json` holds, loading and saving it.
 
+use topo_engine::summary::CheckpointSummary;
+
 use super::*;
 
 /// What `state.json` holds.
@@ -57,13 +59,17 @@ pub(super) struct Record {
     /// they are (re)assigned.
     #[serde(default)]
     pub(super) restore: Option<u64>,
+    /// A checkpointed topology's checkpoint figures so far (a coordinator that opens its
+    /// checkpoints again goes on from them).
+    #[serde(default)]
+    pub(super) checkpoints: Option<CheckpointSummary>,
 }
 
 /// A rebalance in progress.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(super) struct Rebalance {
     pub(super) workers: usize,
-    /// The topology file's text with the new `workers`.
+    /// The topology file's text with the new `workers` and parallelism.
     pub(super) text: String,
     /// The status to go back to (active or inactive).
     pub(super) status: Status,

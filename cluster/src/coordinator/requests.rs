@@ -1,64 +1,9 @@
-//! The coordinator's answers to client requests: submit, list, kill, activate, rebalance.
+//! The coordinator's answers to client requests: submit, list, kill, activate (rebalance
+//! is in `rebalance`).
 
 use super::*;
 
-/// `text` with `[topology] workers = n` (the file is rewritten: comments and layout are
-/// not kept, the values are).
-pub(super) fn with_workers(text: &str, n: usize) -> Result<String, String> {
-    let mut doc: toml::Table = text
-        .parse()
-        .map_err(|e| format!("cannot parse the topology file: {e}"))?;
-    let topology = doc
-        .entry("topology")
-        .or_insert_with(|| toml::Value::Table(toml::Table::new()));
-    let Some(t) = topology.as_table_mut() else {
-        return Err("`topology` is not a table".into());
-    };
-    t.insert("workers".into(), toml::Value::Integer(n as i64));
-    toml::to_string(&doc).map_err(|e| format!("cannot write the topology file: {e}"))
-}
-
 impl Coord {
-    pub(super) fn rebalance(&mut self, name: &str, workers: usize) -> Reply {
-        let Some(id) = self.find(name) else {
-            return not_found(name);
-        };
-        let t = self.topologies.get_mut(&id).expect("found");
-        if !matches!(t.record.status, Status::Active | Status::Inactive) {
-            return Reply::Error {
-                message: format!("topology {id} is {}", t.record.status.name()),
-            };
-        }
-        if workers == 0 {
-            return Reply::Error {
-                message: "a topology needs at least 1 worker".into(),
-            };
-        }
-        let text = match with_workers(&t.record.text, workers) {
-            Ok(text) => text,
-            Err(message) => return Reply::Error { message },
-        };
-        let wait = t.record.message_timeout_secs.max(0.0);
-        t.record.rebalance = Some(Rebalance {
-            workers,
-            text,
-            status: t.record.status,
-        });
-        t.record.status = Status::Rebalancing;
-        t.record.kill_at = Some(now_secs() + wait);
-        let out: Outbox = (0..t.record.workers)
-            .map(|w| (w, ToWorker::Deactivate))
-            .collect();
-        self.dirty = true;
-        self.deliver(&id, out);
-        info!(topology = %id, workers, wait_secs = wait, "Rebalancing: spouts deactivated, draining.");
-        Reply::Done {
-            message: format!(
-                "rebalancing {id} to {workers} workers: spouts deactivated, restarting in {wait} s"
-            ),
-        }
-    }
-
     pub(super) fn submit(
         &mut self,
         name: String,
@@ -133,6 +78,7 @@ impl Coord {
             error: None,
             rebalance: None,
             restore: None,
+            checkpoints: None,
         };
         info!(topology = %id, workers, "Topology submitted.");
         self.topologies.insert(id.clone(), Topology::new(record));
@@ -227,6 +173,8 @@ impl Coord {
                     } else {
                         r.components.clone()
                     },
+                    parallelism: parallelism_of(&r.text),
+                    checkpoints: r.checkpoints.clone(),
                     error: r.error.clone(),
                 }
             })
@@ -304,6 +252,16 @@ impl Coord {
             info!(hash = %hash, "Removed a resource archive no topology uses.");
         }
     }
+}
+
+/// Each component's parallelism in the topology file `text`.
+fn parallelism_of(text: &str) -> BTreeMap<String, usize> {
+    topo_dsl::parse(text)
+        .0
+        .components
+        .iter()
+        .map(|c| (c.id.clone(), c.parallelism.unwrap_or(1).max(1) as usize))
+        .collect()
 }
 
 pub(super) fn not_found(name: &str) -> Reply {

@@ -1,6 +1,6 @@
 //! Tests of the coordinator's state machine, requests and persistence.
 
-use super::requests::with_workers;
+use super::rebalance::rewrite;
 use super::*;
 use topo_engine::launcher::worker::hex;
 
@@ -254,12 +254,108 @@ fn a_restarted_coordinator_rebuilds_a_topology_from_the_registrations() {
 fn a_rebalanced_file_keeps_its_values_with_the_new_workers() {
     let text =
         "# comment\n[topology]\nname = \"t\"\nworkers = 3\n\n[spouts.s]\ntype = \"sequence\"\n";
-    let out = with_workers(text, 2).unwrap();
+    let out = rewrite(text, Some(2), &BTreeMap::new()).unwrap();
     let (spec, diags) = topo_dsl::parse(&out);
     assert!(diags.is_empty(), "{out}");
     assert_eq!(spec.workers, Some(2));
     assert_eq!(spec.name.as_deref(), Some("t"));
     assert_eq!(spec.components.len(), 1);
+}
+
+fn refusal(reply: Reply) -> String {
+    match reply {
+        Reply::Error { message } => message,
+        other => panic!("not refused: {other:?}"),
+    }
+}
+
+#[test]
+fn a_rebalance_the_coordinator_cannot_carry_out_is_refused_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut c, _rx) = coord(dir.path(), &["a", "b"]);
+    let id = submitted(&mut c);
+    let p = |c: &str, n: usize| BTreeMap::from([(c.to_string(), n)]);
+    let none = BTreeMap::new();
+    let cases = [
+        (
+            c.rebalance("t", None, &none),
+            "nothing to rebalance: give --workers N or --parallelism COMPONENT=N".to_string(),
+        ),
+        (
+            c.rebalance("t", Some(0), &none),
+            "a topology needs at least 1 worker".into(),
+        ),
+        (
+            c.rebalance("t", None, &p("x", 2)),
+            format!("topology {id} has no component `x` (it has s)"),
+        ),
+        (
+            c.rebalance("t", None, &p("s", 0)),
+            "the parallelism of `s` must be at least 1".into(),
+        ),
+        (
+            c.rebalance("t", None, &p("s", 10_001)),
+            "parallelism 10001 of `s` is above the limit of 10000".into(),
+        ),
+        (
+            c.rebalance("nope", None, &p("s", 2)),
+            "no topology named nope".into(),
+        ),
+    ];
+    for (reply, want) in cases {
+        assert_eq!(refusal(reply), want);
+    }
+    let t = &c.topologies[&id];
+    assert_eq!(t.record.status, Status::Active);
+    assert!(t.record.rebalance.is_none());
+}
+
+#[test]
+fn a_topology_without_checkpoints_drains_then_restarts_with_its_new_parallelism() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut c, mut rx) = coord(dir.path(), &["a", "b"]);
+    let id = submitted(&mut c);
+    let ask = BTreeMap::from([("s".to_string(), 3)]);
+    match c.rebalance("t", None, &ask) {
+        Reply::Done { message } => assert_eq!(
+            message,
+            format!(
+                "rebalancing {id} to s=3: spouts deactivated, restarting in 30 s; the \
+                 topology takes no checkpoints, so its bolts' in-memory state starts empty"
+            )
+        ),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(c.topologies[&id].record.status, Status::Rebalancing);
+    for r in &mut rx {
+        drain(r);
+    }
+    // The drain is over.
+    if let Some(t) = c.topologies.get_mut(&id) {
+        t.record.kill_at = Some(now_secs() - 1.0);
+    }
+    c.tick();
+    let t = &c.topologies[&id];
+    assert_eq!(t.record.status, Status::Active);
+    assert_eq!(t.record.workers, 2);
+    // Each worker index stays on its supervisor: stopped, then assigned again there.
+    let msgs: Vec<Vec<ToSupervisor>> = rx.iter_mut().map(drain).collect();
+    for (sup, m) in msgs.iter().enumerate() {
+        assert!(
+            matches!(m[0], ToSupervisor::Stop { worker, .. } if worker == sup),
+            "{m:?}"
+        );
+        assert_eq!(assigned(m), [sup]);
+    }
+    let listed = c.list();
+    assert_eq!(
+        listed[0].parallelism,
+        BTreeMap::from([("s".to_string(), 3)])
+    );
+    // The new file is the persisted one.
+    let saved = persist::load(&dir.path().join("state.json")).unwrap();
+    let (spec, _) = topo_dsl::parse(&saved.topologies[0].text);
+    assert_eq!(spec.components[0].parallelism, Some(3));
 }
 
 #[test]

@@ -182,6 +182,7 @@ impl Coordinator {
                 self.summary.completed += 1;
                 self.summary.last_completed = Some(manifest.id);
                 self.summary.size_bytes = manifest.size();
+                self.summary.last_duration_ms = Some(took.as_secs_f64() * 1000.0);
                 tracing::debug!(
                     checkpoint = manifest.id,
                     ms = took.as_millis() as u64,
@@ -227,6 +228,17 @@ impl Coordinator {
     pub fn rollback(&mut self) {
         self.fail();
         self.summary.rollbacks += 1;
+    }
+
+    /// Goes on counting from `earlier`, the figures of an earlier coordinator of the same
+    /// topology (a restarted cluster coordinator, a rebalanced topology): its counts, last
+    /// id, size and rollbacks; the latencies start afresh.
+    pub fn continue_from(&mut self, earlier: &CheckpointSummary) {
+        self.summary = CheckpointSummary {
+            duration: None,
+            alignment: None,
+            ..earlier.clone()
+        };
     }
 
     /// The figures so far.
