@@ -97,7 +97,9 @@ fn killed_three_times_counts_exactly(acking: bool) {
         "{stderr}"
     );
     assert_eq!(
-        stderr.matches("Reading the stream from checkpointed positions.").count(),
+        stderr
+            .matches("Reading the stream from checkpointed positions.")
+            .count(),
         2 * (KILLS + 1),
         "every incarnation's two spout tasks read by position: {stderr}"
     );

@@ -530,4 +530,3 @@ impl Spout for RedisStream {
         self.link = None;
     }
 }
-

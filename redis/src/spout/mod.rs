@@ -186,7 +186,6 @@ impl fmt::Display for EntryId {
     }
 }
 
-
 /// Splits an entry reply `[id, [k, v, ...]]` into its id and its fields and values.
 fn split_entry(reply: Reply) -> Option<(EntryId, Vec<Reply>)> {
     let Reply::Array(mut parts) = reply else {

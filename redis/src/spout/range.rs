@@ -322,8 +322,7 @@ impl Spout for RangeReader {
         self.inflight.clear();
         self.again.clear();
         self.caught_up = false;
-        self.reached_end = self.config.stop_at_end
-            && self.end.is_none_or(|end| after >= end);
+        self.reached_end = self.config.stop_at_end && self.end.is_none_or(|end| after >= end);
         Ok(())
     }
 }
@@ -362,7 +361,8 @@ mod tests {
         r.tasks = 2;
         r.scanned = EntryId { ms: 9, seq: 3 };
         r.emitted = EntryId { ms: 7, seq: 0 };
-        r.buffer.push_back((EntryId { ms: 8, seq: 1 }, Values::new()));
+        r.buffer
+            .push_back((EntryId { ms: 8, seq: 1 }, Values::new()));
         let at = r.position().expect("a position");
         assert_eq!(
             String::from_utf8_lossy(&at),
@@ -370,7 +370,10 @@ mod tests {
         );
         r.buffer.clear();
         r.seek(&at).expect("seek");
-        assert_eq!((r.scanned, r.emitted), (EntryId { ms: 7, seq: 0 }, r.scanned));
+        assert_eq!(
+            (r.scanned, r.emitted),
+            (EntryId { ms: 7, seq: 0 }, r.scanned)
+        );
         r.tasks = 3;
         let err = r.seek(&at).expect_err("rescaled").to_string();
         assert!(
