@@ -261,6 +261,23 @@ fn the_coordinator_ui_serves_the_cluster_and_acts_only_with_the_token() {
     c.until("/api/v1/topologies", "the topology is active again", |l| {
         status_of(l, &id).as_deref() == Some("active")
     });
+    // A rebalance the coordinator refuses says why; one it cannot parse is a bad request.
+    let (code, body) = c.act(&id, "rebalance?parallelism=nope%3D2", &auth);
+    assert_eq!(code, 409, "{body}");
+    assert!(
+        body.contains(&format!(
+            "topology {id} has no component `nope` (it has sentences, split, count, print)"
+        )),
+        "{body}"
+    );
+    let (code, body) = c.act(&id, "rebalance?parallelism=count", &auth);
+    assert_eq!(code, 400, "{body}");
+    assert!(
+        body.contains("parallelism takes COMPONENT=N[,COMPONENT=N...]"),
+        "{body}"
+    );
+    let (code, body) = c.act(&id, "rebalance", &auth);
+    assert_eq!(code, 400, "{body}");
 
     // `topo tap` through the UI: a sample from the tasks of both workers. Tuples are the
     // users' data: a tap takes the token too.

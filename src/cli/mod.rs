@@ -138,7 +138,7 @@ enum Command {
     /// Pause a topology's spouts; in-flight messages still finish.
     #[command(after_help = CLUSTER_EXIT_HELP)]
     Deactivate(cluster::NameArgs),
-    /// Restart a topology with another number of workers.
+    /// Restart a topology with another number of workers or other components' parallelism.
     #[command(after_help = CLUSTER_EXIT_HELP)]
     Rebalance(cluster::RebalanceArgs),
     /// Print the token the coordinator's web UI (`--ui`) takes for actions, derived from

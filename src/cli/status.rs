@@ -67,6 +67,7 @@ impl Watch {
             error: None,
             uptime_secs: None,
             snapshots: &[],
+            checkpoints: None,
         };
         board.update(starting, || shape.clone());
         for (addr, what) in [(ui, "the web UI"), (metrics_addr, "metrics")] {
@@ -121,6 +122,7 @@ impl Watch {
                     error: None,
                     uptime_secs: None,
                     snapshots,
+                    checkpoints: None,
                 },
                 || self.shape.clone(),
             );

@@ -110,6 +110,7 @@ fn refresh(handle: &Handle, board: &Board, taps: &Taps) {
                 error: v.info.error.as_deref(),
                 uptime_secs: Some(v.info.uptime_secs),
                 snapshots: &v.snapshots,
+                checkpoints: v.info.checkpoints.as_ref(),
             },
             || Shape::of_spec(&topo_dsl::parse(&v.text).0),
         );
@@ -145,10 +146,13 @@ impl Actions for Cluster {
                 name: id,
                 wait_secs,
             },
-            Action::Rebalance { workers } => Request::Rebalance {
+            Action::Rebalance {
+                workers,
+                parallelism,
+            } => Request::Rebalance {
                 name: id,
-                workers: Some(workers),
-                parallelism: Default::default(),
+                workers,
+                parallelism,
             },
         };
         let handle = self.0.clone();

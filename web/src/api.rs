@@ -6,6 +6,7 @@
 //! milliseconds (upper bound of its bucket, within 12.5 %).
 
 use serde::{Deserialize, Serialize};
+use topo_engine::summary::CheckpointSummary;
 
 /// `GET /api/v1/topologies`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -41,6 +42,10 @@ pub struct TopologyBrief {
     pub failed_per_sec: f64,
     /// Trees pending over all spout tasks.
     pub pending: u64,
+    /// A checkpointed topology's checkpoint figures (the last committed id, its duration
+    /// and size, failures, rollbacks).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoints: Option<CheckpointSummary>,
 }
 
 /// `GET /api/v1/topologies/{id}`: everything about one topology.

@@ -14,7 +14,7 @@ use topo_dsl::catalog::Kind;
 use topo_dsl::graph::grouping_label;
 use topo_dsl::{Topology, TopologySpec};
 use topo_engine::metrics::{FailSample, WorkerSnapshot};
-use topo_engine::summary::{Counts, Histogram};
+use topo_engine::summary::{CheckpointFigures, CheckpointSummary, Counts, Histogram};
 use topo_engine::TaskId;
 
 use crate::api::{
@@ -195,6 +195,8 @@ struct Track {
     samples: BTreeMap<(String, &'static str), VecDeque<FailureSample>>,
     /// Order of the list: when it was added.
     added: u64,
+    /// The latest checkpoint figures.
+    checkpoints: Option<CheckpointSummary>,
 }
 
 /// What the API serves: every topology's figures, updated by whoever receives the
@@ -228,6 +230,9 @@ pub struct Report<'a> {
     pub uptime_secs: Option<f64>,
     /// The latest snapshot of each worker (each task in exactly one).
     pub snapshots: &'a [WorkerSnapshot],
+    /// Checkpoint figures from the reporter (a cluster coordinator); else those a
+    /// snapshot carries (`topo run`).
+    pub checkpoints: Option<&'a CheckpointSummary>,
 }
 
 impl Board {
@@ -266,6 +271,7 @@ impl Board {
                     history: VecDeque::new(),
                     samples: BTreeMap::new(),
                     added: *added,
+                    checkpoints: None,
                 });
                 *added += 1;
                 t
@@ -305,6 +311,14 @@ impl Track {
     fn update(&mut self, r: &Report<'_>) {
         self.status = r.status.to_string();
         self.error = r.error.map(str::to_string);
+        let carried = r.snapshots.iter().find_map(|s| s.checkpoints.as_deref());
+        if let Some(k) = r
+            .checkpoints
+            .cloned()
+            .or_else(|| carried.map(CheckpointFigures::to_summary))
+        {
+            self.checkpoints = Some(k);
+        }
         let at = self.first.elapsed().as_secs_f64();
         if let Some(u) = r.uptime_secs {
             self.uptime_offset = u - at;
@@ -439,6 +453,7 @@ impl Track {
             uptime_secs: self.uptime(),
             workers_running: self.workers.values().filter(|w| w.last.running).count(),
             tasks: self.tasks.len(),
+            checkpoints: self.checkpoints.clone(),
             ..TopologyBrief::default()
         };
         for t in self.tasks.values().filter(|t| t.last.kind == "spout") {
@@ -790,7 +805,41 @@ mod tests {
             error: None,
             uptime_secs: None,
             snapshots,
+            checkpoints: None,
         }
+    }
+
+    #[test]
+    fn the_brief_shows_the_reporters_checkpoint_figures_else_a_snapshots() {
+        let board = Board::new("cluster", false);
+        let k = CheckpointSummary {
+            completed: 3,
+            last_completed: Some(7),
+            last_duration_ms: Some(12.5),
+            size_bytes: 900,
+            ..CheckpointSummary::default()
+        };
+        let snaps = [worker(1, 1.0, vec![task(1, "s", "spout", 10, 0.0)])];
+        board.update(
+            Report {
+                checkpoints: Some(&k),
+                ..report(&snaps)
+            },
+            shape,
+        );
+        assert_eq!(board.list().topologies[0].checkpoints.as_ref(), Some(&k));
+        // `topo run`: the figures ride on a worker's snapshot.
+        let run = Board::new("run", false);
+        let mut carried = worker(1, 1.0, vec![task(1, "s", "spout", 10, 0.0)]);
+        carried.checkpoints = Some(Box::new(CheckpointFigures {
+            summary: k.clone(),
+            ..CheckpointFigures::default()
+        }));
+        run.update(report(std::slice::from_ref(&carried)), shape);
+        assert_eq!(run.list().topologies[0].checkpoints.as_ref(), Some(&k));
+        let plain = Board::new("run", false);
+        plain.update(report(&snaps), shape);
+        assert_eq!(plain.list().topologies[0].checkpoints, None);
     }
 
     #[test]

@@ -12,6 +12,7 @@
 //! [`router`] builds every route from an [`App`]; another module's routes (a streaming
 //! endpoint, say) join with `router(app).merge(other)` before [`serve`].
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -51,10 +52,12 @@ pub enum Action {
         /// Seconds to drain.
         wait_secs: Option<f64>,
     },
-    /// Restart with `workers` workers.
+    /// Restart with another number of workers or other components' parallelism.
     Rebalance {
-        /// The new number of workers.
-        workers: usize,
+        /// The new number of workers (unchanged when `None`).
+        workers: Option<usize>,
+        /// Component id -> its new parallelism.
+        parallelism: BTreeMap<String, usize>,
     },
 }
 
@@ -196,6 +199,19 @@ async fn part(State(app): State<App>, Path((id, part)): Path<(String, String)>) 
 struct ActionQuery {
     workers: Option<usize>,
     wait_secs: Option<f64>,
+    /// `count=4,split=2`.
+    parallelism: Option<String>,
+}
+
+/// `count=4,split=2` as component -> parallelism (the coordinator checks the values).
+fn parse_parallelism(text: &str) -> Option<BTreeMap<String, usize>> {
+    text.split(',')
+        .filter(|p| !p.trim().is_empty())
+        .map(|p| {
+            let (c, n) = p.split_once('=')?;
+            Some((c.trim().to_string(), n.trim().parse().ok()?))
+        })
+        .collect()
 }
 
 async fn action(
@@ -214,19 +230,32 @@ async fn action(
         tracing::warn!(topology = %id, action = %name, "Refused a UI action without the right token.");
         return refused;
     }
+    let parallelism = match q.parallelism.as_deref().map(parse_parallelism) {
+        None => BTreeMap::new(),
+        Some(Some(p)) => p,
+        Some(None) => {
+            return message(
+                StatusCode::BAD_REQUEST,
+                "parallelism takes COMPONENT=N[,COMPONENT=N...]",
+            )
+        }
+    };
     let act = match (name.as_str(), q.workers) {
         ("activate", _) => Action::Activate,
         ("deactivate", _) => Action::Deactivate,
         ("kill", _) => Action::Kill {
             wait_secs: q.wait_secs,
         },
-        ("rebalance", Some(workers)) if workers > 0 => Action::Rebalance { workers },
-        ("rebalance", _) => {
+        ("rebalance", Some(0)) | ("rebalance", None) if parallelism.is_empty() => {
             return message(
                 StatusCode::BAD_REQUEST,
-                "rebalance needs ?workers=N (N > 0)",
+                "rebalance needs ?workers=N (N > 0) or ?parallelism=COMPONENT=N[,...]",
             )
         }
+        ("rebalance", workers) => Action::Rebalance {
+            workers,
+            parallelism,
+        },
         _ => {
             return message(
                 StatusCode::NOT_FOUND,

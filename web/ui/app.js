@@ -45,6 +45,14 @@ function drawNav(list) {
     `<a href="#${encodeURIComponent(t.id)}" class="${t.id === state.id ? "current" : ""}">${esc(t.name)}</a>`).join("");
 }
 
+// The last committed checkpoint (its duration and size) and the failed ones.
+function checkpointStat(k) {
+  const last = k.last_completed == null ? "none"
+    : `#${k.last_completed} · ${k.last_duration_ms == null ? "" : `${ms(k.last_duration_ms)} ms · `}${num(k.size_bytes)} B`;
+  return `<span class="stat"><span class="muted">checkpoint</span><b id="checkpoint">${esc(last)}</b></span>
+    <span class="stat"><span class="muted">failed checkpoints</span><b>${num(k.failed)}</b></span>`;
+}
+
 function drawSummary(d) {
   const b = d;
   $("#summary").innerHTML = `
@@ -57,6 +65,7 @@ function drawSummary(d) {
     <span class="stat"><span class="muted">acked/s</span><b>${num(b.acked_per_sec)}</b></span>
     <span class="stat"><span class="muted">failed/s</span><b>${num(b.failed_per_sec)}</b></span>
     <span class="stat"><span class="muted">pending</span><b>${num(b.pending)}</b></span>
+    ${b.checkpoints ? checkpointStat(b.checkpoints) : ""}
     ${d.error ? `<p class="bp">${esc(d.error)}</p>` : ""}`;
 }
 
@@ -139,7 +148,11 @@ async function act(name) {
   if (!state.id) return;
   const token = $("#token").value.trim();
   sessionStorage.setItem("topo-ui-token", token);
-  const q = name === "rebalance" ? `?workers=${encodeURIComponent($("#workers").value)}` : "";
+  let q = "";
+  if (name === "rebalance") {
+    const args = [["workers", $("#workers").value.trim()], ["parallelism", $("#parallelism").value.trim()]];
+    q = "?" + args.filter(([, v]) => v).map(([k, v]) => `${k}=${encodeURIComponent(v)}`).join("&");
+  }
   const headers = token ? { Authorization: `Bearer ${token}` } : {};
   const r = await fetch(`/api/v1/topologies/${encodeURIComponent(state.id)}/${name}${q}`, { method: "POST", headers });
   let text = `${r.status}`;

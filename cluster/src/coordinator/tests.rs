@@ -262,6 +262,21 @@ fn a_rebalanced_file_keeps_its_values_with_the_new_workers() {
     assert_eq!(spec.components.len(), 1);
 }
 
+#[test]
+fn a_rebalanced_file_sets_the_parallelism_of_spouts_and_bolts() {
+    let text = "[topology]\nname = \"t\"\n\n[spouts.s]\ntype = \"sequence\"\n\n\
+                [bolts.b]\ntype = \"map\"\nparallelism = 2\ninputs = [\"s\"]\n";
+    let ask = BTreeMap::from([("s".to_string(), 3), ("b".to_string(), 5)]);
+    let out = rewrite(text, None, &ask).unwrap();
+    let (spec, diags) = topo_dsl::parse(&out);
+    assert!(diags.is_empty(), "{out}");
+    assert_eq!(spec.workers, None);
+    let p: Vec<_> = spec.components.iter().map(|c| c.parallelism).collect();
+    assert_eq!(p, [Some(3), Some(5)]);
+    let err = rewrite(text, None, &BTreeMap::from([("x".to_string(), 1)])).unwrap_err();
+    assert_eq!(err, "no table for component `x` in the topology file");
+}
+
 fn refusal(reply: Reply) -> String {
     match reply {
         Reply::Error { message } => message,

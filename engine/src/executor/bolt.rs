@@ -222,10 +222,19 @@ pub(crate) struct BoltExecutor {
 
 /// A checkpoint's barrier alignment: the upstream tasks whose barrier arrived are held
 /// (what they send next waits in `held`) until every upstream task's barrier arrived.
+///
+/// What is held is bounded: past [`MAX_HELD_TUPLES`] the task declines the checkpoint
+/// (it fails, as Flink's alignment limit fails one) rather than buffer without end
+/// behind a slow input; the next checkpoint starts afresh.
 #[derive(Default)]
 pub(crate) struct Align {
     /// The checkpoint being aligned.
     id: Option<u64>,
+    /// The newest checkpoint this task aligned or declined: its late barriers are
+    /// dropped.
+    done: u64,
+    /// Tuples in `held`.
+    held_tuples: usize,
     /// Upstream tasks whose barrier arrived.
     arrived: Vec<TaskId>,
     started: Option<Instant>,
@@ -234,6 +243,10 @@ pub(crate) struct Align {
     /// What was held, to take before the inboxes once the alignment completed.
     replay: std::collections::VecDeque<Inbound>,
 }
+
+/// Most tuples a task holds while it aligns a checkpoint's barriers (a few MiB of word
+/// tuples); past it the task declines the checkpoint.
+pub(crate) const MAX_HELD_TUPLES: usize = 1 << 16;
 
 impl BoltExecutor {
     fn count_error(&mut self, what: &str, text: &str) {
@@ -491,7 +504,11 @@ impl BoltExecutor {
         if self.align.id.is_some() {
             if let Some(t) = batch.first() {
                 if self.align.arrived.contains(&t.source_task) {
+                    self.align.held_tuples += batch.len();
                     self.align.held.push_back(Inbound::Batch(batch));
+                    if self.align.held_tuples > MAX_HELD_TUPLES {
+                        self.decline();
+                    }
                     return;
                 }
             }
@@ -526,6 +543,7 @@ impl BoltExecutor {
             }
             Some(current) if current == id => {}
             Some(current) if id < current => return,
+            None if id <= self.align.done => return,
             Some(_) => {
                 // A newer checkpoint while an older one aligns: the older one cannot
                 // complete (its coordinator gave up on it). Release and start over.
@@ -584,12 +602,36 @@ impl BoltExecutor {
         if let Some(c) = &self.checkpoint {
             c.submit(id, state, alignment);
         }
+        self.align.done = id;
+        self.release();
+    }
+
+    /// Declines the checkpoint being aligned: it held more than [`MAX_HELD_TUPLES`]. The
+    /// barrier goes on at once (downstream tasks stop holding too), the coordinator hears
+    /// the checkpoint failed, and what was held is taken next. Barriers of it still to
+    /// come are dropped.
+    #[cold]
+    fn decline(&mut self) {
+        let Some(id) = self.align.id else {
+            return;
+        };
+        let alignment = self.align.started.map_or(Duration::ZERO, |s| s.elapsed());
+        let why = format!(
+            "bolt `{}` task {} held more than {MAX_HELD_TUPLES} tuples while aligning the barriers of checkpoint {id} (an input is much slower than another): it declines the checkpoint",
+            self.ctx.component, self.ctx.task
+        );
+        self.core.out.barrier(id);
+        if let Some(c) = &self.checkpoint {
+            c.submit(id, Err(why), alignment);
+        }
+        self.align.done = id;
         self.release();
     }
 
     /// Ends the alignment: what was held is taken next, before the inboxes.
     fn release(&mut self) {
         self.align.id = None;
+        self.align.held_tuples = 0;
         self.align.arrived.clear();
         self.align.started = None;
         let mut held = std::mem::take(&mut self.align.held);

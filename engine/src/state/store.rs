@@ -15,6 +15,9 @@ use topo_dsl::{Kind, Topology};
 use super::backend::Backend;
 use super::{key_group_range, StateError, TaskState, TaskStateReader};
 
+/// Failed checkpoints a commit removes at most (those just before it).
+const MAX_SWEPT: u64 = 64;
+
 /// Committed checkpoints kept besides the newest one (older ones are removed).
 const KEEP: usize = 2;
 
@@ -171,6 +174,15 @@ impl CheckpointStore {
         self.backend.put_manifest(manifest.id, text.as_bytes())?;
         let mut ids = self.backend.committed()?;
         ids.sort_unstable();
+        // The failed checkpoints since the previous commit: a task may have written its
+        // part after the failure removed the others (a late or declined part).
+        let previous = ids.iter().rev().find(|&&id| id < manifest.id).copied();
+        let first_failed = previous
+            .map_or(1, |p| p + 1)
+            .max(manifest.id.saturating_sub(MAX_SWEPT));
+        for failed in first_failed..manifest.id {
+            self.backend.remove(failed)?;
+        }
         for &old in ids.iter().rev().skip(KEEP + 1) {
             self.backend.remove(old)?;
         }
@@ -303,5 +315,22 @@ mod tests {
         ids.sort_unstable();
         assert_eq!(ids, [3, 4, 5]);
         assert_eq!(store.latest().expect("read").expect("some").manifest.id, 5);
+    }
+
+    #[test]
+    fn a_part_written_after_its_checkpoint_failed_goes_with_the_next_commit() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let backend = LocalBackend::open(dir.path()).expect("open");
+        let store = CheckpointStore::new(Arc::new(backend.clone()));
+        checkpoint(&store, 1, 10);
+        store.abort(2).expect("fail 2");
+        // A task that was late writes its part of the failed checkpoint 2.
+        store
+            .write_part(2, "count", 0, 1, &TaskState::default())
+            .expect("late part");
+        assert!(backend.checkpoint_dir(2).exists());
+        checkpoint(&store, 3, 30);
+        assert!(!backend.checkpoint_dir(2).exists(), "the late part stays");
+        assert!(backend.checkpoint_dir(1).exists() && backend.checkpoint_dir(3).exists());
     }
 }
