@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use redis_support::{xadd_many, RedisServer};
-use state_support::{committed, counts_once, write_input};
+use state_support::{committed, count_into_sink, counts_once, write_input};
 use workers_support::{wait_until, Topo};
 
 /// The runs share two cores with the rest of the suite: one at a time.
@@ -63,17 +63,8 @@ type = "split_words"
 parallelism = 2
 inputs = ["lines"]
 
-[bolts.count]
-type = "word_count"
-parallelism = 2
-emit = "end"
-inputs = [{{ from = "split", grouping = "fields", fields = ["word"] }}]
-
-[bolts.sink]
-type = "file_sink"
-path = "out.jsonl"
-inputs = ["count"]
-"#
+{}"#,
+            count_into_sink("split", 2)
         ),
     )
     .expect("write topology");
