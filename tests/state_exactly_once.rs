@@ -16,7 +16,7 @@ mod workers_support;
 use std::collections::BTreeMap;
 
 use redis_support::RedisServer;
-use state_support::{committed, sink_lines, write_input};
+use state_support::{committed, count_into_sink, sink_lines, write_input};
 use workers_support::Topo;
 
 const LINES: usize = 2_000_000;
@@ -68,17 +68,8 @@ type = "split_words"
 parallelism = 2
 inputs = ["lines"]
 
-[bolts.count]
-type = "word_count"
-parallelism = 2
-emit = "end"
-inputs = [{{ from = "split", grouping = "fields", fields = ["word"] }}]
-
-[bolts.sink]
-type = "file_sink"
-path = "out.jsonl"
-inputs = ["count"]
-"#
+{}"#,
+            count_into_sink("split", 2)
         ),
     )
     .expect("write topology");

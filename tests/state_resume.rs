@@ -11,7 +11,7 @@ mod workers_support;
 
 use std::path::Path;
 
-use state_support::{committed, counts_once, write_input};
+use state_support::{committed, count_into_sink, counts_once, write_input};
 use workers_support::{resume, run_then_kill};
 
 const LINES: usize = 300_000;
@@ -35,17 +35,8 @@ type = "split_words"
 parallelism = 2
 inputs = ["lines"]
 
-[bolts.count]
-type = "word_count"
-parallelism = {count_parallelism}
-emit = "end"
-inputs = [{{ from = "split", grouping = "fields", fields = ["word"] }}]
-
-[bolts.sink]
-type = "file_sink"
-path = "out.jsonl"
-inputs = ["count"]
-"#
+{}"#,
+        count_into_sink("split", count_parallelism)
     )
 }
 

@@ -120,7 +120,7 @@ fn topo_validate_refuses_a_checkpointed_topology_with_a_spout_that_cannot_rewind
     );
     assert!(
         stderr.contains(
-            "= hint: use a spout that rewinds (file_lines, random_sentences, sequence), or remove \"checkpoint_interval_secs\""
+            "= hint: use a spout that rewinds (file_lines, multilang, random_sentences, redis_stream, sequence), or remove \"checkpoint_interval_secs\""
         ),
         "{stderr}"
     );

@@ -32,7 +32,9 @@ pub use protocol::{conf_json, context_json, Config};
 
 /// Storm's multilang framing in Python (standard library only): `read()` returns the next
 /// message (exits on EOF), `send(m)` writes one, `read_ids()` returns the next list of
-/// task ids; `json`, `os`, `sys` and `threading` are imported. Test scripts start with it.
+/// task ids; `json`, `os`, `sys` and `threading` are imported; `Spout` is a spout base
+/// class that also answers `position` and `seek` (see [`spout::rewind`]). Test scripts
+/// start with it.
 pub const PYTHON_PRELUDE: &str = include_str!("protocol.py");
 
 /// Registers the `multilang` bolt and the `multilang_spout` spout.

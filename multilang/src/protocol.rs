@@ -80,6 +80,9 @@ pub struct Config {
     /// Longest message the child may send, in bytes (default 16 MiB). A child that sends
     /// a longer one is killed and started again, and the tuples it had are failed.
     pub max_message_bytes: usize,
+    /// Spouts: the child answers `position` and `seek` (see [`crate::spout`]), so a
+    /// checkpointed topology may use it (default false).
+    pub rewinds: bool,
 }
 
 /// Default of [`Config::max_message_bytes`].
@@ -104,6 +107,8 @@ struct RawConfig {
     max_pending: usize,
     #[serde(default = "default_max_message_bytes")]
     max_message_bytes: usize,
+    #[serde(default)]
+    rewinds: bool,
 }
 
 fn default_max_message_bytes() -> usize {
@@ -143,6 +148,7 @@ impl TryFrom<RawConfig> for Config {
             timeout_secs: r.timeout_secs,
             max_pending: r.max_pending.max(1),
             max_message_bytes: r.max_message_bytes.max(64),
+            rewinds: r.rewinds,
         })
     }
 }

@@ -10,6 +10,12 @@
 //! killed; one that dies is started again (at most once a second), and the ids of the old
 //! one are forgotten. A child that exits with status 0 ends the spout's stream (a bounded
 //! source; Storm would restart it).
+//!
+//! A spout with `rewinds = true` answers `position` and `seek` ([`rewind`]), so a
+//! checkpointed topology may use it. There a child that dies or breaks the protocol is
+//! not started again from scratch: what it emitted since the last checkpoint is already
+//! downstream, so the worker process ends, and the run rolls every worker back to the
+//! last committed checkpoint, where the new child is sent back to its position.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
@@ -20,6 +26,11 @@ use crate::child::{Child, Incoming, Wake};
 use crate::protocol::{log_message, rules, stream_of, Config, StreamRule};
 use serde_json::{json, Value as Json};
 use topo_engine::{MsgId, Poll, Registry, Result, Spout, SpoutOutput, TaskContext, TaskId, Values};
+
+pub mod rewind;
+
+/// The exit status of a worker process whose rewinding spout lost its child.
+pub const EXIT_CHILD_LOST: i32 = 70;
 
 /// Where the spout core sends the child's emits: the executor's [`SpoutOutput`] at run
 /// time, a recorder in tests.
@@ -78,6 +89,8 @@ pub struct SpoutCore {
     awaiting_sync: bool,
     /// Children started so far.
     pub starts: u64,
+    /// A rewinding spout in a checkpointed run: losing the child ends the process.
+    rollback_on_loss: bool,
 }
 
 impl std::fmt::Debug for SpoutCore {
@@ -116,6 +129,7 @@ impl SpoutCore {
             max_pending: None,
             awaiting_sync: false,
             starts: 0,
+            rollback_on_loss: false,
         }
     }
 
@@ -320,6 +334,14 @@ impl SpoutCore {
     }
 
     fn lose(&mut self) {
+        if self.rollback_on_loss && !self.finished {
+            tracing::error!(
+                component = %self.setup.component,
+                task = self.setup.task,
+                "A rewinding multilang spout lost its child in a checkpointed run; ending the worker process, so that every worker rolls back to the last committed checkpoint."
+            );
+            std::process::exit(EXIT_CHILD_LOST);
+        }
         self.child = None;
         self.awaiting_sync = false;
         self.ids.clear();
@@ -383,6 +405,7 @@ impl Spout for MultilangSpout {
         let settings = ctx.topology.settings();
         let mut core = SpoutCore::new(self.config.clone(), setup, settings.acking)
             .with_max_pending(settings.max_spout_pending);
+        core.rollback_on_loss = self.config.rewinds && settings.checkpoints.is_some();
         core.start()?;
         self.core = Some(core);
         Ok(())
@@ -422,6 +445,30 @@ impl Spout for MultilangSpout {
     fn close(&mut self) {
         self.core = None;
     }
+
+    fn position(&mut self) -> Option<Vec<u8>> {
+        if !self.config.rewinds {
+            return None;
+        }
+        let core = self.core.as_mut()?;
+        match core.position() {
+            Ok(p) => Some(p),
+            Err(e) => {
+                tracing::warn!(component = %core.setup.component, task = core.setup.task, "Multilang spout cannot tell its position: {e}.");
+                None
+            }
+        }
+    }
+
+    fn seek(&mut self, position: &[u8]) -> Result<()> {
+        if !self.config.rewinds {
+            return Err("a multilang spout rewinds only with `rewinds = true`".into());
+        }
+        match self.core.as_mut() {
+            Some(core) => Ok(core.seek(position)?),
+            None => Err("the spout is not open".into()),
+        }
+    }
 }
 
 /// Registers `multilang` (the spout; `multilang_spout` is its alias).
@@ -433,7 +480,8 @@ pub fn register(registry: &mut Registry) {
             |c: &Config| c.decls(),
             |config: Config| Ok(MultilangSpout { config, core: None }),
         )
-        .alias(topo_dsl::Kind::Spout, "multilang_spout", "multilang");
+        .alias(topo_dsl::Kind::Spout, "multilang_spout", "multilang")
+        .rewinds("multilang", |c: &Config| c.rewinds);
 }
 
 #[cfg(test)]
@@ -564,6 +612,59 @@ while True:
         assert_eq!(core.next(&mut rec).expect("next"), Poll::Done);
         assert_eq!(core.next(&mut rec).expect("next"), Poll::Done);
         assert_eq!(core.in_flight(), 0);
+    }
+
+    /// A rewinding spout on the prelude's `Spout` class: emits "n0", "n1", …
+    const COUNTING: &str = r#"
+class Counting(Spout):
+    def initialize(self, conf, context):
+        self.n = 0
+    def next_tuple(self):
+        self.emit(["n%d" % self.n], id=self.n)
+        self.n += 1
+    def position(self):
+        return {"n": self.n}
+    def seek(self, position):
+        self.n = position["n"]
+Counting().run()
+"#;
+
+    #[test]
+    fn a_rewinding_child_reports_its_position_and_goes_back_to_it() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut core = core_running(dir.path(), COUNTING, "");
+        let mut rec = Recorder::default();
+        for _ in 0..3 {
+            assert_eq!(core.next(&mut rec).expect("next"), Poll::Ready);
+        }
+        let at = core.position().expect("position");
+        assert_eq!(at, br#"{"at":{"n":3}}"#);
+        assert_eq!(core.next(&mut rec).expect("next"), Poll::Ready);
+        core.seek(&at).expect("seek");
+        assert_eq!(core.in_flight(), 0, "what was in flight is forgotten");
+        assert_eq!(core.next(&mut rec).expect("next"), Poll::Ready);
+        let words: Vec<&str> = rec.emits.iter().map(|(_, w)| w.as_str()).collect();
+        assert_eq!(words, ["n0", "n1", "n2", "n3", "n3"]);
+        let err = core.seek(b"[1]").expect_err("not a position");
+        assert!(
+            err.starts_with("not a position of a multilang spout"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_child_that_does_not_answer_position_is_lost() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut core = core(dir.path(), "");
+        let mut rec = Recorder::default();
+        assert_eq!(core.next(&mut rec).expect("next"), Poll::Ready);
+        // SPOUT answers every command it does not know with `sync`.
+        let err = core.position().expect_err("no position");
+        assert_eq!(
+            err,
+            r#"it answered {"command":"position"} with "sync" instead of "position""#
+        );
+        assert_eq!(core.pid(), None);
     }
 
     #[test]

@@ -11,8 +11,9 @@
 //! - [`link`]: [`RedisUrl`] (checked when the config is read) and [`Link`], one
 //!   component's connection: reconnects with backoff, logs once per outage.
 //! - [`check`]: [`Checked`], a config whose rules across keys `topo validate` checks too.
-//! - [`spout`]: the `redis_stream` spout, a consumer of a consumer group; acked trees are
-//!   XACKed, failed ones emitted again, a dead consumer's entries claimed.
+//! - [`spout`]: the `redis_stream` spout: a consumer of a consumer group (acked trees
+//!   XACKed, failed ones emitted again, a dead consumer's entries claimed), or in a
+//!   checkpointed topology a reader that rewinds to checkpointed entry ids.
 //! - [`sink`]: the `redis_stream` sink (XADD) and the `redis` sink (SET, HSET, INCRBY),
 //!   pipelined from a writer thread, each tuple acked once Redis confirmed its write.
 //!

@@ -192,6 +192,10 @@ fn resume_from(topology: &Topology, base_dir: &Path) -> Result<Option<u64>, Stri
         ));
     };
     let latest = store.latest().map_err(|e| e.to_string())?;
+    if let Some(r) = &latest {
+        r.check_spouts(topology)
+            .map_err(|e| format!("--resume: {e}"))?;
+    }
     match &latest {
         Some(r) => tracing::info!(checkpoint = r.manifest.id, "Resuming from a checkpoint."),
         None => tracing::warn!("No committed checkpoint to resume from; starting afresh."),

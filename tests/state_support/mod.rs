@@ -69,3 +69,22 @@ pub(crate) fn counts_once(path: &Path) -> BTreeMap<String, u64> {
     }
     got
 }
+
+/// The TOML of a word count's end: `word_count` (`tasks` tasks, `emit = "end"`, fields
+/// grouping on `word` from `input`) into a `file_sink` writing `out.jsonl`.
+pub(crate) fn count_into_sink(input: &str, tasks: usize) -> String {
+    format!(
+        r#"
+[bolts.count]
+type = "word_count"
+parallelism = {tasks}
+emit = "end"
+inputs = [{{ from = "{input}", grouping = "fields", fields = ["word"] }}]
+
+[bolts.sink]
+type = "file_sink"
+path = "out.jsonl"
+inputs = ["count"]
+"#
+    )
+}

@@ -218,7 +218,11 @@ pub fn launch(topology: &Topology, opts: &LaunchOptions) -> Result<RunSummary, L
     let checkpoints = match crate::state::open_store(topology, &opts.base_dir)? {
         Some(store) => {
             if opts.resume {
-                restore = store.latest()?.map(|r| r.manifest.id);
+                let latest = store.latest()?;
+                if let Some(r) = &latest {
+                    r.check_spouts(topology)?;
+                }
+                restore = latest.map(|r| r.manifest.id);
                 match restore {
                     Some(id) => info!(checkpoint = id, "Resuming from a checkpoint."),
                     None => info!("No committed checkpoint to resume from; starting afresh."),

@@ -112,6 +112,23 @@ pub enum StateError {
     /// A value did not serialise or deserialise.
     #[error("state encoding: {0}")]
     Encoding(String),
+    /// A spout's parallelism differs from the one its checkpointed positions were taken
+    /// with: the run cannot resume from it.
+    #[error(
+        "checkpoint {id} was taken with {was} tasks of spout `{component}`, which has {now} now: \
+         a spout resumes with the parallelism it was checkpointed with (each task's \
+         position belongs to its index)"
+    )]
+    SpoutRescaled {
+        /// The checkpoint.
+        id: u64,
+        /// The spout.
+        component: String,
+        /// Its task count in the checkpoint.
+        was: usize,
+        /// Its task count now.
+        now: usize,
+    },
     /// A checkpoint failed its checksums.
     #[error("checkpoint {id} is corrupt: {what}")]
     Corrupt {

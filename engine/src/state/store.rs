@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use topo_dsl::{Kind, Topology};
 
 use super::backend::Backend;
 use super::{StateError, TaskState, TaskStateReader};
@@ -78,6 +79,28 @@ impl Restored {
             .map(|(_, s)| s)
             .collect();
         TaskStateReader::rescaled(&parts, index, tasks)
+    }
+
+    /// Checks that every spout of `topology` has the task count it had in this checkpoint,
+    /// as a resume needs: a spout task's position belongs to its index.
+    pub fn check_spouts(&self, topology: &Topology) -> Result<(), StateError> {
+        for c in topology.components() {
+            if c.kind != Kind::Spout {
+                continue;
+            }
+            match self.tasks_of(&c.id) {
+                Some(was) if was != c.parallelism => {
+                    return Err(StateError::SpoutRescaled {
+                        id: self.manifest.id,
+                        component: c.id.clone(),
+                        was,
+                        now: c.parallelism,
+                    })
+                }
+                _ => {}
+            }
+        }
+        Ok(())
     }
 
     /// The task count `component` had when the checkpoint was written.

@@ -1,5 +1,5 @@
-//! `redis_stream`: reads a Redis stream as one consumer of a consumer group; with acking
-//! on, an acked tree is XACKed and a failed one emitted again.
+//! The `redis_stream` spout without checkpoints: one consumer of a consumer group; with
+//! acking on, an acked tree is XACKed and a failed one emitted again.
 //!
 //! Parallelism p makes p consumers of the group. Each task reads from its executor thread
 //! over one connection, one pipeline per batch: the XACKs of the trees acked since the
@@ -15,150 +15,15 @@
 //! The task's read position is explicit ([`RedisStream::position`]): the id of the last
 //! entry it read from the group.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::VecDeque;
 use std::fmt::{self, Write as _};
 use std::time::{Duration, Instant};
 
 use redis::Value as Reply;
-use serde::Deserialize;
-use smol_str::SmolStr;
-use topo_dsl::StreamDecl;
-use topo_engine::{MsgId, Poll, Registry, Result, Spout, SpoutOutput, TaskContext, Value, Values};
+use topo_engine::{MsgId, Poll, Result, Spout, SpoutOutput, TaskContext, Values};
 
-use crate::check::{Check, Checked};
-use crate::link::{is_transient, Link, RedisUrl};
-
-/// Where a new group starts reading.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(try_from = "String")]
-pub enum Start {
-    /// `"$"`: entries added after the group was created.
-    #[default]
-    New,
-    /// `"0"`: the whole stream.
-    Beginning,
-}
-
-impl TryFrom<String> for Start {
-    type Error = String;
-
-    fn try_from(s: String) -> std::result::Result<Self, String> {
-        match s.as_str() {
-            "$" => Ok(Start::New),
-            "0" => Ok(Start::Beginning),
-            _ => Err(format!(
-                "`start` is \"$\" (new entries) or \"0\" (the whole stream), not {s:?}"
-            )),
-        }
-    }
-}
-
-/// Config of the `redis_stream` spout.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Config {
-    /// The server (default `redis://127.0.0.1:6379`).
-    #[serde(default)]
-    pub url: RedisUrl,
-    /// The stream's key.
-    pub stream: String,
-    /// The consumer group (created with MKSTREAM when missing).
-    pub group: String,
-    /// Where a group created by the spout starts: `"$"` (default) or `"0"`.
-    #[serde(default)]
-    pub start: Start,
-    /// The consumer name (default: from topology, worker and task).
-    pub consumer: Option<String>,
-    /// The entry's fields to emit, in order (a missing one is null).
-    pub fields: Vec<String>,
-    /// Also emit the entry id, as field `id` after `fields`.
-    #[serde(default)]
-    pub with_id: bool,
-    /// Entries per read (XREADGROUP COUNT).
-    #[serde(default = "default_batch")]
-    pub batch: usize,
-    /// How long a read waits for new entries when there are none (XREADGROUP BLOCK).
-    #[serde(default = "default_block_ms")]
-    pub block_ms: u64,
-    /// Entries pending this long at another consumer are claimed (XAUTOCLAIM).
-    #[serde(default = "default_claim_idle_ms")]
-    pub claim_idle_ms: u64,
-    /// Finish once every entry that existed when the spout opened is acked.
-    #[serde(default)]
-    pub stop_at_end: bool,
-}
-
-fn default_batch() -> usize {
-    512
-}
-
-fn default_block_ms() -> u64 {
-    100
-}
-
-fn default_claim_idle_ms() -> u64 {
-    30_000
-}
-
-impl Check for Config {
-    fn check(&self) -> std::result::Result<(), String> {
-        if self.fields.is_empty() {
-            return Err("`fields` is empty: name the entry fields to emit".into());
-        }
-        let mut seen = HashSet::new();
-        for f in &self.fields {
-            if !seen.insert(f.as_str()) {
-                return Err(format!("`fields` names \"{f}\" twice"));
-            }
-        }
-        if self.with_id && seen.contains("id") {
-            return Err("`with_id` emits a field \"id\", and `fields` names one too".into());
-        }
-        if !(1..=100_000).contains(&self.batch) {
-            return Err(format!("`batch` is 1 to 100000, not {}", self.batch));
-        }
-        if self.claim_idle_ms == 0 {
-            return Err("`claim_idle_ms` must be positive".into());
-        }
-        Ok(())
-    }
-}
-
-impl Config {
-    fn outputs(&self) -> Vec<StreamDecl> {
-        let mut fields = self.fields.clone();
-        if self.with_id {
-            fields.push("id".into());
-        }
-        vec![StreamDecl::default_stream(fields)]
-    }
-}
-
-/// A stream entry id, `ms-seq`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct EntryId {
-    /// Milliseconds part.
-    pub ms: u64,
-    /// Sequence part.
-    pub seq: u64,
-}
-
-impl EntryId {
-    fn parse(b: &[u8]) -> Option<EntryId> {
-        let s = std::str::from_utf8(b).ok()?;
-        let (ms, seq) = s.split_once('-')?;
-        Some(EntryId {
-            ms: ms.parse().ok()?,
-            seq: seq.parse().ok()?,
-        })
-    }
-}
-
-impl fmt::Display for EntryId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}-{}", self.ms, self.seq)
-    }
-}
+use super::{entry_values, last_entry_id, split_entry, stream_entries, Config, EntryId, Start};
+use crate::link::{is_transient, Link};
 
 struct Inflight {
     id: EntryId,
@@ -226,7 +91,7 @@ impl fmt::Debug for RedisStream {
 }
 
 impl RedisStream {
-    fn new(config: Config) -> Self {
+    pub(super) fn new(config: Config) -> Self {
         RedisStream {
             config,
             what: String::new(),
@@ -302,38 +167,10 @@ impl RedisStream {
         }
     }
 
-    /// The values of an entry reply `[id, [k, v, ...]]`.
+    /// The id and values of an entry reply `[id, [k, v, ...]]`.
     fn entry(&self, reply: Reply) -> Option<(EntryId, Values)> {
-        let Reply::Array(mut parts) = reply else {
-            return None;
-        };
-        if parts.len() != 2 {
-            return None;
-        }
-        let kv = parts.pop()?;
-        let Reply::BulkString(id_bytes) = parts.pop()? else {
-            return None;
-        };
-        let id = EntryId::parse(&id_bytes)?;
-        let mut kv = match kv {
-            Reply::Array(kv) => kv,
-            _ => Vec::new(),
-        };
-        let mut values = Values::new();
-        for name in &self.config.fields {
-            let found = kv.chunks_exact_mut(2).find(|p| match &p[0] {
-                Reply::BulkString(k) => k.as_slice() == name.as_bytes(),
-                _ => false,
-            });
-            values.push(match found {
-                Some(p) => value_of(std::mem::replace(&mut p[1], Reply::Nil)),
-                None => Value::Null,
-            });
-        }
-        if self.config.with_id {
-            values.push(Value::Str(SmolStr::new(id.to_string())));
-        }
-        Some((id, values))
+        let (id, kv) = split_entry(reply)?;
+        Some((id, entry_values(&self.config, id, kv)))
     }
 
     /// Takes the entries of a read or claim: the ones not in flight here go to the buffer.
@@ -581,36 +418,6 @@ impl RedisStream {
     }
 }
 
-/// The entries of an XREADGROUP reply `[[stream, [entry, ...]]]` (nil: none).
-fn stream_entries(reply: Reply) -> Vec<Reply> {
-    let Reply::Array(streams) = reply else {
-        return Vec::new();
-    };
-    streams
-        .into_iter()
-        .find_map(|s| match s {
-            Reply::Array(mut kv) if kv.len() == 2 => match kv.pop() {
-                Some(Reply::Array(entries)) => Some(entries),
-                _ => None,
-            },
-            _ => None,
-        })
-        .unwrap_or_default()
-}
-
-/// An entry's field value: a string when it is UTF-8, else bytes.
-fn value_of(reply: Reply) -> Value {
-    match reply {
-        Reply::BulkString(b) => match String::from_utf8(b) {
-            Ok(s) => Value::Str(SmolStr::from(s)),
-            Err(e) => Value::Bytes(e.into_bytes().into()),
-        },
-        Reply::SimpleString(s) => Value::Str(SmolStr::from(s)),
-        Reply::Int(i) => Value::Int(i),
-        _ => Value::Null,
-    }
-}
-
 impl Spout for RedisStream {
     fn open(&mut self, ctx: &TaskContext) -> Result<()> {
         self.what = format!("`redis_stream` spout `{}`", ctx.component);
@@ -640,24 +447,8 @@ impl Spout for RedisStream {
             )
         })?;
         if self.config.stop_at_end {
-            let last: Reply = redis::cmd("XREVRANGE")
-                .arg(&self.config.stream)
-                .arg("+")
-                .arg("-")
-                .arg("COUNT")
-                .arg(1)
-                .query(con)
+            self.end = last_entry_id(con, &self.config.stream)
                 .map_err(|e| format!("{}: {e}", self.what))?;
-            self.end = match last {
-                Reply::Array(mut e) if !e.is_empty() => match e.swap_remove(0) {
-                    Reply::Array(mut p) if !p.is_empty() => match p.swap_remove(0) {
-                        Reply::BulkString(b) => EntryId::parse(&b),
-                        _ => None,
-                    },
-                    _ => None,
-                },
-                _ => None,
-            };
             self.reached_end = self.end.is_none();
         }
         if self.acking {
@@ -737,45 +528,5 @@ impl Spout for RedisStream {
             }
         }
         self.link = None;
-    }
-}
-
-/// Registers the `redis_stream` spout.
-pub fn register(registry: &mut Registry) {
-    registry.spout(
-        "redis_stream",
-        "Reads Redis stream `stream` as consumer group `group` (XREADGROUP); emits `fields` (and `id` with `with_id`); acked trees are XACKed, failed ones emitted again, idle entries of dead consumers claimed.",
-        |c: &Checked<Config>| c.0.outputs(),
-        |Checked(config)| Ok(RedisStream::new(config)),
-    );
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn entry_ids_parse_and_order() {
-        let a = EntryId::parse(b"1700000000000-5").expect("id");
-        assert_eq!(a.to_string(), "1700000000000-5");
-        assert!(a < EntryId::parse(b"1700000000001-0").expect("id"));
-        assert_eq!(EntryId::parse(b"nope"), None);
-    }
-
-    #[test]
-    fn a_config_is_checked_across_keys() {
-        let table: toml::Table = "stream = \"s\"\ngroup = \"g\"\nfields = [\"id\"]\nwith_id = true"
-            .parse()
-            .expect("toml");
-        let err = topo_dsl::parse_config::<Checked<Config>>(&table).expect_err("id twice");
-        assert!(
-            err[0].message.contains("`with_id` emits a field \"id\""),
-            "{err:?}"
-        );
-        let table: toml::Table = "stream = \"s\"\ngroup = \"g\"\nfields = [\"a\"]\nstart = \"1\""
-            .parse()
-            .expect("toml");
-        let err = topo_dsl::parse_config::<Checked<Config>>(&table).expect_err("bad start");
-        assert!(err[0].message.contains("`start` is \"$\""), "{err:?}");
     }
 }
