@@ -168,6 +168,12 @@ fn topo_validate_refuses_a_checkpointed_multilang_spout_that_does_not_opt_in() {
         ),
         "{stderr}"
     );
+    assert!(
+        stderr.contains(
+            "= hint: set `rewinds = true` if its child answers the `position` and `seek` commands, or remove \"checkpoint_interval_secs\""
+        ),
+        "{stderr}"
+    );
     let (code, stderr) = validate(&topology(dir.path(), "rewinds = false"));
     assert_eq!(code, Some(1), "{stderr}");
     let (code, stderr) = validate(&topology(dir.path(), "rewinds = true"));

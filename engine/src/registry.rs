@@ -28,6 +28,7 @@ pub struct Entry {
     check: Check,
     factory: Factory,
     rewinds: Option<Rewinds>,
+    rewind_hint: Option<String>,
 }
 
 impl Entry {
@@ -59,6 +60,10 @@ impl ComponentType for Entry {
 
     fn may_rewind(&self) -> bool {
         self.rewinds.is_some()
+    }
+
+    fn rewind_hint(&self) -> Option<&str> {
+        self.rewind_hint.as_deref()
     }
 }
 
@@ -171,6 +176,7 @@ impl Registry {
             check,
             factory,
             rewinds: None,
+            rewind_hint: None,
         };
         let kind = entry.kind();
         self.aliases.remove(&(name.to_string(), kind));
@@ -196,6 +202,15 @@ impl Registry {
             e.rewinds = Some(Arc::new(move |table| {
                 parse_config::<C>(table).is_ok_and(|c| when(&c))
             }));
+        }
+        self
+    }
+
+    /// Says how a config of spout type `name` that does not rewind can be made to: the
+    /// hint `topo validate` gives when a checkpointed topology refuses one.
+    pub fn rewind_hint(&mut self, name: &str, how: &str) -> &mut Self {
+        if let Some(e) = self.entries.get_mut(&(name.to_string(), Kind::Spout)) {
+            e.rewind_hint = Some(how.to_string());
         }
         self
     }

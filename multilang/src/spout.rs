@@ -481,7 +481,11 @@ pub fn register(registry: &mut Registry) {
             |config: Config| Ok(MultilangSpout { config, core: None }),
         )
         .alias(topo_dsl::Kind::Spout, "multilang_spout", "multilang")
-        .rewinds("multilang", |c: &Config| c.rewinds);
+        .rewinds("multilang", |c: &Config| c.rewinds)
+        .rewind_hint(
+            "multilang",
+            "set `rewinds = true` if its child answers the `position` and `seek` commands",
+        );
 }
 
 #[cfg(test)]

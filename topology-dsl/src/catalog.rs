@@ -112,6 +112,11 @@ pub trait ComponentType {
     fn may_rewind(&self) -> bool {
         false
     }
+    /// How a config of this type that does not rewind can be made to (the hint when a
+    /// checkpointed topology refuses it); `None`: the hint lists the types that rewind.
+    fn rewind_hint(&self) -> Option<&str> {
+        None
+    }
 }
 
 /// The set of component types a topology may use. The engine's `Registry` implements it.

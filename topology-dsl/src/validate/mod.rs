@@ -287,10 +287,13 @@ impl Validator<'_> {
                         ),
                         self.at(c, "type"),
                     )
-                    .with_hint(format!(
-                        "use a spout that rewinds ({}), or remove \"checkpoint_interval_secs\"",
-                        rewinding.join(", ")
-                    )),
+                    .with_hint(match ty.rewind_hint() {
+                        Some(how) => format!("{how}, or remove \"checkpoint_interval_secs\""),
+                        None => format!(
+                            "use a spout that rewinds ({}), or remove \"checkpoint_interval_secs\"",
+                            rewinding.join(", ")
+                        ),
+                    }),
                 );
                 outputs
             }
