@@ -40,7 +40,7 @@ pub(super) struct Moved(Vec<(i64, i64)>);
 
 impl Moved {
     /// Group `g`'s watermark and fired bound (the lowest when the table is empty).
-    fn get(&self, g: u32) -> (i64, i64) {
+    pub(super) fn get(&self, g: u32) -> (i64, i64) {
         self.0
             .get(g as usize)
             .copied()
