@@ -372,8 +372,10 @@ impl WindowAggregate {
         let tracked = self.panes.range(a..b).any(|(_, p)| p.tracked);
         let width = self.config.key.len() + 2 + self.config.aggregates.len();
         let mut anchors: Vec<&Tuple> = Vec::new();
+        // Only just after a rescaled resume: keys whose old owner wrote this window.
+        let resumed = start < self.fired_below;
         for g in window.iter() {
-            if start < self.fired_below && self.fired_before_resume(&g.key, start) {
+            if resumed && self.fired_before_resume(&g.key, start) {
                 continue;
             }
             // Exactly the room the result needs: one allocation, no growing.
