@@ -138,7 +138,7 @@ fn rescaled(
 ) -> BTreeMap<(String, i64), u64> {
     let file = dir.join("win.topo.toml");
     let write = |p| {
-        let text = topology(2, p, sentences, window, event, 0.5);
+        let text = topology(2, p, sentences, window, event, 0.25);
         std::fs::write(&file, text).expect("write topology");
     };
     write(from);
@@ -178,7 +178,8 @@ fn event_time_windows_resumed_from_three_tasks_on_two_count_each_window_once() {
 
 #[test]
 fn processing_time_windows_resumed_on_another_parallelism_count_each_word_twice() {
-    const N: u64 = 60_000;
+    // Faster than event time (fewer results): more input to be killed mid-run.
+    const N: u64 = 200_000;
     let dir = tempfile::tempdir().expect("temp dir");
     let got = rescaled(dir.path(), (3, 2), N, (2_000, 1_000), false);
     let mut want: BTreeMap<String, u64> = BTreeMap::new();
