@@ -181,7 +181,7 @@ fn processing_time_windows_resumed_on_another_parallelism_count_each_word_twice(
     // Faster than event time (fewer results): more input to be killed mid-run.
     const N: u64 = 200_000;
     let dir = tempfile::tempdir().expect("temp dir");
-    let got = rescaled(dir.path(), (3, 2), N, (2_000, 1_000), false);
+    let got = rescaled(dir.path(), (2, 3), N, (2_000, 1_000), false);
     let mut want: BTreeMap<String, u64> = BTreeMap::new();
     for (_, word) in words(N) {
         *want.entry(word).or_insert(0) += 2;
