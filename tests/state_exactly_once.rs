@@ -75,13 +75,7 @@ inputs = ["lines"]
     .expect("write topology");
     let topo = Topo::start(&file, dir.path(), &[]);
     topo.kill_after_commits(3, KILLS, &committed_ids);
-    let (code, stdout, stderr) = topo.wait();
-    assert_eq!(code, 0, "stdout: {stdout}\nstderr: {stderr}");
-    assert_eq!(
-        stderr.matches("rolling every worker back").count(),
-        KILLS,
-        "{stderr}"
-    );
+    topo.wait_rolled_back(KILLS);
     let lines = sink_lines(&dir.path().join("out.jsonl"));
     let mut got = BTreeMap::new();
     for (word, count) in &lines {

@@ -12,7 +12,7 @@ mod workers_support;
 use std::path::Path;
 
 use state_support::{committed, count_into_sink, counts_once, write_input};
-use workers_support::{wait_until, Topo};
+use workers_support::{resume, run_then_kill};
 
 const LINES: usize = 300_000;
 
@@ -43,30 +43,11 @@ inputs = ["lines"]
 /// Runs the topology in `dir` until two checkpoints committed, then kills its
 /// supervisor; returns the committed checkpoints.
 fn run_and_kill(dir: &Path, file: &Path) -> Vec<u64> {
-    let topo = Topo::start(file, dir, &[]);
-    topo.wait_running(2);
     let state = dir.join("state");
-    wait_until(
-        "two checkpoints commit",
-        || topo.stderr(),
-        || committed(&state).len() >= 2,
-    );
-    topo.signal(libc::SIGKILL);
-    let (code, _, stderr) = topo.wait();
-    assert_ne!(code, 0, "killed");
-    assert!(
-        !stderr.contains("Every spout is done"),
-        "the run read its whole input before the kill: make the input longer"
-    );
+    run_then_kill(file, dir, 2, "two checkpoints commit", || {
+        committed(&state).len() >= 2
+    });
     committed(&state)
-}
-
-/// Resumes the topology in `dir`; returns its log.
-fn resume(dir: &Path, file: &Path) -> String {
-    let topo = Topo::start(file, dir, &["--resume"]);
-    let (code, stdout, stderr) = topo.wait();
-    assert_eq!(code, 0, "stdout: {stdout}\nstderr: {stderr}");
-    stderr
 }
 
 #[test]
@@ -79,7 +60,7 @@ fn a_killed_run_resumes_at_another_parallelism_with_exact_counts() {
     let last = *ids.last().expect("a checkpoint");
 
     std::fs::write(&file, topology(4)).expect("write topology");
-    let log = resume(dir.path(), &file);
+    let log = resume(&file, dir.path());
     assert!(
         log.contains(&format!("Resuming from a checkpoint. checkpoint={last}")),
         "{log}"
@@ -106,7 +87,7 @@ fn a_corrupt_checkpoint_is_skipped_and_the_previous_one_resumed() {
     bytes[last] ^= 0x40;
     std::fs::write(&part, bytes).expect("flip a byte");
 
-    let log = resume(dir.path(), &file);
+    let log = resume(&file, dir.path());
     assert!(
         log.contains(&format!(
             "checkpoint {newest} is corrupt: part `count.0` checksum does not match"

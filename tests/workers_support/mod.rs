@@ -164,6 +164,19 @@ impl Topo {
         (status.code().unwrap_or(-1), out, self.stderr())
     }
 
+    /// Waits for a clean exit after `kills` rollbacks ([`Topo::kill_after_commits`]);
+    /// returns the log.
+    pub(crate) fn wait_rolled_back(self, kills: usize) -> String {
+        let (code, stdout, stderr) = self.wait();
+        assert_eq!(code, 0, "stdout: {stdout}\nstderr: {stderr}");
+        assert_eq!(
+            stderr.matches("rolling every worker back").count(),
+            kills,
+            "{stderr}"
+        );
+        stderr
+    }
+
     /// Sends `signal` to the supervisor.
     pub(crate) fn signal(&self, signal: i32) {
         // SAFETY: kill(2) on our own child's pid.
@@ -217,6 +230,36 @@ impl Topo {
             );
         }
     }
+}
+
+/// Runs `file` (in `dir`, `workers` workers) until `ready()` holds (`what`), then kills
+/// its supervisor with SIGKILL (its workers die with it). Fails if the run read its
+/// whole input first.
+pub(crate) fn run_then_kill(
+    file: &Path,
+    dir: &Path,
+    workers: usize,
+    what: &str,
+    ready: impl Fn() -> bool,
+) {
+    let topo = Topo::start(file, dir, &[]);
+    topo.wait_running(workers);
+    wait_until(what, || topo.stderr(), ready);
+    topo.signal(libc::SIGKILL);
+    let (code, _, stderr) = topo.wait();
+    assert_ne!(code, 0, "killed");
+    assert!(
+        !stderr.contains("Every spout is done"),
+        "the run read its whole input before the kill: make the input longer"
+    );
+}
+
+/// Runs `topo run file --resume` (in `dir`) to a clean exit; returns its log.
+pub(crate) fn resume(file: &Path, dir: &Path) -> String {
+    let topo = Topo::start(file, dir, &["--resume"]);
+    let (code, stdout, stderr) = topo.wait();
+    assert_eq!(code, 0, "stdout: {stdout}\nstderr: {stderr}");
+    stderr
 }
 
 impl Drop for Topo {

@@ -40,6 +40,7 @@ mod state;
 
 use acc::{Acc, Group, Groups, Key, KeyHasher};
 pub use config::{Aggregate, Config, Function, LATE_STREAM};
+use state::Moved;
 
 /// The aggregates of one pane, per key, and (acking on) the tuples it holds per key.
 #[derive(Debug, Default)]
@@ -86,10 +87,21 @@ pub struct WindowAggregate {
     newest: i64,
     /// Time windows: start of the next window to fire.
     next: Option<i64>,
+    /// Time windows: every window that starts before it has fired.
+    fired: i64,
     /// Count windows: tuples so far.
     arrived: u64,
+    /// After a rescaled resume, what the old owners of this task's key groups had done
+    /// (see `state.rs`); empty otherwise.
+    moved: Moved,
+    /// A tuple before it may be late for its key group's old owner (`i64::MIN`: none).
+    late_below: i64,
+    /// A window starting before it may have fired for a key group (`i64::MIN`: none).
+    fired_below: i64,
     component: String,
     task: u32,
+    task_index: usize,
+    tasks: usize,
     late: u64,
 }
 
@@ -132,9 +144,15 @@ impl WindowAggregate {
             hi: i64::MIN,
             newest: i64::MIN,
             next: None,
+            fired: i64::MIN,
             arrived: 0,
+            moved: Moved::default(),
+            late_below: i64::MIN,
+            fired_below: i64::MIN,
             component: String::new(),
             task: 0,
+            task_index: 0,
+            tasks: 1,
             late: 0,
             config,
         }
@@ -354,7 +372,12 @@ impl WindowAggregate {
         let tracked = self.panes.range(a..b).any(|(_, p)| p.tracked);
         let width = self.config.key.len() + 2 + self.config.aggregates.len();
         let mut anchors: Vec<&Tuple> = Vec::new();
+        // Only just after a rescaled resume: keys whose old owner wrote this window.
+        let resumed = start < self.fired_below;
         for g in window.iter() {
+            if resumed && self.fired_before_resume(&g.key, start) {
+                continue;
+            }
             // Exactly the room the result needs: one allocation, no growing.
             let mut values = Values::from(Vec::with_capacity(width));
             for v in &g.key.0 {
@@ -387,6 +410,7 @@ impl WindowAggregate {
             let (a, b) = (start.div_euclid(self.pane), end.div_euclid(self.pane));
             let after = start.saturating_add(s);
             self.fire(a, b, after.div_euclid(self.pane), start, end, out);
+            self.fired = after;
             // The next window that holds a pane.
             let first = self
                 .panes
@@ -442,7 +466,9 @@ impl WindowAggregate {
         let event = self.config.timestamp_field.is_some();
         if event {
             self.watermarks.observe(input.source_task(), ts);
-            if self.watermarks.is_late(ts) {
+            if self.watermarks.is_late(ts)
+                || (ts < self.late_below && self.late_for_old_owner(input, ts))
+            {
                 self.late(input, ts, out);
                 return Ok(());
             }
@@ -510,6 +536,8 @@ impl Bolt for WindowAggregate {
         check_late_stream(ctx, LATE_STREAM)?;
         self.component = ctx.component.clone();
         self.task = ctx.task;
+        self.task_index = ctx.task_index;
+        self.tasks = ctx.tasks_of(&ctx.component).len();
         self.watermarks = Watermarks::new(Watermarks::upstream(ctx), self.config.lag);
         Ok(())
     }

@@ -20,7 +20,10 @@
 //! [`TaskState::put_map`], one blob per key group; a task restored with another
 //! parallelism reads back exactly the groups it now owns ([`TaskStateReader::map`]).
 //! State that belongs to the task rather than to keys (a sink's committed length) goes
-//! through [`TaskState::put_task`] and comes back to the task with the same index.
+//! through [`TaskState::put_task`] and comes back to the task with the same index; a
+//! rescaled task that needs what the old tasks knew about the keys it takes now (a
+//! window's watermark, the windows already fired) reads every old task's own state with
+//! the key groups that task owned ([`TaskStateReader::every_task`], Flink's union state).
 //!
 //! ```
 //! use topo_engine::state::{TaskState, TaskStateReader, key_group_range};
@@ -273,6 +276,8 @@ pub struct TaskStateReader {
     keyed: BTreeMap<u32, Vec<u8>>,
     task: Option<Vec<u8>>,
     position: Option<Vec<u8>>,
+    /// Every old task's own state, with the key groups that task owned.
+    every: Vec<(Range<u32>, Vec<u8>)>,
 }
 
 impl TaskStateReader {
@@ -284,6 +289,24 @@ impl TaskStateReader {
             ..TaskStateReader::default()
         };
         r.add_groups(state, groups);
+        r
+    }
+
+    /// What task `index` of `tasks` restores from `parts`, the parts every task of the
+    /// component wrote (by old index, however many there were): the key groups it owns
+    /// now, the own state of the old task with its index, and every old task's own state.
+    pub fn rescaled(parts: &[&TaskState], index: usize, tasks: usize) -> Self {
+        let mut r = match parts.get(index) {
+            Some(s) => TaskStateReader::from_state(s, 0..0),
+            None => TaskStateReader::default(),
+        };
+        let groups = key_group_range(index, tasks);
+        for (old, s) in parts.iter().enumerate() {
+            r.add_groups(s, groups.clone());
+            if let Some(t) = &s.task {
+                r.every.push((key_group_range(old, parts.len()), t.clone()));
+            }
+        }
         r
     }
 
@@ -306,6 +329,17 @@ impl TaskStateReader {
     /// The task's own state, if it wrote any.
     pub fn task<T: DeserializeOwned>(&self) -> Result<Option<T>, StateError> {
         self.task.as_deref().map(decode).transpose()
+    }
+
+    /// The own state of every task of the component when the checkpoint was taken (that
+    /// wrote one), each with the key groups that task owned then: on a rescaled resume,
+    /// what the old owners of this task's keys knew. (A task restored from a
+    /// checkpoint it wrote alone gets its own state and range.)
+    pub fn every_task<T: DeserializeOwned>(&self) -> Result<Vec<(Range<u32>, T)>, StateError> {
+        self.every
+            .iter()
+            .map(|(groups, bytes)| Ok((groups.clone(), decode(bytes)?)))
+            .collect()
     }
 
     /// A spout's recorded position.

@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 use topo_dsl::{Kind, Topology};
 
 use super::backend::Backend;
-use super::{key_group_range, StateError, TaskState, TaskStateReader};
+use super::{StateError, TaskState, TaskStateReader};
 
 /// Failed checkpoints a commit removes at most (those just before it).
 const MAX_SWEPT: u64 = 64;
@@ -69,21 +69,16 @@ pub struct Restored {
 }
 
 impl Restored {
-    /// The state task `index` of `tasks` of `component` restores: the key groups it owns
-    /// now (from whichever old task wrote them) and the task state of the old task with
-    /// its index.
+    /// The state task `index` of `tasks` of `component` restores
+    /// ([`TaskStateReader::rescaled`]).
     pub fn reader(&self, component: &str, index: usize, tasks: usize) -> TaskStateReader {
-        let mut r = match self.parts.get(&(component.to_string(), index)) {
-            Some(s) => TaskStateReader::from_state(s, 0..0),
-            None => TaskStateReader::default(),
-        };
-        let groups = key_group_range(index, tasks);
-        for ((c, _), s) in &self.parts {
-            if c == component {
-                r.add_groups(s, groups.clone());
-            }
-        }
-        r
+        let parts: Vec<&TaskState> = self
+            .parts
+            .range((component.to_string(), 0)..)
+            .take_while(|((c, _), _)| c == component)
+            .map(|(_, s)| s)
+            .collect();
+        TaskStateReader::rescaled(&parts, index, tasks)
     }
 
     /// Checks that every spout of `topology` has the task count it had in this checkpoint,
