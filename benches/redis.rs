@@ -10,8 +10,10 @@
 //!   `redis_stream` (acking on, one task) → `bench_count`, a bolt that counts its inputs,
 //!   in this process (one worker), timed from start to the end of the run; the sink:
 //!   `sequence` (N) → `redis_stream` sink (XADD), every tuple acked once Redis confirmed
-//!   it, timed the same way. Each run is checked: the bolt counted N, the spout acked N,
-//!   nothing is pending in the group, the sink's stream holds N entries;
+//!   it, timed the same way; and the same spout in a topology checkpointed every second
+//!   (state in a temporary folder), which reads by position instead of through the group.
+//!   Each run is checked: the bolt counted N, the spout acked N, nothing is pending in
+//!   the group, the sink's stream holds N entries;
 //! - a table of medians (and min–max) and one `BENCH redis …` line.
 //!
 //! # Environment
@@ -113,13 +115,14 @@ fn redis_benchmark(port: u16, key: &str, n: u64) -> Result<f64, String> {
         .ok_or_else(|| format!("no rate in redis-benchmark's output: {csv}"))
 }
 
-/// One repetition's rates: (redis-benchmark XADD, spout, sink), per second.
+/// One repetition's rates: (redis-benchmark XADD, spout, checkpointed spout, sink), per
+/// second.
 fn once(
     server: &redis_support::RedisServer,
     rep: u32,
     n: u64,
     batch: Option<i64>,
-) -> Result<(f64, f64, f64), String> {
+) -> Result<(f64, f64, f64, f64), String> {
     let port: u16 = server
         .url()
         .rsplit(':')
@@ -134,41 +137,16 @@ fn once(
         return Err(format!("redis-benchmark wrote {len} entries, not {n}"));
     }
 
-    // The spout reads those entries, acking on, into a counting bolt.
-    let total = Arc::new(AtomicU64::new(0));
-    let reg = registry(Arc::clone(&total));
-    let url = server.url();
-    let mut spout = Topology::builder("redis_bench_spout")
-        .acking(true)
-        .max_spout_pending(8192)
-        .spout("in", "redis_stream")
-        .set("url", url.as_str())
-        .set("stream", stream.as_str())
-        .set("group", "bench")
-        .set("start", "0")
-        .set("fields", toml::Value::Array(vec!["sentence".into()]))
-        .set("stop_at_end", true);
-    if let Some(b) = batch {
-        spout = spout.set("batch", b);
-    }
-    let spout = spout
-        .bolt("count", "bench_count")
-        .shuffle("in")
-        .build(&reg)
-        .map_err(|e| format!("{e:?}"))?;
-    let (secs, summary) = run(spout, &reg)?;
-    let counted = total.load(Ordering::Relaxed);
-    let acked = summary.counts("in").acked;
-    let pending = redis_support::pending(&mut con, &stream, "bench");
-    if counted != n || acked != n || pending != 0 {
-        return Err(format!(
-            "spout run: counted {counted}, acked {acked}, {pending} pending; want {n}, {n}, 0"
-        ));
-    }
-    let spout_rate = n as f64 / secs;
+    // The spout reads those entries, acking on, into a counting bolt: as a consumer
+    // group, then checkpointed (reading by position).
+    let spout_rate = read_rate(server, &stream, n, batch, None)?;
+    let state = tempfile::tempdir().map_err(|e| format!("temp dir: {e}"))?;
+    let rewinding_rate = read_rate(server, &stream, n, batch, Some(state.path()))?;
     del(&mut con, &stream)?;
 
     // The sink writes N tuples.
+    let url = server.url();
+    let reg = registry(Arc::new(AtomicU64::new(0)));
     let out = format!("out{rep}");
     let sink = Topology::builder("redis_bench_sink")
         .acking(true)
@@ -190,7 +168,59 @@ fn once(
         ));
     }
     del(&mut con, &out)?;
-    Ok((xadd, spout_rate, n as f64 / secs))
+    Ok((xadd, spout_rate, rewinding_rate, n as f64 / secs))
+}
+
+/// Reads the `n` entries of `stream` with the spout (acking on, one task) into a
+/// counting bolt and checks them; with `state`, in a topology checkpointed every second
+/// into that folder. Returns entries per second.
+fn read_rate(
+    server: &redis_support::RedisServer,
+    stream: &str,
+    n: u64,
+    batch: Option<i64>,
+    state: Option<&std::path::Path>,
+) -> Result<f64, String> {
+    let total = Arc::new(AtomicU64::new(0));
+    let reg = registry(Arc::clone(&total));
+    let url = server.url();
+    let mut builder = Topology::builder("redis_bench_spout")
+        .acking(true)
+        .max_spout_pending(8192);
+    if let Some(dir) = state {
+        builder = builder
+            .checkpoint_interval_secs(1.0)
+            .state_dir(dir.display().to_string());
+    }
+    let mut spout = builder
+        .spout("in", "redis_stream")
+        .set("url", url.as_str())
+        .set("stream", stream)
+        .set("group", "bench")
+        .set("start", "0")
+        .set("fields", toml::Value::Array(vec!["sentence".into()]))
+        .set("stop_at_end", true);
+    if let Some(b) = batch {
+        spout = spout.set("batch", b);
+    }
+    let spout = spout
+        .bolt("count", "bench_count")
+        .shuffle("in")
+        .build(&reg)
+        .map_err(|e| format!("{e:?}"))?;
+    let (secs, summary) = run(spout, &reg)?;
+    let counted = total.load(Ordering::Relaxed);
+    let acked = summary.counts("in").acked;
+    let pending = match state {
+        Some(_) => 0,
+        None => redis_support::pending(&mut server.con(), stream, "bench"),
+    };
+    if counted != n || acked != n || pending != 0 {
+        return Err(format!(
+            "spout run: counted {counted}, acked {acked}, {pending} pending; want {n}, {n}, 0"
+        ));
+    }
+    Ok(n as f64 / secs)
 }
 
 fn main() {
@@ -209,20 +239,23 @@ fn bench() -> Result<(), String> {
     let batch: i64 = env_num("TOPO_BENCH_REDIS_BATCH", 0)?;
     let batch = (batch > 0).then_some(batch);
     let server = redis_support::RedisServer::start_with(&["--appendonly", "no"]);
-    let (mut xadd, mut spout, mut sink) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut xadd, mut spout, mut rewinding, mut sink) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for rep in 0..reps.max(1) {
-        let (x, p, k) = once(&server, rep, n, batch)?;
+        let (x, p, r, k) = once(&server, rep, n, batch)?;
         eprintln!(
-            "run {}: redis-benchmark XADD {x:.0}/s, spout {p:.0}/s, sink {k:.0}/s",
+            "run {}: redis-benchmark XADD {x:.0}/s, spout {p:.0}/s, checkpointed spout {r:.0}/s, sink {k:.0}/s",
             rep + 1
         );
         xadd.push(x);
         spout.push(p);
+        rewinding.push(r);
         sink.push(k);
     }
-    let (x, p, k) = (
+    let (x, p, r, k) = (
         stats(xadd).ok_or("no runs")?,
         stats(spout).ok_or("no runs")?,
+        stats(rewinding).ok_or("no runs")?,
         stats(sink).ok_or("no runs")?,
     );
     println!("{n} entries, {reps} runs; medians (min-max), per second");
@@ -238,6 +271,13 @@ fn bench() -> Result<(), String> {
         100.0 * p.median / x.median
     );
     println!(
+        "redis_stream spout, checkpointed {:>6.0}  ({:.0}-{:.0})  {:.0} % of XADD",
+        r.median,
+        r.min,
+        r.max,
+        100.0 * r.median / x.median
+    );
+    println!(
         "redis_stream sink (XADD)     {:>10.0}  ({:.0}-{:.0})  {:.0} % of XADD",
         k.median,
         k.min,
@@ -245,9 +285,10 @@ fn bench() -> Result<(), String> {
         100.0 * k.median / x.median
     );
     println!(
-        "BENCH redis entries={n} xadd={:.0} spout={:.0} sink={:.0} spout_ratio={:.2}",
+        "BENCH redis entries={n} xadd={:.0} spout={:.0} checkpointed_spout={:.0} sink={:.0} spout_ratio={:.2}",
         x.median,
         p.median,
+        r.median,
         k.median,
         p.median / x.median
     );
