@@ -14,8 +14,8 @@ use serde::Deserialize;
 use topo_dsl::{StreamDecl, Topology};
 use topo_engine::state::{Backend, CheckpointStore, LocalBackend, TaskState, TaskStateReader};
 use topo_engine::{
-    Bolt, BoltOutput, Poll, Registry, Result, RunOptions, Spout, SpoutOutput, TaskContext, Tuple,
-    Value,
+    Bolt, BoltOutput, Poll, Registry, Result, RunOptions, RunSummary, Spout, SpoutOutput,
+    TaskContext, Tuple, Value,
 };
 
 #[derive(Deserialize)]
@@ -179,15 +179,7 @@ fn no_tuple_after_a_barrier_is_in_its_checkpoint() {
         .shuffle("slow")
         .build(&registry)
         .expect("valid topology");
-    let options = RunOptions {
-        base_dir: dir.path().to_path_buf(),
-        ..RunOptions::default()
-    };
-    let running = topo_engine::start(Arc::new(topology), &registry, options).expect("start");
-    if !running.wait_timeout(Duration::from_secs(60)) {
-        running.stop();
-    }
-    let summary = running.wait();
+    let summary = run(topology, &registry, dir.path());
     assert_eq!(summary.counts("tally").executed, 40_100, "{summary}");
     assert_eq!(summary.counts("tally").failed, 0, "in order: {summary}");
     let figures = summary.checkpoints.expect("checkpoint figures");
@@ -198,6 +190,19 @@ fn no_tuple_after_a_barrier_is_in_its_checkpoint() {
         &dir.path().join("state"),
         &[("fast", "fast"), ("slow", "slow")],
     );
+}
+
+/// Runs `topology` in `dir` to its end (stopped after a minute) and returns its summary.
+fn run(topology: Topology, registry: &Registry, dir: &std::path::Path) -> RunSummary {
+    let options = RunOptions {
+        base_dir: dir.to_path_buf(),
+        ..RunOptions::default()
+    };
+    let running = topo_engine::start(Arc::new(topology), registry, options).expect("start");
+    if !running.wait_timeout(Duration::from_secs(60)) {
+        running.stop();
+    }
+    running.wait()
 }
 
 /// Checks each committed checkpoint in `state`: for each `(spout, via)`, the tally
@@ -264,15 +269,7 @@ fn behind_a_slow_bolt_a_task_declines_the_checkpoint_rather_than_hold_without_en
         .shuffle("relay")
         .build(&registry)
         .expect("valid topology");
-    let options = RunOptions {
-        base_dir: dir.path().to_path_buf(),
-        ..RunOptions::default()
-    };
-    let running = topo_engine::start(Arc::new(topology), &registry, options).expect("start");
-    if !running.wait_timeout(Duration::from_secs(60)) {
-        running.stop();
-    }
-    let summary = running.wait();
+    let summary = run(topology, &registry, dir.path());
     assert_eq!(summary.counts("tally").executed, 308_000, "{summary}");
     assert_eq!(summary.counts("tally").failed, 0, "in order: {summary}");
     let figures = summary.checkpoints.expect("checkpoint figures");
