@@ -175,6 +175,18 @@ impl Link {
         self.con.as_mut()
     }
 
+    /// A call on the connection failed with `e`: a transient error drops the connection
+    /// (retried later) and the caller idles (`Poll::Idle`); any other is the component's
+    /// error, named.
+    pub fn failed(&mut self, e: &redis::RedisError) -> topo_engine::Result<topo_engine::Poll> {
+        if is_transient(e) {
+            self.broke(e);
+            Ok(topo_engine::Poll::Idle)
+        } else {
+            Err(format!("{}: {e}", self.what).into())
+        }
+    }
+
     /// The connection broke (or the server is not ready): drop it and retry later. Logs
     /// once per outage.
     pub fn broke(&mut self, e: &redis::RedisError) {

@@ -296,11 +296,7 @@ impl RedisStream {
                 });
                 Ok(None)
             }
-            Err(e) if is_transient(&e) => {
-                link.broke(&e);
-                Ok(Some(Poll::Idle))
-            }
-            Err(e) => Err(format!("{}: {e}", self.what).into()),
+            Err(e) => link.failed(&e).map(Some),
         }
     }
 

@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 use topo_engine::{MsgId, Poll, Result, Spout, SpoutOutput, TaskContext, Values};
 
 use super::{entry_values, last_entry_id, split_entry, stream_entries, Config, EntryId, Start};
-use crate::link::{is_transient, Link};
+use crate::link::Link;
 
 /// What a task records in a checkpoint.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -124,11 +124,7 @@ impl RangeReader {
                 self.sent = true;
                 Ok(None)
             }
-            Err(e) if is_transient(&e) => {
-                link.broke(&e);
-                Ok(Some(Poll::Idle))
-            }
-            Err(e) => Err(format!("{}: {e}", self.what).into()),
+            Err(e) => link.failed(&e).map(Some),
         }
     }
 
@@ -152,11 +148,7 @@ impl RangeReader {
         };
         let entries = match reply {
             Ok(r) => stream_entries(r),
-            Err(e) if is_transient(&e) => {
-                link.broke(&e);
-                return Ok(Poll::Idle);
-            }
-            Err(e) => return Err(format!("{}: {e}", self.what).into()),
+            Err(e) => return link.failed(&e),
         };
         let n = entries.len();
         self.caught_up = n < self.config.batch;
