@@ -255,41 +255,9 @@ fn gone(pid: i32) -> bool {
 }
 
 /// A topology file in the cluster's folder: `spout` (its TOML) → `relay` (3 tasks) →
-/// `out` (3 tasks writing `out.jsonl` under the cluster's folder).
+/// `out` (3 tasks writing `NAME.jsonl` under the cluster's folder).
 fn topology_file(c: &Cluster, name: &str, spout: &str) -> (PathBuf, PathBuf) {
-    let out = c.dir.path().join(format!("{name}.jsonl"));
-    let file = c.dir.path().join(format!("{name}.topo.toml"));
-    std::fs::write(
-        &file,
-        format!(
-            r#"
-[topology]
-name = "{name}"
-workers = 3
-acking = true
-message_timeout_secs = 2
-max_spout_pending = 200
-
-[spouts.source]
-{spout}
-
-[bolts.relay]
-type = "map"
-fields = ["n"]
-parallelism = 3
-inputs = ["source"]
-
-[bolts.out]
-type = "file_sink"
-parallelism = 3
-path = "{}"
-inputs = ["relay"]
-"#,
-            out.display()
-        ),
-    )
-    .expect("write the topology");
-    (file, out)
+    cluster_support::relay_topology(c.dir.path(), name, spout, "n")
 }
 
 fn missing<T: Ord + Clone + std::fmt::Debug>(want: &BTreeSet<T>, got: &BTreeSet<T>) -> Vec<T> {

@@ -305,39 +305,7 @@ impl Ha {
 
 /// A topology: `spout` → `relay` (3 tasks) → `out` (3 tasks writing `NAME.jsonl`).
 fn topology_file(h: &Ha, name: &str, spout: &str) -> (PathBuf, PathBuf) {
-    let out = h.dir.path().join(format!("{name}.jsonl"));
-    let file = h.dir.path().join(format!("{name}.topo.toml"));
-    std::fs::write(
-        &file,
-        format!(
-            r#"
-[topology]
-name = "{name}"
-workers = 3
-acking = true
-message_timeout_secs = 2
-max_spout_pending = 200
-
-[spouts.source]
-{spout}
-
-[bolts.relay]
-type = "map"
-fields = ["line as n"]
-parallelism = 3
-inputs = ["source"]
-
-[bolts.out]
-type = "file_sink"
-parallelism = 3
-path = "{}"
-inputs = ["relay"]
-"#,
-            out.display()
-        ),
-    )
-    .expect("write the topology");
-    (file, out)
+    cluster_support::relay_topology(h.dir.path(), name, spout, "line as n")
 }
 
 fn open_pipe(path: &Path, h: &Ha) -> File {

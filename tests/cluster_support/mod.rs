@@ -127,3 +127,47 @@ pub fn client(coordinators: &str, args: &[&str]) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// A topology file `NAME.topo.toml` in `dir`: `spout` (its TOML) → `relay` (a `map` of
+/// `fields`, 3 tasks) → `out` (3 tasks writing `NAME.jsonl` in `dir`), three workers,
+/// acking on. Returns (topology file, output file).
+pub fn relay_topology(
+    dir: &std::path::Path,
+    name: &str,
+    spout: &str,
+    fields: &str,
+) -> (std::path::PathBuf, std::path::PathBuf) {
+    let out = dir.join(format!("{name}.jsonl"));
+    let file = dir.join(format!("{name}.topo.toml"));
+    std::fs::write(
+        &file,
+        format!(
+            r#"
+[topology]
+name = "{name}"
+workers = 3
+acking = true
+message_timeout_secs = 2
+max_spout_pending = 200
+
+[spouts.source]
+{spout}
+
+[bolts.relay]
+type = "map"
+fields = ["{fields}"]
+parallelism = 3
+inputs = ["source"]
+
+[bolts.out]
+type = "file_sink"
+parallelism = 3
+path = "{}"
+inputs = ["relay"]
+"#,
+            out.display()
+        ),
+    )
+    .expect("write the topology");
+    (file, out)
+}
